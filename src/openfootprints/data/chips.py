@@ -1,0 +1,196 @@
+"""Training chips sampled on the fly from labelled scenes; labels rasterized per chip.
+
+No chip is ever written to disk: a chip is a window of a :class:`~openfootprints.io.raster.Scene` read
+when the data loader asks for it, with the building polygons that overlap it burnt into a mask.
+The train / validation split is spatial: the scene is cut into square blocks and whole blocks go to one
+side (see :func:`split_blocks`), so neighbouring chips never straddle the split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import shapely
+import torch
+from rasterio.features import rasterize
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+from scipy import ndimage
+
+from openfootprints.io.raster import Scene
+
+
+@dataclass
+class LabelledScene:
+    """A scene and its building polygons in the scene's CRS."""
+
+    scene: Scene
+    polygons: gpd.GeoSeries
+
+    def __post_init__(self):
+        self._tree = shapely.STRtree(self.polygons.to_numpy())
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_tree", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._tree = shapely.STRtree(self.polygons.to_numpy())
+
+    def polygons_in(self, window: Window) -> np.ndarray:
+        """The polygons that overlap a working-grid window."""
+        left, top = self.scene.transform * (window.col_off, window.row_off)
+        right, bottom = self.scene.transform * (window.col_off + window.width, window.row_off + window.height)
+        area = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+        return self.polygons.to_numpy()[self._tree.query(area, predicate="intersects")]
+
+
+def building_mask(polygons: np.ndarray, transform, shape: tuple[int, int], erode_px: int = 0) -> np.ndarray:
+    """Burn polygons into a (h, w) uint8 mask, each building shrunk by ``erode_px`` pixels on its own.
+
+    Shrinking each building separately opens a gap between buildings that share a wall, which keeps
+    them apart as separate instances at detection (where they are grown back by the same amount).
+    """
+    if len(polygons) == 0:
+        return np.zeros(shape, np.uint8)
+    ids = rasterize([(g, i + 1) for i, g in enumerate(polygons)], out_shape=shape, transform=transform,
+                    dtype="int32")
+    if erode_px <= 0:
+        return (ids > 0).astype(np.uint8)
+    disk = _disk(erode_px)
+    same = (ndimage.grey_erosion(ids, footprint=disk, mode="nearest") == ids) & (
+        ndimage.grey_dilation(ids, footprint=disk, mode="nearest") == ids)
+    return (same & (ids > 0)).astype(np.uint8)
+
+
+def _disk(radius: int) -> np.ndarray:
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (x * x + y * y) <= radius * radius
+
+
+def split_blocks(scene: Scene, block_px: int, val_fraction: float, seed: int,
+                 exclude: tuple[float, float, float, float] | None = None,
+                 min_valid: float = 0.5) -> tuple[list[Window], list[Window]]:
+    """Cut a scene into ``block_px`` square blocks and assign whole blocks to train or validation.
+
+    Blocks with less than ``min_valid`` valid pixels, and blocks touching ``exclude`` (bounds in the
+    scene's CRS: an area held out from training altogether), are dropped. At least one block goes to
+    each side when there are two or more.
+    """
+    blocks = []
+    valid = _coarse_valid(scene, block_px)
+    for row in range(0, scene.height - block_px + 1, block_px):
+        for col in range(0, scene.width - block_px + 1, block_px):
+            window = Window(col, row, block_px, block_px)
+            if exclude is not None and _window_box(scene, window).intersects(shapely.box(*exclude)):
+                continue
+            if valid[row // block_px, col // block_px] >= min_valid:
+                blocks.append(window)
+    if not blocks:
+        raise ValueError(f"{scene.path}: no {block_px}px block with enough valid pixels; lower data.block_m")
+    order = np.random.default_rng(seed).permutation(len(blocks))
+    n_val = min(len(blocks) - 1, max(1, round(val_fraction * len(blocks)))) if len(blocks) > 1 else 0
+    val = sorted((blocks[i] for i in order[:n_val]), key=lambda w: (w.row_off, w.col_off))
+    train = sorted((blocks[i] for i in order[n_val:]), key=lambda w: (w.row_off, w.col_off))
+    return train, val
+
+
+def _window_box(scene: Scene, window: Window) -> shapely.Polygon:
+    left, top = scene.transform * (window.col_off, window.row_off)
+    right, bottom = scene.transform * (window.col_off + window.width, window.row_off + window.height)
+    return shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+
+
+def _coarse_valid(scene: Scene, block_px: int) -> np.ndarray:
+    """Fraction of valid pixels per block, read at a reduced resolution; shape (rows of blocks, cols of blocks)."""
+    nby, nbx = scene.height // block_px, scene.width // block_px
+    step = 16
+    h, w = nby * block_px // step, nbx * block_px // step
+    if h == 0 or w == 0:
+        return np.zeros((nby, nbx))
+    src = Window(0, 0, nbx * block_px * scene.scale, nby * block_px * scene.scale)
+    mask = scene.dataset.dataset_mask(window=src, out_shape=(h, w)) > 0
+    return mask.reshape(nby, block_px // step, nbx, block_px // step).mean(axis=(1, 3))
+
+
+def normalization_stats(sources: list[LabelledScene], blocks: list[tuple[int, Window]], n: int = 32,
+                        seed: int = 0) -> tuple[list[float], list[float]]:
+    """Per-band mean and standard deviation over the valid pixels of ``n`` blocks (file units)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(blocks), size=min(n, len(blocks)), replace=False)
+    values = []
+    for k in picks:
+        scene_idx, window = blocks[k]
+        image, valid = sources[scene_idx].scene.read(window)
+        values.append(image[:, valid][:, ::7])
+    pixels = np.concatenate(values, axis=1).astype(np.float64)
+    return pixels.mean(axis=1).tolist(), np.maximum(pixels.std(axis=1), 1e-6).tolist()
+
+
+class ChipDataset(torch.utils.data.Dataset):
+    """Chips of ``chip_px`` pixels from blocks of labelled scenes.
+
+    In random mode (``windows=None``) item ``i`` is a chip at a random place in a random block, the
+    place drawn from a generator seeded with ``(seed, i)``: use it with a sampler that draws indexes.
+    With ``windows`` given (a fixed list of ``(scene index, Window)``), item ``i`` is that window.
+    Each item is ``(image (C, H, W) float32 normalized, mask (1, H, W) float32, valid (1, H, W) float32)``.
+    """
+
+    VIRTUAL_LENGTH = 2**31 - 1
+
+    def __init__(self, sources: list[LabelledScene], blocks: list[tuple[int, Window]], chip_px: int,
+                 mean: list[float], std: list[float], erode_px: int = 0, seed: int = 0, augment: bool = False,
+                 windows: list[tuple[int, Window]] | None = None):
+        self.sources, self.blocks, self.chip_px = sources, blocks, chip_px
+        self.mean = np.asarray(mean, np.float32)[:, None, None]
+        self.std = np.asarray(std, np.float32)[:, None, None]
+        self.erode_px, self.seed, self.augment, self.windows = erode_px, seed, augment, windows
+
+    def __len__(self) -> int:
+        return len(self.windows) if self.windows is not None else self.VIRTUAL_LENGTH
+
+    def _random_window(self, rng: np.random.Generator) -> tuple[int, Window]:
+        scene_idx, block = self.blocks[rng.integers(len(self.blocks))]
+        col = block.col_off + rng.integers(0, block.width - self.chip_px + 1)
+        row = block.row_off + rng.integers(0, block.height - self.chip_px + 1)
+        return scene_idx, Window(int(col), int(row), self.chip_px, self.chip_px)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, i])
+        scene_idx, window = self.windows[i] if self.windows is not None else self._random_window(rng)
+        source = self.sources[scene_idx]
+        image, valid = source.scene.read(window)
+        mask = building_mask(source.polygons_in(window), window_transform(window, source.scene.transform),
+                             (self.chip_px, self.chip_px), self.erode_px)
+        image = np.where(valid, (image - self.mean) / self.std, 0.0).astype(np.float32)
+        mask, valid = mask[None].astype(np.float32), valid[None].astype(np.float32)
+        if self.augment:
+            image, mask, valid = flip_rotate([image, mask, valid], rng)
+        return torch.from_numpy(image), torch.from_numpy(mask), torch.from_numpy(valid)
+
+
+def flip_rotate(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Apply the same random one of the 8 flips / 90° rotations to (C, H, W) arrays."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    out = []
+    for a in arrays:
+        a = np.rot90(a, k, axes=(1, 2))
+        out.append(np.ascontiguousarray(a[:, :, ::-1] if flip else a))
+    return out
+
+
+def validation_windows(blocks: list[tuple[int, Window]], chip_px: int, limit: int) -> list[tuple[int, Window]]:
+    """Non-overlapping chips tiling the validation blocks, at most ``limit``, spread over the blocks."""
+    windows = []
+    for scene_idx, block in blocks:
+        for row in range(int(block.row_off), int(block.row_off + block.height) - chip_px + 1, chip_px):
+            for col in range(int(block.col_off), int(block.col_off + block.width) - chip_px + 1, chip_px):
+                windows.append((scene_idx, Window(col, row, chip_px, chip_px)))
+    if len(windows) > limit:
+        keep = np.linspace(0, len(windows) - 1, limit).round().astype(int)
+        windows = [windows[i] for i in keep]
+    return windows

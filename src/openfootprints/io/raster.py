@@ -1,0 +1,128 @@
+"""Imagery in: GeoTIFF / COG / VRT files and XYZ tile folders, read window by window.
+
+A :class:`Scene` is a georeferenced grid that the rest of the pipeline reads from. It can be the file's
+own grid or a resampled one at a chosen ground resolution (metres per pixel), so that a model trained at
+0.5 m sees 0.5 m pixels whatever the imagery. Pixels outside the valid area (nodata, mask band, alpha,
+missing tiles) are reported in a boolean mask beside each read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from openfootprints.errors import InputError
+from openfootprints.io.geo import pixel_size_m
+from openfootprints.io.xyz import is_tile_folder, tile_folder_vrt
+
+RESAMPLE_TOLERANCE = 0.05  # resample only when the ground resolution differs by more than 5 %
+
+
+@dataclass
+class Scene:
+    """A raster scene seen on a working grid.
+
+    ``width``/``height`` are in working-grid pixels; ``transform`` maps them to ``crs``; ``scale`` is the
+    number of file pixels per working pixel (1.0 when no resampling happens).
+    """
+
+    path: str
+    source: str  # what rasterio opens: the path, or VRT XML for a tile folder
+    crs: rasterio.crs.CRS
+    transform: Affine
+    width: int
+    height: int
+    bands: list[int]
+    dtype: str
+    resolution_m: float
+    scale: float = 1.0
+    _dataset: rasterio.DatasetReader | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def dataset(self) -> rasterio.DatasetReader:
+        """The open rasterio dataset (opened lazily, once per process)."""
+        if self._dataset is None or self._dataset.closed or getattr(self, "_pid", None) != os.getpid():
+            self._dataset = rasterio.open(self.source)
+            self._pid = os.getpid()
+        return self._dataset
+
+    def __getstate__(self):  # datasets do not cross process boundaries; reopen on the other side
+        state = self.__dict__.copy()
+        state["_dataset"] = None
+        return state
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in ``crs``."""
+        left, top = self.transform * (0, 0)
+        right, bottom = self.transform * (self.width, self.height)
+        return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read a working-grid window that lies inside the scene.
+
+        Returns ``(image, valid)``: image float32 (bands, h, w) in the file's units; valid bool (h, w).
+        """
+        h, w = int(window.height), int(window.width)
+        src = Window(window.col_off * self.scale, window.row_off * self.scale,
+                     window.width * self.scale, window.height * self.scale)
+        resampling = Resampling.bilinear if self.scale != 1.0 else Resampling.nearest
+        try:
+            image = self.dataset.read(self.bands, window=src, out_shape=(len(self.bands), h, w),
+                                      resampling=resampling, out_dtype="float32")
+            valid = self.dataset.dataset_mask(window=src, out_shape=(h, w), resampling=Resampling.nearest) > 0
+        except RasterioIOError as err:
+            raise InputError(f"{self.path}: cannot read pixels ({err})") from err
+        return image, valid
+
+
+def open_scene(path: str | os.PathLike, bands: list[int] | None = None, resolution_m: float | None = None) -> Scene:
+    """Open imagery as a :class:`Scene`.
+
+    ``bands`` are 1-based band indexes (default: all colour bands, the alpha band left out);
+    ``resolution_m`` resamples to that ground resolution in metres per pixel when it differs from the file's.
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or folder")
+    source = tile_folder_vrt(path) if is_tile_folder(path) else path
+    if os.path.isdir(path) and source == path:
+        raise InputError(f"{path}: a folder, but not an XYZ tile folder (expected <z>/<x>/<y>.<ext> images)")
+    try:
+        ds = rasterio.open(source)
+    except RasterioIOError as err:
+        raise InputError(f"{path}: not a readable raster ({str(err).splitlines()[0]})") from err
+    if ds.crs is None:
+        raise InputError(f"{path}: the raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs) and retry")
+    if ds.transform == Affine.identity() or ds.transform.b != 0 or ds.transform.d != 0:
+        raise InputError(f"{path}: the raster needs a north-up geotransform (rotated or missing transforms are not supported)")
+    if bands is None:
+        bands = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci.name != "alpha"] or [1]
+    bad = [b for b in bands if not 1 <= b <= ds.count]
+    if bad:
+        raise InputError(f"{path}: band(s) {bad} requested, but the raster has {ds.count} band(s)")
+    native_res = pixel_size_m(ds.crs, ds.transform, ds.width, ds.height)
+    scale = 1.0
+    if resolution_m and abs(resolution_m / native_res - 1) > RESAMPLE_TOLERANCE:
+        scale = resolution_m / native_res
+    width, height = max(1, math.floor(ds.width / scale)), max(1, math.floor(ds.height / scale))
+    scene = Scene(path=path, source=source, crs=ds.crs, transform=ds.transform * Affine.scale(scale),
+                  width=width, height=height, bands=list(bands), dtype=ds.dtypes[bands[0] - 1],
+                  resolution_m=native_res * scale, scale=scale)
+    scene._dataset, scene._pid = ds, os.getpid()
+    return scene
+
+
+def scene_from_path_name(path: str | os.PathLike) -> str:
+    """A short name for a scene, for logs and tables."""
+    p = Path(path)
+    return p.stem if p.is_file() else p.name

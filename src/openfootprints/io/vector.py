@@ -1,0 +1,94 @@
+"""Vector files in and out: labels from any format pyogrio reads; tables written atomically by extension."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import shapely
+
+from openfootprints.errors import InputError
+from openfootprints.io.atomic import atomic_path
+
+FORMATS = {".parquet": "parquet", ".geoparquet": "parquet", ".geojson": "GeoJSON", ".json": "GeoJSON",
+           ".fgb": "FlatGeobuf", ".gpkg": "GPKG", ".csv": "csv"}
+
+
+def read_polygons(path: str | os.PathLike, crs=None, bounds: tuple[float, float, float, float] | None = None,
+                  fix_invalid: bool = False, allow_empty: bool = False) -> gpd.GeoDataFrame:
+    """Read building polygons, reprojected to ``crs`` when given.
+
+    Non-polygon geometries and invalid polygons are errors (invalid ones are repaired instead when
+    ``fix_invalid``). ``bounds`` (in ``crs``) checks that the labels overlap that area.
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    try:
+        if Path(path).suffix.lower() in (".parquet", ".geoparquet"):
+            frame = gpd.read_parquet(path)
+        else:
+            frame = gpd.read_file(path, engine="pyogrio")
+    except Exception as err:  # pyogrio / pyarrow raise many types; all mean "cannot read this"
+        raise InputError(f"{path}: not a readable vector file ({str(err).splitlines()[0]})") from err
+    frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
+    if frame.empty:
+        if allow_empty:
+            return gpd.GeoDataFrame(geometry=[], crs=crs or "EPSG:4326")
+        raise InputError(f"{path}: contains no geometries")
+    if frame.crs is None:
+        raise InputError(f"{path}: the file has no CRS; write it with one (GeoJSON is EPSG:4326 by definition)")
+    kinds = set(frame.geom_type)
+    if not kinds <= {"Polygon", "MultiPolygon"}:
+        raise InputError(f"{path}: expected polygons, found {sorted(kinds - {'Polygon', 'MultiPolygon'})}")
+    invalid = ~frame.geometry.is_valid
+    if invalid.any():
+        if not fix_invalid:
+            first = frame.index[np.argmax(invalid.to_numpy())]
+            reason = shapely.is_valid_reason(frame.geometry[first])
+            raise InputError(f"{path}: {int(invalid.sum())} invalid polygon(s), first at row {first} ({reason}); "
+                             "repair them or set data.fix_invalid=true")
+        frame.loc[invalid, "geometry"] = shapely.make_valid(frame.geometry[invalid].to_numpy())
+        frame = frame.explode(index_parts=False)
+        frame = frame[frame.geom_type == "Polygon"]
+    if crs is not None:
+        frame = frame.to_crs(crs)
+    if bounds is not None and not frame.intersects(shapely.box(*bounds)).any():
+        raise InputError(f"{path}: no polygon overlaps the imagery (labels bounds {tuple(np.round(frame.total_bounds, 3))},"
+                         f" imagery bounds {tuple(np.round(bounds, 3))} in {frame.crs.to_string()})")
+    return frame.reset_index(drop=True)
+
+
+def write_table(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
+    """Write a GeoDataFrame by file extension (GeoParquet, GeoJSON, FlatGeobuf, GPKG, CSV with WKT geometry)."""
+    path = Path(path)
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(f"{path}: unknown output format '{path.suffix}'; use one of {sorted(FORMATS)}")
+    with atomic_path(path) as tmp:
+        if kind == "parquet":
+            frame.to_parquet(tmp, index=False, geometry_encoding="geoarrow", write_covering_bbox=True)
+        elif kind == "csv":
+            table = frame.drop(columns="geometry").assign(geometry=shapely.to_wkt(frame.geometry.to_numpy(), rounding_precision=8))
+            table.to_csv(tmp, index=False)
+        else:
+            pyogrio.write_dataframe(frame, tmp, driver=kind)
+    return path
+
+
+def read_table(path: str | os.PathLike) -> gpd.GeoDataFrame:
+    """Read a buildings table written by :func:`write_table` (any of its formats)."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    if Path(path).suffix.lower() == ".csv":
+        import pandas as pd
+
+        table = pd.read_csv(path)
+        if "geometry" not in table:
+            raise InputError(f"{path}: CSV without a 'geometry' column (WKT)")
+        return gpd.GeoDataFrame(table.drop(columns="geometry"), geometry=shapely.from_wkt(table["geometry"]), crs="EPSG:4326")
+    return read_polygons(path, allow_empty=True)

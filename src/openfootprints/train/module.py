@@ -1,0 +1,97 @@
+"""The Lightning module: a U-Net trained with BCE plus soft Dice on building masks."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                  dice_weight: float = 1.0) -> torch.Tensor:
+    """Per-pixel BCE averaged over valid pixels, plus ``dice_weight`` × (1 − soft Dice) over the batch.
+
+    All tensors are (N, 1, H, W); ``valid`` is 1 where the imagery has data, 0 in nodata.
+    """
+    n_valid = valid.sum().clamp_min(1.0)
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid).sum() / n_valid
+    prob = torch.sigmoid(logits) * valid
+    inter = (prob * target).sum()
+    dice = (2 * inter + 1.0) / (prob.sum() + (target * valid).sum() + 1.0)
+    return bce + dice_weight * (1 - dice)
+
+
+def pixel_iou_counts(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                     threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intersection and union pixel counts of thresholded predictions against the target."""
+    pred = (torch.sigmoid(logits) >= threshold) & (valid > 0)
+    truth = (target > 0.5) & (valid > 0)
+    return (pred & truth).sum(), (pred | truth).sum()
+
+
+def schedule_factor(progress: float, warmup: float = 0.05) -> float:
+    """Learning-rate factor for training progress in [0, 1]: linear warm-up, then cosine decay to 1 %."""
+    if progress < warmup:
+        return 0.01 + 0.99 * progress / warmup
+    t = min(1.0, (progress - warmup) / (1 - warmup))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class SegmentationModule(L.LightningModule):
+    """Trains ``net`` with AdamW; logs loss and pixel IoU per epoch.
+
+    The learning rate follows :func:`schedule_factor` of whichever is further along: steps out of
+    ``total_steps`` or wall-clock seconds out of ``budget_s``, so a run cut by its time budget still
+    ends with an annealed model.
+    """
+
+    def __init__(self, net: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 1e-4,
+                 dice_weight: float = 1.0, total_steps: int = 1000, budget_s: float | None = None):
+        super().__init__()
+        self.net = net
+        self.lr, self.weight_decay, self.dice_weight = lr, weight_decay, dice_weight
+        self.total_steps, self.budget_s = total_steps, budget_s
+        self._inter = self._union = 0
+        self._start = None
+
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1]."""
+        by_steps = self.global_step / max(self.total_steps, 1)
+        by_time = (time.monotonic() - self._start) / self.budget_s if self.budget_s and self._start else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    def on_train_start(self):
+        self._start = time.monotonic()
+
+    def on_train_batch_start(self, batch, batch_idx):
+        factor = schedule_factor(self.progress())
+        for group in self.optimizers().param_groups:
+            group["lr"] = self.lr * factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        image, mask, valid = batch
+        loss = bce_dice_loss(self(image), mask, valid, self.dice_weight)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=image.shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        image, mask, valid = batch
+        logits = self(image)
+        self.log("val_loss", bce_dice_loss(logits, mask, valid, self.dice_weight), prog_bar=True,
+                 on_epoch=True, batch_size=image.shape[0])
+        inter, union = pixel_iou_counts(logits, mask, valid)
+        self._inter += int(inter)
+        self._union += int(union)
+
+    def on_validation_epoch_end(self):
+        self.log("val_pixel_iou", self._inter / max(self._union, 1), prog_bar=True)
+        self._inter = self._union = 0
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
