@@ -43,8 +43,8 @@ class LabelledScene:
 
     def polygons_in(self, window: Window) -> np.ndarray:
         """The polygons that overlap a working-grid window."""
-        left, top = self.scene.transform * (window.col_off, window.row_off)
-        right, bottom = self.scene.transform * (window.col_off + window.width, window.row_off + window.height)
+        left, top = self.scene.transform @ (window.col_off, window.row_off)
+        right, bottom = self.scene.transform @ (window.col_off + window.width, window.row_off + window.height)
         area = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
         return self.polygons.to_numpy()[self._tree.query(area, predicate="intersects")]
 
@@ -100,8 +100,8 @@ def split_blocks(scene: Scene, block_px: int, val_fraction: float, seed: int,
 
 
 def _window_box(scene: Scene, window: Window) -> shapely.Polygon:
-    left, top = scene.transform * (window.col_off, window.row_off)
-    right, bottom = scene.transform * (window.col_off + window.width, window.row_off + window.height)
+    left, top = scene.transform @ (window.col_off, window.row_off)
+    right, bottom = scene.transform @ (window.col_off + window.width, window.row_off + window.height)
     return shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -11,16 +12,17 @@ from typing import Iterator
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; on success it is renamed to ``final``, on error removed."""
+    """Yield a path to write instead of ``final``; on success it is renamed to ``final``, on error removed.
+
+    The temporary file has the final file's name inside a hidden folder beside it, so writers that derive
+    something from the name (a GeoPackage layer) see the real one, and the rename stays on one filesystem.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=final.suffix, dir=final.parent)
-    os.close(fd)
-    os.unlink(tmp)  # writers (GDAL, pyarrow) want to create the file themselves
-    tmp = Path(tmp)
+    folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
+        tmp = folder / final.name
         yield tmp
         os.replace(tmp, final)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(folder, ignore_errors=True)

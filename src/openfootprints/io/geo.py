@@ -26,7 +26,7 @@ def ground_scale(crs: CRS | str, lon: float, lat: float) -> tuple[float, float]:
 
 def pixel_size_m(crs: CRS | str, transform: Affine, width: int, height: int) -> float:
     """Ground size of one pixel in metres at the centre of a grid (geometric mean of x and y)."""
-    cx, cy = transform * (width / 2, height / 2)
+    cx, cy = transform @ (width / 2, height / 2)
     lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(cx, cy)
     sx, sy = ground_scale(crs, lon, lat)
     return math.sqrt(abs(transform.a) / sx * abs(transform.e) / sy)

@@ -63,8 +63,8 @@ class Scene:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in ``crs``."""
-        left, top = self.transform * (0, 0)
-        right, bottom = self.transform * (self.width, self.height)
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
         return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +115,7 @@ def open_scene(path: str | os.PathLike, bands: list[int] | None = None, resoluti
     if resolution_m and abs(resolution_m / native_res - 1) > RESAMPLE_TOLERANCE:
         scale = resolution_m / native_res
     width, height = max(1, math.floor(ds.width / scale)), max(1, math.floor(ds.height / scale))
-    scene = Scene(path=path, source=source, crs=ds.crs, transform=ds.transform * Affine.scale(scale),
+    scene = Scene(path=path, source=source, crs=ds.crs, transform=ds.transform @ Affine.scale(scale),
                   width=width, height=height, bands=list(bands), dtype=ds.dtypes[bands[0] - 1],
                   resolution_m=native_res * scale, scale=scale)
     scene._dataset, scene._pid = ds, os.getpid()

@@ -52,7 +52,7 @@ def region_from_bounds(scene: Scene, bounds: tuple[float, float, float, float] |
     if bounds is None:
         return Region(0, scene.height, 0, scene.width)
     inv = ~scene.transform
-    cols, rows = zip(*(inv * (x, y) for x in bounds[::2] for y in bounds[1::2]))
+    cols, rows = zip(*(inv @ (x, y) for x in bounds[::2] for y in bounds[1::2]))
     region = Region(max(0, math.floor(min(rows))), min(scene.height, math.ceil(max(rows))),
                     max(0, math.floor(min(cols))), min(scene.width, math.ceil(max(cols))))
     if region.height <= 0 or region.width <= 0:
@@ -124,7 +124,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     row_starts = window_starts(region.row0, region.row1, window, stride)
     col_starts = window_starts(region.col0, region.col1, window, stride)
     profile = dict(driver="GTiff", width=region.width, height=region.height, count=1, dtype="uint8",
-                   crs=scene.crs, transform=scene.transform * Affine.translation(region.col0, region.row0),
+                   crs=scene.crs, transform=scene.transform @ Affine.translation(region.col0, region.row0),
                    compress="deflate", tiled=False, blockysize=16)
     acc = np.zeros((window, region.width + window), np.float32)
     wsum = np.zeros_like(acc)

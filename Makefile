@@ -1,0 +1,26 @@
+# Two commands on a fresh clone:  `make demo` (set up, then run the demo)  and  `make test` (set up, then test).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/openfootprints demo
+
+test: setup
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python bench/detect_memory.py
+
+clean:
+	rm -rf $(VENV) demo_output mlruns .pytest_cache

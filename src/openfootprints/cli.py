@@ -1,0 +1,146 @@
+"""The ``openfootprints`` command line: one subcommand per job, Hydra ``key=value`` overrides after the arguments.
+
+    openfootprints synth OUT.tif --labels OUT.geojson [synth.width=2048 …]
+    openfootprints train --image A.tif --labels A.geojson [--image B.tif --labels B.gpkg] --out model.ofp [key=value …]
+    openfootprints detect SCENE --model model.ofp --out buildings.parquet [detect.bbox=[w,s,e,n] …]
+    openfootprints evaluate PREDICTED TRUTH [--json metrics.json] [evaluate.iou=0.5 …]
+    openfootprints demo [demo.out_dir=demo_output train.max_minutes=8 …]
+
+Bad input ends with one line on stderr naming the file and the problem, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from openfootprints import __version__
+from openfootprints.errors import InputError
+
+log = logging.getLogger("openfootprints")
+
+
+def load_config(overrides: list[str]) -> DictConfig:
+    """The packaged ``conf/config.yaml`` with ``key=value`` overrides applied (Hydra's override grammar)."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise InputError(f"unexpected argument(s) {bad}; overrides look like key=value (e.g. train.max_minutes=5)")
+    try:
+        with initialize_config_module(config_module="openfootprints.conf", version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise InputError(f"config: {str(err).splitlines()[0]}") from err
+
+
+def cmd_synth(args, cfg: DictConfig) -> None:
+    from openfootprints.synth.scene import SceneSpec, write_scene
+
+    s = cfg.synth
+    spec = SceneSpec(width=s.width, height=s.height, resolution_m=s.resolution_m, crs=s.crs,
+                     center_lonlat=tuple(s.center_lonlat), building_density=s.building_density, seed=s.seed)
+    labels = args.labels or str(Path(args.out).with_suffix(".geojson"))
+    n = write_scene(spec, args.out, labels)
+    print(f"wrote {args.out} ({spec.width}×{spec.height} px at {spec.resolution_m} m, {spec.crs}) "
+          f"and {labels} ({n} buildings)")
+
+
+def cmd_train(args, cfg: DictConfig) -> None:
+    from openfootprints.train.run import train
+
+    if len(args.image) != len(args.labels):
+        raise InputError(f"train: {len(args.image)} --image but {len(args.labels)} --labels; give them in pairs")
+    path = train(cfg, list(zip(args.image, args.labels)), args.out or cfg.train.out)
+    print(f"wrote model bundle {path}")
+
+
+def cmd_detect(args, cfg: DictConfig) -> None:
+    from openfootprints.pipeline import detect
+
+    summary = detect(cfg, args.scene, args.model, args.out, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_evaluate(args, cfg: DictConfig) -> None:
+    from openfootprints.pipeline import evaluate_files, format_table
+
+    json_path = args.json or str(Path(args.predicted).with_suffix(".metrics.json"))
+    scores = evaluate_files(cfg, args.predicted, args.truth, json_path, cfg.detect.bbox)
+    print(format_table(scores))
+    print(f"wrote {json_path}")
+
+
+def cmd_demo(args, cfg: DictConfig) -> None:
+    from openfootprints.demo import run_demo
+
+    run_demo(cfg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openfootprints", description="Building footprints from imagery.")
+    parser.add_argument("--version", action="version", version=f"openfootprints {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    overrides = dict(nargs="*", default=[], help="config overrides key=value (see conf/config.yaml)")
+
+    p = sub.add_parser("synth", help="write a synthetic scene (GeoTIFF) and its true footprints")
+    p.add_argument("out", help="output GeoTIFF")
+    p.add_argument("--labels", help="output footprints (any vector format by extension; default OUT.geojson)")
+    p.add_argument("overrides", **overrides)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train a model bundle on labelled scenes")
+    p.add_argument("--image", action="append", default=[], help="imagery: GeoTIFF/COG/VRT or XYZ tile folder")
+    p.add_argument("--labels", action="append", default=[], help="footprints for the preceding --image")
+    p.add_argument("--out", help="model bundle to write (default train.out)")
+    p.add_argument("overrides", **overrides)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("detect", help="find buildings in a scene, write the buildings table")
+    p.add_argument("scene", help="imagery: GeoTIFF/COG/VRT or XYZ tile folder")
+    p.add_argument("--model", required=True, help="model bundle")
+    p.add_argument("--out", required=True, help="buildings table: .parquet, .geojson, .fgb, .gpkg or .csv")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", **overrides)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("evaluate", help="score detected buildings against true footprints at IoU ≥ 0.5")
+    p.add_argument("predicted", help="buildings table from detect")
+    p.add_argument("truth", help="true footprints (any vector format)")
+    p.add_argument("--json", help="metrics JSON to write (default PREDICTED.metrics.json)")
+    p.add_argument("overrides", **overrides)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="synthesize, train, detect, evaluate and draw, on synthetic data")
+    p.add_argument("overrides", **overrides)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.overrides)
+        args.func(args, cfg)
+    except InputError as err:
+        print(f"openfootprints: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("openfootprints: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+import pytest
+import torch
+import timm
+
+from openfootprints.errors import InputError
+from openfootprints.model.bundle import FORMAT, Bundle, fingerprint_files, load_bundle, save_bundle
+from openfootprints.model.unet import Architecture, build_unet, lite0_imagenet_state_dict
+
+from conftest import tiny_architecture
+
+
+def test_packaged_imagenet_weights_map_onto_timm_lite0():
+    weights = lite0_imagenet_state_dict()
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model.load_state_dict(weights)  # strict: every key and shape fits
+    assert weights["classifier.weight"].shape == (1000, 1280)
+
+
+def test_pretrained_unet_takes_any_band_count():
+    net = build_unet(Architecture(in_channels=4, decoder_channels=[16, 16, 8, 8, 8]), pretrained=True)
+    stem = net.encoder.model.conv_stem.weight
+    assert stem.shape[1] == 4
+    reference = lite0_imagenet_state_dict()["conv_stem.weight"]
+    assert torch.allclose(stem[:, :3], reference * 3 / 4)  # repeated and rescaled, as timm adapts stems
+    out = net(torch.zeros(2, 4, 64, 64))
+    assert out.shape == (2, 1, 64, 64)
+
+
+def test_other_encoders_build_from_scratch_and_unknown_ones_are_clear_errors():
+    assert build_unet(Architecture(encoder="resnet18", decoder_channels=[16, 16, 8, 8, 8]))(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    with pytest.raises(InputError, match="not an encoder"):
+        build_unet(Architecture(encoder="no_such_net"))
+    with pytest.raises(InputError, match="pretrained"):
+        build_unet(Architecture(encoder="resnet18"), pretrained=True)
+
+
+def test_bundle_round_trip_gives_the_same_predictions(tmp_path):
+    arch = tiny_architecture()
+    net = build_unet(arch).eval()
+    bundle = Bundle(arch, [1, 2, 3], [1.0, 2.0, 3.0], [4.0, 5.0, 6.0], 0.5, threshold=0.4,
+                    training={"steps": 3}, state_dict=net.state_dict())
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "m.ofp"))
+    assert loaded.metadata() == bundle.metadata()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded.network()(x), net(x))
+
+
+def test_incompatible_or_foreign_files_are_refused(tmp_path, tiny_bundle):
+    payload = torch.load(tiny_bundle, weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, tmp_path / "future.ofp")
+    with pytest.raises(InputError, match="format v99"):
+        load_bundle(tmp_path / "future.ofp")
+    torch.save({"format": "something else"}, tmp_path / "other.ofp")
+    with pytest.raises(InputError, match="not an openfootprints model bundle"):
+        load_bundle(tmp_path / "other.ofp")
+    (tmp_path / "junk.ofp").write_bytes(b"junk")
+    with pytest.raises(InputError, match="not an openfootprints model bundle"):
+        load_bundle(tmp_path / "junk.ofp")
+    assert payload["format"] == FORMAT
+
+
+def test_fingerprint_changes_with_the_data(tmp_path):
+    a = tmp_path / "a.txt"
+    a.write_text("one")
+    first = fingerprint_files([a])
+    a.write_text("two")
+    assert fingerprint_files([a]) != first and len(first) == 16
