@@ -88,38 +88,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openfootprints", description="Building footprints from imagery.")
     parser.add_argument("--version", action="version", version=f"openfootprints {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    overrides = dict(nargs="*", default=[], help="config overrides key=value (see conf/config.yaml)")
+    common = dict(epilog="Any key=value after the arguments overrides the configuration "
+                         "(src/openfootprints/conf/config.yaml), e.g. detect.min_area_m2=10.")
 
-    p = sub.add_parser("synth", help="write a synthetic scene (GeoTIFF) and its true footprints")
+    p = sub.add_parser("synth", help="write a synthetic scene (GeoTIFF) and its true footprints", **common)
     p.add_argument("out", help="output GeoTIFF")
     p.add_argument("--labels", help="output footprints (any vector format by extension; default OUT.geojson)")
-    p.add_argument("overrides", **overrides)
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("train", help="train a model bundle on labelled scenes")
+    p = sub.add_parser("train", help="train a model bundle on labelled scenes", **common)
     p.add_argument("--image", action="append", default=[], help="imagery: GeoTIFF/COG/VRT or XYZ tile folder")
     p.add_argument("--labels", action="append", default=[], help="footprints for the preceding --image")
     p.add_argument("--out", help="model bundle to write (default train.out)")
-    p.add_argument("overrides", **overrides)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("detect", help="find buildings in a scene, write the buildings table")
+    p = sub.add_parser("detect", help="find buildings in a scene, write the buildings table", **common)
     p.add_argument("scene", help="imagery: GeoTIFF/COG/VRT or XYZ tile folder")
     p.add_argument("--model", required=True, help="model bundle")
     p.add_argument("--out", required=True, help="buildings table: .parquet, .geojson, .fgb, .gpkg or .csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("overrides", **overrides)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("evaluate", help="score detected buildings against true footprints at IoU ≥ 0.5")
+    p = sub.add_parser("evaluate", help="score detected buildings against true footprints at IoU ≥ 0.5", **common)
     p.add_argument("predicted", help="buildings table from detect")
     p.add_argument("truth", help="true footprints (any vector format)")
     p.add_argument("--json", help="metrics JSON to write (default PREDICTED.metrics.json)")
-    p.add_argument("overrides", **overrides)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="synthesize, train, detect, evaluate and draw, on synthetic data")
-    p.add_argument("overrides", **overrides)
+    p = sub.add_parser("demo", help="synthesize, train, detect, evaluate and draw, on synthetic data", **common)
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -129,9 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="lightning")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, overrides = parser.parse_known_args(argv)
+    unknown = [o for o in overrides if o.startswith("-") or "=" not in o]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        cfg = load_config(args.overrides)
+        cfg = load_config(overrides)
         args.func(args, cfg)
     except InputError as err:
         print(f"openfootprints: error: {err}", file=sys.stderr)

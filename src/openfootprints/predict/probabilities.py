@@ -53,8 +53,9 @@ def region_from_bounds(scene: Scene, bounds: tuple[float, float, float, float] |
         return Region(0, scene.height, 0, scene.width)
     inv = ~scene.transform
     cols, rows = zip(*(inv @ (x, y) for x in bounds[::2] for y in bounds[1::2]))
-    region = Region(max(0, math.floor(min(rows))), min(scene.height, math.ceil(max(rows))),
-                    max(0, math.floor(min(cols))), min(scene.width, math.ceil(max(cols))))
+    eps = 1e-6  # bounds on pixel edges must not gain a pixel from rounding noise
+    region = Region(max(0, math.floor(min(rows) + eps)), min(scene.height, math.ceil(max(rows) - eps)),
+                    max(0, math.floor(min(cols) + eps)), min(scene.width, math.ceil(max(cols) - eps)))
     if region.height <= 0 or region.width <= 0:
         raise InputError(f"{scene.path}: detect.bbox does not overlap the imagery")
     return region

@@ -1,0 +1,112 @@
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import torch
+from affine import Affine
+
+from openfootprints.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_failure(code, err, message, tmp_path, output):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("openfootprints: error: ") and message in lines[0]
+    assert not output.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{output.name}")]
+
+
+@pytest.mark.parametrize("command", ["synth", "train", "detect", "evaluate", "demo"])
+def test_every_command_has_help(capsys, command):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "key=value" in capsys.readouterr().out
+
+
+def test_synth_writes_scene_and_labels(capsys, tmp_path):
+    code, out, _ = run(capsys, "synth", tmp_path / "s.tif", "synth.width=96", "synth.height=64", "synth.crs=EPSG:3857")
+    assert code == 0 and "buildings" in out
+    with rasterio.open(tmp_path / "s.tif") as src:
+        assert (src.width, src.height, src.crs.to_epsg()) == (96, 64, 3857)
+    assert (tmp_path / "s.geojson").exists()
+
+
+def test_missing_scene(capsys, tmp_path, tiny_bundle):
+    out = tmp_path / "b.parquet"
+    code, _, err = run(capsys, "detect", tmp_path / "nope.tif", "--model", tiny_bundle, "--out", out)
+    assert_clean_failure(code, err, "nope.tif: no such file", tmp_path, out)
+
+
+def test_raster_without_crs(capsys, tmp_path, tiny_bundle):
+    path = tmp_path / "nocrs.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+                       transform=Affine(0.5, 0, 0, 0, -0.5, 0)) as dst:
+        dst.write(np.zeros((3, 64, 64), np.uint8))
+    out = tmp_path / "b.parquet"
+    code, _, err = run(capsys, "detect", path, "--model", tiny_bundle, "--out", out)
+    assert_clean_failure(code, err, "no CRS", tmp_path, out)
+
+
+def test_wrong_band_count(capsys, tmp_path, tiny_scene, tiny_bundle):
+    out = tmp_path / "b.geojson"
+    code, _, err = run(capsys, "detect", tiny_scene[0], "--model", tiny_bundle, "--out", out, "data.bands=[1,2]")
+    assert_clean_failure(code, err, "model expects 3", tmp_path, out)
+
+
+def test_incompatible_bundle(capsys, tmp_path, tiny_scene, tiny_bundle):
+    payload = torch.load(tiny_bundle, weights_only=True)
+    payload["format_version"] = 2
+    torch.save(payload, tmp_path / "old.ofp")
+    out = tmp_path / "b.parquet"
+    code, _, err = run(capsys, "detect", tiny_scene[0], "--model", tmp_path / "old.ofp", "--out", out)
+    assert_clean_failure(code, err, "bundle format v2", tmp_path, out)
+
+
+def test_empty_labels(capsys, tmp_path, tiny_scene):
+    labels = tmp_path / "empty.geojson"
+    labels.write_text('{"type": "FeatureCollection", "features": []}')
+    out = tmp_path / "m.ofp"
+    code, _, err = run(capsys, "train", "--image", tiny_scene[0], "--labels", labels, "--out", out)
+    assert_clean_failure(code, err, "contains no geometries", tmp_path, out)
+
+
+def test_labels_elsewhere(capsys, tmp_path, tiny_scene):
+    labels = tmp_path / "far.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.box(10, 10, 10.001, 10.001)], crs="EPSG:4326").to_file(labels)
+    out = tmp_path / "m.ofp"
+    code, _, err = run(capsys, "train", "--image", tiny_scene[0], "--labels", labels, "--out", out)
+    assert_clean_failure(code, err, "no polygon overlaps the imagery", tmp_path, out)
+
+
+def test_invalid_label_polygons(capsys, tmp_path, tiny_scene):
+    with rasterio.open(tiny_scene[0]) as src:
+        x, y, crs = src.bounds.left, src.bounds.top, src.crs
+    bowtie = shapely.Polygon([(x + 5, y - 5), (x + 15, y - 15), (x + 15, y - 5), (x + 5, y - 15)])
+    labels = tmp_path / "bowtie.gpkg"
+    gpd.GeoDataFrame(geometry=[bowtie], crs=crs).to_file(labels)
+    out = tmp_path / "m.ofp"
+    code, _, err = run(capsys, "train", "--image", tiny_scene[0], "--labels", labels, "--out", out)
+    assert_clean_failure(code, err, "invalid polygon", tmp_path, out)
+
+
+def test_bad_override(capsys, tmp_path, tiny_scene, tiny_bundle):
+    out = tmp_path / "b.parquet"
+    code, _, err = run(capsys, "detect", tiny_scene[0], "--model", tiny_bundle, "--out", out, "detect.nope=3")
+    assert_clean_failure(code, err, "config:", tmp_path, out)
+
+
+def test_evaluate_prints_and_writes_json(capsys, tmp_path, tiny_scene):
+    code, out, _ = run(capsys, "evaluate", tiny_scene[1], tiny_scene[1], "--json", tmp_path / "m.json")
+    assert code == 0 and "F1" in out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["f1"] == 1.0 and metrics["n_true"] > 0

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import rasterio
+from scipy.special import expit
+
+from openfootprints.errors import InputError
+from openfootprints.io.raster import open_scene
+from openfootprints.model.bundle import load_bundle
+from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities,
+                                                  region_from_bounds)
+from openfootprints.predict.windows import blend_weights, window_starts
+
+
+@pytest.mark.parametrize("start, stop, window, stride", [(0, 1000, 128, 96), (5, 133, 128, 64), (0, 50, 128, 64),
+                                                         (0, 257, 128, 128)])
+def test_windows_cover_the_span_and_stay_inside(start, stop, window, stride):
+    starts = window_starts(start, stop, window, stride)
+    covered = np.zeros(stop, bool)
+    for s in starts:
+        covered[s : min(s + window, stop)] = True
+        assert s >= start and (s + window <= stop or len(starts) == 1)
+    assert covered[start:].all()
+    assert all(b - a <= stride for a, b in zip(starts, starts[1:]))
+
+
+def test_blend_weights_are_positive_and_peak_in_the_middle():
+    w = blend_weights(64, 8)
+    assert w.shape == (64, 64) and (w > 0).all()
+    assert w[32, 32] == 1.0 and w[0, 0] < 0.01 and w[0, 32] < w[8, 32]
+
+
+@pytest.fixture()
+def per_pixel_model(monkeypatch):
+    """Replace the network by a per-pixel function of band 1, so the blended result is known exactly."""
+    def call(self, batch):
+        return expit(batch[:, 0] / 2).astype(np.float32)
+
+    monkeypatch.setattr(WindowPredictor, "__call__", call)
+
+
+@pytest.mark.parametrize("halo_m", [0.0, 8.0, 12.0])
+def test_streamed_blended_probabilities_equal_the_per_pixel_truth(tmp_path, tiny_scene, tiny_bundle,
+                                                                  per_pixel_model, halo_m):
+    scene = open_scene(tiny_scene[0])
+    bundle = load_bundle(tiny_bundle)
+    region = Region(10, 250, 3, 201)  # not a multiple of the window: edges and clamped last windows
+    out = predict_probabilities(scene, bundle, tmp_path / "p.tif", region, window=64, halo_m=halo_m,
+                                batch_size=3, progress=False)
+    with rasterio.open(out) as src:
+        got = src.read(1)
+        assert src.transform.c == pytest.approx((scene.transform @ (3, 10))[0])
+    band1 = rasterio.open(tiny_scene[0]).read(1)[10:250, 3:201].astype(np.float32)
+    expected = np.round(expit((band1 - bundle.mean[0]) / bundle.std[0] / 2) * 255)
+    assert got.shape == (240, 198)
+    assert np.abs(got.astype(int) - expected).max() <= 1
+
+
+def test_real_network_runs_on_a_scene_smaller_than_the_window(tmp_path, tiny_scene, tiny_bundle):
+    scene = open_scene(tiny_scene[0])
+    out = predict_probabilities(scene, load_bundle(tiny_bundle), tmp_path / "p.tif", Region(0, 100, 0, 90),
+                                progress=False)
+    with rasterio.open(out) as src:
+        assert (src.width, src.height) == (90, 100) and src.crs == scene.crs
+
+
+def test_wrong_band_count_is_a_clear_error(tmp_path, tiny_scene, tiny_bundle):
+    scene = open_scene(tiny_scene[0], bands=[1, 2])
+    with pytest.raises(InputError, match="2 band\\(s\\) selected, but the model expects 3"):
+        predict_probabilities(scene, load_bundle(tiny_bundle), tmp_path / "p.tif", progress=False)
+
+
+def test_region_from_bounds_clips_to_the_scene(tiny_scene):
+    scene = open_scene(tiny_scene[0])
+    left, bottom, right, top = scene.bounds
+    px = scene.transform.a
+    region = region_from_bounds(scene, (left - 100, bottom + 128 * px, left + 64 * px, top + 100))
+    assert (region.row0, region.row1, region.col0, region.col1) == (0, 128, 0, 64)
+    with pytest.raises(InputError, match="does not overlap"):
+        region_from_bounds(scene, (right + 10, bottom, right + 20, top))

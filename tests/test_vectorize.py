@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+
+from openfootprints.vectorize.polygons import vectorize
+
+RES = 0.5
+TRANSFORM = Affine(RES, 0, 500000, 0, -RES, 700000)
+
+
+def write_prob(path, prob: np.ndarray):
+    with rasterio.open(path, "w", driver="GTiff", width=prob.shape[1], height=prob.shape[0], count=1,
+                       dtype="uint8", crs="EPSG:32630", transform=TRANSFORM) as dst:
+        dst.write(np.round(prob * 255).astype(np.uint8)[None])
+    return str(path)
+
+
+def scene_with_buildings():
+    """Probabilities with: two rectangles 2 px apart, a tall building, a faint blob, a 2-px speck."""
+    p = np.zeros((400, 300), np.float32)
+    p[20:40, 20:50] = 0.9
+    p[20:40, 52:80] = 0.8  # 2 px gap: a separate building
+    p[60:380, 100:130] = 0.7  # 160 m tall: crosses every strip
+    p[150:170, 200:230] = 0.3  # below threshold
+    p[300:302, 10:11] = 0.99  # 2 px = 0.5 m²
+    return p
+
+
+def polygons(result):
+    return sorted(result.polygons, key=lambda g: (g.bounds[1], g.bounds[0]))
+
+
+def test_instances_confidence_and_area_filter(tmp_path):
+    found = vectorize(write_prob(tmp_path / "p.tif", scene_with_buildings()), threshold=0.5, simplify_m=0,
+                      min_area_m2=2.0)
+    assert len(found.polygons) == 3
+    areas = sorted(round(p.area / RES**2) for p in found.polygons)
+    assert areas == [20 * 28, 20 * 30, 320 * 30]
+    assert sorted(np.round(found.confidence, 2)) == [0.7, 0.8, 0.9]
+
+
+@pytest.mark.parametrize("strip_px", [16, 37, 100, 1000])
+def test_strips_change_nothing(tmp_path, strip_px):
+    path = write_prob(tmp_path / "p.tif", scene_with_buildings())
+    reference = vectorize(path, strip_px=4096, margin_m=10)
+    found = vectorize(path, strip_px=strip_px, margin_m=10)  # margin smaller than the tall building
+    assert len(found.polygons) == len(reference.polygons) == 4
+    for a, b in zip(polygons(found), polygons(reference)):
+        assert a.equals(b)
+
+
+def test_grow_restores_eroded_size_without_merging_neighbours(tmp_path):
+    p = np.zeros((60, 60), np.float32)
+    p[11:19, 11:19] = 0.9  # a 10×10 px building eroded by 1 px
+    p[11:19, 21:29] = 0.9  # its neighbour sharing the wall at column 20
+    found = vectorize(write_prob(tmp_path / "p.tif", p), grow_m=RES, simplify_m=0)
+    assert len(found.polygons) == 2
+    a, b = polygons(found)
+    assert a.area / RES**2 == pytest.approx(100, abs=12) and b.area / RES**2 == pytest.approx(100, abs=12)
+    assert a.intersection(b).area == 0
+
+
+def test_simplification_is_in_metres(tmp_path):
+    p = np.zeros((80, 80), np.float32)
+    yy, xx = np.mgrid[:80, :80]
+    p[(yy - 40) ** 2 + (xx - 40) ** 2 < 30**2] = 0.9
+    path = write_prob(tmp_path / "p.tif", p)
+    raw = vectorize(path, simplify_m=0).polygons[0]
+    coarse = vectorize(path, simplify_m=2.0).polygons[0]
+    assert len(coarse.exterior.coords) < len(raw.exterior.coords) / 3
+    assert shapely.hausdorff_distance(raw, coarse) <= 2.0 + 1e-6
+
+
+def test_empty_raster_gives_no_buildings(tmp_path):
+    found = vectorize(write_prob(tmp_path / "p.tif", np.zeros((50, 50), np.float32)))
+    assert len(found.polygons) == 0 and found.crs.to_epsg() == 32630
