@@ -73,7 +73,7 @@ def cmd_evaluate(args, cfg: DictConfig) -> None:
     from openfootprints.pipeline import evaluate_files, format_table
 
     json_path = args.json or str(Path(args.predicted).with_suffix(".metrics.json"))
-    scores = evaluate_files(cfg, args.predicted, args.truth, json_path, cfg.detect.bbox)
+    scores = evaluate_files(cfg, args.predicted, args.truth, json_path, cfg.evaluate.bbox)
     print(format_table(scores))
     print(f"wrote {json_path}")
 
