@@ -19,6 +19,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 from scipy import ndimage
 
+from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 
 
@@ -91,7 +92,8 @@ def split_blocks(scene: Scene, block_px: int, val_fraction: float, seed: int,
             if valid[row // block_px, col // block_px] >= min_valid:
                 blocks.append(window)
     if not blocks:
-        raise ValueError(f"{scene.path}: no {block_px}px block with enough valid pixels; lower data.block_m")
+        raise InputError(f"{scene.path}: no {block_px} px block with enough valid pixels for the split; "
+                         "lower data.block_m or data.chip_px")
     order = np.random.default_rng(seed).permutation(len(blocks))
     n_val = min(len(blocks) - 1, max(1, round(val_fraction * len(blocks)))) if len(blocks) > 1 else 0
     val = sorted((blocks[i] for i in order[:n_val]), key=lambda w: (w.row_off, w.col_off))
@@ -108,13 +110,12 @@ def _window_box(scene: Scene, window: Window) -> shapely.Polygon:
 def _coarse_valid(scene: Scene, block_px: int) -> np.ndarray:
     """Fraction of valid pixels per block, read at a reduced resolution; shape (rows of blocks, cols of blocks)."""
     nby, nbx = scene.height // block_px, scene.width // block_px
-    step = 16
-    h, w = nby * block_px // step, nbx * block_px // step
-    if h == 0 or w == 0:
+    cells = max(1, block_px // 16)  # samples per block side
+    if nby == 0 or nbx == 0:
         return np.zeros((nby, nbx))
     src = Window(0, 0, nbx * block_px * scene.scale, nby * block_px * scene.scale)
-    mask = scene.dataset.dataset_mask(window=src, out_shape=(h, w)) > 0
-    return mask.reshape(nby, block_px // step, nbx, block_px // step).mean(axis=(1, 3))
+    mask = scene.dataset.dataset_mask(window=src, out_shape=(nby * cells, nbx * cells)) > 0
+    return mask.reshape(nby, cells, nbx, cells).mean(axis=(1, 3))
 
 
 def normalization_stats(sources: list[LabelledScene], blocks: list[tuple[int, Window]], n: int = 32,

@@ -53,10 +53,7 @@ def split_all(sources: list[LabelledScene], cfg: DictConfig) -> tuple[list, list
         scene = src.scene
         block_px = max(cfg.data.chip_px, round(cfg.data.block_m / scene.resolution_m))
         exclude = degrees_to_crs(cfg.data.holdout_bounds, scene.crs) if cfg.data.holdout_bounds else None
-        try:
-            t, v = split_blocks(scene, block_px, cfg.data.val_fraction, cfg.seed + idx, exclude)
-        except ValueError as err:
-            raise InputError(str(err)) from err
+        t, v = split_blocks(scene, block_px, cfg.data.val_fraction, cfg.seed + idx, exclude)
         train += [(idx, w) for w in t]
         val += [(idx, w) for w in v]
     if not train:
