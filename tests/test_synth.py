@@ -46,3 +46,13 @@ def test_written_scene_is_half_a_metre_on_the_ground_in_any_crs(tmp_path, crs):
     assert labels.crs.to_string() == crs
     minx, miny, maxx, maxy = labels.total_bounds
     assert bounds.left <= minx and maxx <= bounds.right and bounds.bottom <= miny and maxy <= bounds.top
+
+
+def test_large_scenes_are_drawn_tile_by_tile(tmp_path):
+    n = write_scene(SceneSpec(width=300, height=200, seed=4), tmp_path / "t.tif", tmp_path / "t.geojson", tile_px=128)
+    with rasterio.open(tmp_path / "t.tif") as src:
+        image = src.read()
+    assert image.shape == (3, 200, 300) and image[:, 150:, 250:].std() > 0
+    labels = read_polygons(tmp_path / "t.geojson")
+    assert len(labels) == n > 10
+    assert labels.geometry.is_valid.all()

@@ -8,7 +8,7 @@ metre is in that CRS. Everything is driven by one ``numpy.random.Generator``, so
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import shapely
@@ -276,24 +276,35 @@ def to_crs_polygons(polygons: list[Polygon], transform: Affine) -> list[Polygon]
     return [affinity.affine_transform(p, [a, b, d, e, c, f]) for p in polygons]
 
 
-def write_scene(spec: SceneSpec, image_path: str, labels_path: str) -> int:
+def write_scene(spec: SceneSpec, image_path: str, labels_path: str, tile_px: int = 2048) -> int:
     """Render ``spec`` and write the GeoTIFF and its footprints (any pyogrio format, by extension).
 
-    Returns the number of buildings. Both files are written atomically.
+    Scenes larger than ``tile_px`` are drawn tile by tile (each tile its own seed, derived from the
+    scene's), so memory stays bounded for any size. Both files are written atomically. Returns the
+    number of buildings.
     """
     import geopandas as gpd
     import rasterio
+    from rasterio.windows import Window
 
     from openfootprints.io.atomic import atomic_path
 
-    image, polygons = render(spec)
     transform = scene_transform(spec)
     profile = dict(driver="GTiff", width=spec.width, height=spec.height, count=3, dtype="uint8", crs=spec.crs,
                    transform=transform, tiled=True, blockxsize=512, blockysize=512, compress="deflate",
-                   photometric="RGB", interleave="pixel")
+                   photometric="RGB", interleave="pixel", BIGTIFF="IF_SAFER")
+    single = spec.width <= tile_px and spec.height <= tile_px
+    polygons: list[Polygon] = []
     with atomic_path(image_path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(image)
+            for row in range(0, spec.height, tile_px):
+                for col in range(0, spec.width, tile_px):
+                    seed = spec.seed if single else int(np.random.SeedSequence([spec.seed, row, col]).generate_state(1)[0])
+                    tile = replace(spec, width=min(tile_px, spec.width - col), height=min(tile_px, spec.height - row),
+                                   seed=seed)
+                    image, polys = render(tile)
+                    dst.write(image, window=Window(col, row, tile.width, tile.height))
+                    polygons += [affinity.translate(p, col, row) for p in polys]
     footprints = gpd.GeoDataFrame({"building_id": range(len(polygons))},
                                   geometry=to_crs_polygons(polygons, transform), crs=spec.crs)
     with atomic_path(labels_path) as tmp:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
+from affine import Affine
 import shapely
 from rasterio.features import shapes
 from rasterio.windows import Window
@@ -83,7 +84,7 @@ def _strip(src, top: int, bottom: int, margin: int, level: int, grow_px: int, mi
     first_row = np.array([b[0].start for b in boxes]) + v0
     last_row = np.array([b[0].stop for b in boxes]) + v0
     owned = (first_row >= top) & (first_row < bottom)
-    cut = owned & (last_row + grow_px >= v1) & (v1 < src.height)
+    cut = owned & (last_row + 2 * grow_px + 1 >= v1) & (v1 < src.height)  # whole, with the neighbours it grows against
     if cut.any():
         return None
     ids = np.flatnonzero(owned) + 1
@@ -92,16 +93,30 @@ def _strip(src, top: int, bottom: int, margin: int, level: int, grow_px: int, mi
     if len(ids) == 0:
         return np.array([], dtype=object), np.array([], np.float32)
     confidence = (ndimage.mean(prob.astype(np.float32), labels, ids) / 255).astype(np.float32)
-    grown = expand_labels(labels, grow_px) if grow_px > 0 else labels
-    keep = np.isin(grown, ids)
-    parts: dict[int, list] = {}
-    for geom, value in shapes(grown.astype(np.int32), mask=keep, connectivity=4,
-                              transform=window_transform(window, src.transform)):
-        parts.setdefault(int(value), []).append(shapely.geometry.shape(geom))
-    polygons = np.array([_one_polygon(parts[i]) for i in ids], dtype=object)
+    view_transform = window_transform(window, src.transform)
+    polygons = np.array([_outline(labels, boxes[i - 1], i, grow_px, view_transform) for i in ids], dtype=object)
     if simplify_map > 0:
         polygons = shapely.simplify(polygons, simplify_map, preserve_topology=True)
     return polygons, confidence
+
+
+def _outline(labels: np.ndarray, box: tuple[slice, slice], label: int, grow_px: int, transform) -> shapely.Polygon:
+    """The polygon of one instance, grown by ``grow_px`` without entering its neighbours.
+
+    Growing is done on a crop around the instance that holds every label within ``2 × grow_px`` of
+    it, which gives exactly the result of growing the whole strip, at a fraction of the memory.
+    """
+    pad = 2 * grow_px + 1
+    r0, r1 = max(0, box[0].start - pad), min(labels.shape[0], box[0].stop + pad)
+    c0, c1 = max(0, box[1].start - pad), min(labels.shape[1], box[1].stop + pad)
+    crop = labels[r0:r1, c0:c1]
+    if grow_px > 0:
+        crop = expand_labels(crop, grow_px)
+    mask = crop == label
+    pieces = [shapely.geometry.shape(geom) for geom, _ in
+              shapes(mask.astype(np.uint8), mask=mask, connectivity=4,
+                     transform=transform @ Affine.translation(c0, r0))]
+    return _one_polygon(pieces)
 
 
 def _one_polygon(pieces: list) -> shapely.Polygon:
