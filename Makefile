@@ -17,6 +17,7 @@ demo: setup
 	$(BIN)/openfootprints demo
 
 test: setup
+	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest -q
 
 bench: setup

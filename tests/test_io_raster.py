@@ -10,7 +10,10 @@ from openfootprints.io.raster import open_scene
 from openfootprints.io.xyz import WEB_MERCATOR_HALF
 
 
-def write_tif(path, data, crs="EPSG:32630", transform=Affine(0.5, 0, 500000, 0, -0.5, 700000), **extra):
+UTM_HALF_METRE = Affine(0.5, 0, 500000, 0, -0.5, 700000)
+
+
+def write_tif(path, data, crs="EPSG:32630", transform=UTM_HALF_METRE, **extra):
     profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
                    dtype=data.dtype.name, crs=crs, transform=transform, **extra)
     with rasterio.open(path, "w", **profile) as dst:

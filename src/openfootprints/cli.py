@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from openfootprints import __version__
@@ -65,7 +65,8 @@ def cmd_train(args, cfg: DictConfig) -> None:
 def cmd_detect(args, cfg: DictConfig) -> None:
     from openfootprints.pipeline import detect
 
-    summary = detect(cfg, args.scene, args.model, args.out, progress=not args.quiet)
+    out = args.out or f"{Path(args.scene.rstrip('/')).stem}_buildings.parquet"
+    summary = detect(cfg, args.scene, args.model, out, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
 
 
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="find buildings in a scene, write the buildings table", **common)
     p.add_argument("scene", help="imagery: GeoTIFF/COG/VRT or XYZ tile folder")
     p.add_argument("--model", required=True, help="model bundle")
-    p.add_argument("--out", required=True, help="buildings table: .parquet, .geojson, .fgb, .gpkg or .csv")
+    p.add_argument("--out", help="buildings table: .parquet (default: SCENE_buildings.parquet here), .geojson, "
+                                 ".fgb, .gpkg or .csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_detect)
 

@@ -17,11 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from openfootprints.evaluate.metrics import Scores, evaluate, format_table, select_in_bounds
 from openfootprints.export.buildings import buildings_table
 from openfootprints.io.atomic import atomic_path
+from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.raster import open_scene
 from openfootprints.io.vector import read_polygons, read_table, write_table
 from openfootprints.model.bundle import load_bundle
 from openfootprints.predict.probabilities import predict_probabilities, region_from_bounds
-from openfootprints.train.run import degrees_to_crs
 from openfootprints.vectorize.polygons import vectorize
 
 log = logging.getLogger(__name__)

@@ -41,3 +41,8 @@ def to_lonlat(geoms: np.ndarray, crs: CRS | str) -> np.ndarray:
     """Reproject an array of shapely geometries from ``crs`` to EPSG:4326 (lon, lat order)."""
     transformer = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     return shapely.transform(geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
+def degrees_to_crs(bounds_lonlat, crs) -> tuple[float, float, float, float]:
+    """[west, south, east, north] in degrees to (minx, miny, maxx, maxy) in ``crs`` (densified edges)."""
+    return Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform_bounds(*bounds_lonlat)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -121,8 +120,3 @@ def open_scene(path: str | os.PathLike, bands: list[int] | None = None, resoluti
     scene._dataset, scene._pid = ds, os.getpid()
     return scene
 
-
-def scene_from_path_name(path: str | os.PathLike) -> str:
-    """A short name for a scene, for logs and tables."""
-    p = Path(path)
-    return p.stem if p.is_file() else p.name

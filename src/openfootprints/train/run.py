@@ -11,11 +11,11 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
-from pyproj import Transformer
 
 from openfootprints.data.chips import (ChipDataset, LabelledScene, normalization_stats, split_blocks,
                                        validation_windows)
 from openfootprints.errors import InputError
+from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.raster import open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, save_bundle
@@ -23,11 +23,6 @@ from openfootprints.model.unet import Architecture, build_unet
 from openfootprints.train.module import SegmentationModule
 
 log = logging.getLogger(__name__)
-
-
-def degrees_to_crs(bounds_lonlat, crs) -> tuple[float, float, float, float]:
-    """[west, south, east, north] in degrees to (minx, miny, maxx, maxy) in ``crs``."""
-    return Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform_bounds(*bounds_lonlat)
 
 
 def load_labelled_scenes(pairs: list[tuple[str, str]], cfg: DictConfig) -> list[LabelledScene]:
