@@ -2,15 +2,19 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shapely import affinity
 
-from openfootprints.evaluate.metrics import average_precision, evaluate, greedy_match, pairwise_iou, select_in_bounds
+from openfootprints.evaluate.matching import greedy_match, overlapping_pairs
+from openfootprints.evaluate.metrics import (average_precision, dominant_orientation_deg, evaluate,
+                                             orientation_error_deg, select_in_bounds)
 
 CRS = "EPSG:32630"
 
 
-def frame(geoms, confidence=None):
-    data = {"confidence": confidence if confidence is not None else np.full(len(geoms), 0.9)}
+def frame(geoms, confidence=None, **columns):
+    data = {"confidence": confidence if confidence is not None else np.full(len(geoms), 0.9), **columns}
     return gpd.GeoDataFrame(data, geometry=list(geoms), crs=CRS)
 
 
@@ -20,10 +24,12 @@ def squares(n, size=10.0):
 
 def test_perfect_prediction():
     truth = squares(5)
-    scores, matched = evaluate(frame(truth), frame(truth))
-    assert (scores.precision, scores.recall, scores.f1, scores.ap) == pytest.approx((1, 1, 1, 1))
-    assert scores.pixel_iou == pytest.approx(1.0) and scores.mean_matched_iou == pytest.approx(1.0)
-    assert list(matched) == [0, 1, 2, 3, 4]
+    result = evaluate(frame(truth), frame(truth))
+    s = result.scores
+    assert (s.precision, s.recall, s.f1, s.ap, s.ap_50_95) == pytest.approx((1, 1, 1, 1, 1))
+    assert s.pixel_iou == pytest.approx(1.0) and s.mean_matched_iou == pytest.approx(1.0)
+    assert s.orientation_error_deg == pytest.approx(0, abs=1e-6) and s.area_ratio == pytest.approx(1.0)
+    assert list(result.matched) == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("shift, matched", [(3.3, True), (3.4, False)])
@@ -31,39 +37,54 @@ def test_shift_just_above_and_below_half_iou(shift, matched):
     # two 10×10 squares shifted by s overlap (10 - s)·10; IoU = (10 - s) / (10 + s): 0.504 at 3.3, 0.493 at 3.4
     truth = squares(1)
     pred = [affinity.translate(truth[0], shift, 0)]
-    scores, _ = evaluate(frame(pred), frame(truth))
-    assert scores.true_positives == int(matched)
-    assert scores.f1 == (1.0 if matched else 0.0)
+    s = evaluate(frame(pred), frame(truth)).scores
+    assert s.true_positives == int(matched)
+    assert s.f1 == (1.0 if matched else 0.0)
+    assert s.pixel_iou == pytest.approx((10 - shift) / (10 + shift))
+    assert s.ap_50_95 == pytest.approx(0.1 if matched else 0.0)  # only the 0.50 threshold matches
 
 
 def test_split_building_gives_one_match_and_one_false_positive():
     truth = squares(1)
     halves = [shapely.box(500000, 700000, 500007, 700010), shapely.box(500007, 700000, 500010, 700010)]
-    scores, _ = evaluate(frame(halves, np.array([0.9, 0.8])), frame(truth))
-    assert (scores.true_positives, scores.false_positives, scores.false_negatives) == (1, 1, 0)
-    assert scores.precision == 0.5 and scores.recall == 1.0
+    s = evaluate(frame(halves, np.array([0.9, 0.8])), frame(truth)).scores
+    assert (s.true_positives, s.false_positives, s.false_negatives) == (1, 1, 0)
+    assert s.precision == 0.5 and s.recall == 1.0 and s.pixel_iou == pytest.approx(1.0)
+    assert s.area_ratio == pytest.approx(0.7)
 
 
 def test_merged_pair_matches_at_most_one():
     a, b = shapely.box(500000, 700000, 500010, 700010), shapely.box(500010, 700000, 500013, 700010)
-    merged = [shapely.union(a, b)]
-    scores, _ = evaluate(frame(merged), frame([a, b]))
-    assert (scores.true_positives, scores.false_positives, scores.false_negatives) == (1, 0, 1)
+    s = evaluate(frame([shapely.union(a, b)]), frame([a, b])).scores
+    assert (s.true_positives, s.false_positives, s.false_negatives) == (1, 0, 1)
 
 
 def test_empty_prediction_and_empty_truth():
-    empty = frame([])
-    scores, _ = evaluate(empty, frame(squares(3)))
-    assert (scores.precision, scores.recall, scores.f1, scores.ap, scores.false_negatives) == (0, 0, 0, 0, 3)
-    scores, _ = evaluate(frame(squares(2)), empty)
-    assert scores.false_positives == 2 and scores.f1 == 0 and np.isnan(scores.ap)
+    s = evaluate(frame([]), frame(squares(3))).scores
+    assert (s.precision, s.recall, s.f1, s.ap, s.false_negatives) == (0, 0, 0, 0, 3)
+    s = evaluate(frame(squares(2)), frame([])).scores
+    assert s.false_positives == 2 and s.f1 == 0 and np.isnan(s.ap)
+
+
+def test_rotated_prediction_has_orientation_error():
+    truth = squares(1, size=20)
+    pred = [affinity.rotate(truth[0], 10, origin="centroid")]
+    s = evaluate(frame(pred), frame(truth)).scores
+    assert s.true_positives == 1 and s.orientation_error_deg == pytest.approx(10, abs=1e-6)
+
+
+def test_orientation_is_modulo_ninety():
+    assert orientation_error_deg(np.array([89.0]), np.array([1.0]))[0] == pytest.approx(2.0)
+    rect = shapely.box(0, 0, 20, 10)
+    angles = dominant_orientation_deg(np.array([affinity.rotate(rect, a, origin="centroid") for a in (0, 30, 100)]))
+    assert orientation_error_deg(angles, np.array([0.0, 30.0, 10.0])) == pytest.approx([0, 0, 0], abs=1e-6)
 
 
 def test_greedy_match_is_one_to_one_in_confidence_order():
     truth = squares(1)
     close, closer = affinity.translate(truth[0], 1, 0), affinity.translate(truth[0], 0.5, 0)
-    p, t, iou = pairwise_iou(np.array([close, closer]), np.array(truth))
-    matched, _ = greedy_match(np.array([0.9, 0.5]), 1, p, t, iou, 0.5)
+    pairs = overlapping_pairs(np.array([close, closer]), np.array(truth))
+    matched, _ = greedy_match(np.array([0.9, 0.5]), 1, pairs, 0.5)
     assert list(matched) == [0, -1]  # the more confident one wins, even with a lower IoU
 
 
@@ -75,15 +96,29 @@ def test_average_precision_ranks_by_confidence():
     assert ap == pytest.approx(expected)
 
 
-def brute_force(pred, truth, conf, threshold):
-    order = np.argsort(-conf, kind="stable")
+def test_breakdowns_by_size_and_region():
+    small, big = shapely.box(500000, 700000, 500004, 700004), shapely.box(500100, 700000, 500130, 700020)
+    truth = frame([small, big], region=["a", "b"])
+    pred = frame([big], region=["b"])
+    result = evaluate(pred, truth, region_column="region")
+    sizes = {(row["min_m2"], row["max_m2"]): row for row in result.by_size}
+    assert sizes[(0.0, 25.0)]["recall"] == 0.0 and sizes[(500.0, 1000.0)]["recall"] == 1.0
+    assert sizes[(500.0, 1000.0)]["precision"] == 1.0
+    regions = {row["region"]: row for row in result.by_region}
+    assert regions["a"]["recall"] == 0.0 and regions["b"]["f1"] == 1.0
+    by_grid = evaluate(pred, truth, grid_m=50).by_region
+    assert len(by_grid) == 2
+
+
+def brute_force_true_positives(pred, truth, conf, threshold):
+    """The greedy rule, spelled out with nested loops."""
     taken, tp = set(), 0
-    for i in order:
+    for i in np.argsort(-conf, kind="stable"):
         best, best_j = -1.0, None
         for j, t in enumerate(truth):
-            if j in taken:
-                continue
             inter = pred[i].intersection(t).area
+            if j in taken or inter <= 0:
+                continue
             iou = inter / (pred[i].area + t.area - inter)
             if iou >= threshold and iou > best:
                 best, best_j = iou, j
@@ -93,16 +128,20 @@ def brute_force(pred, truth, conf, threshold):
     return tp
 
 
-@pytest.mark.parametrize("seed", range(10))
-def test_matching_agrees_with_brute_force(seed):
-    rng = np.random.default_rng(seed)
-    truth = [shapely.box(x, y, x + w, y + h) for x, y, w, h in rng.uniform([0, 0, 2, 2], [60, 60, 12, 12], (25, 4))]
-    pred = [affinity.translate(truth[i], *rng.normal(0, 2, 2)) for i in rng.integers(0, 25, 30)]
-    conf = rng.random(30)
-    p, t, iou = pairwise_iou(np.array(pred), np.array(truth))
-    matched, _ = greedy_match(conf, 25, p, t, iou, 0.5)
-    assert (matched >= 0).sum() == brute_force(pred, truth, conf, 0.5)
-    assert len(set(matched[matched >= 0])) == (matched >= 0).sum()
+boxes = st.tuples(st.floats(0, 50), st.floats(0, 50), st.floats(1, 15), st.floats(1, 15))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(boxes, max_size=12), st.lists(boxes, max_size=12), st.sampled_from([0.1, 0.3, 0.5, 0.75]),
+       st.integers(0, 2**31))
+def test_matching_agrees_with_brute_force(truth_boxes, pred_boxes, threshold, seed):
+    truth = [shapely.box(x, y, x + w, y + h) for x, y, w, h in truth_boxes]
+    pred = [shapely.box(x, y, x + w, y + h) for x, y, w, h in pred_boxes]
+    conf = np.random.default_rng(seed).integers(0, 4, len(pred)).astype(float)  # ties included
+    pairs = overlapping_pairs(np.array(pred, dtype=object), np.array(truth, dtype=object))
+    matched, _ = greedy_match(conf, len(truth), pairs, threshold)
+    assert (matched >= 0).sum() == brute_force_true_positives(pred, truth, conf, threshold)
+    assert len(set(matched[matched >= 0].tolist())) == (matched >= 0).sum()
 
 
 def test_select_in_bounds_uses_centroids():

@@ -74,8 +74,8 @@ def cmd_evaluate(args, cfg: DictConfig) -> None:
     from openfootprints.pipeline import evaluate_files, format_table
 
     json_path = args.json or str(Path(args.predicted).with_suffix(".metrics.json"))
-    scores = evaluate_files(cfg, args.predicted, args.truth, json_path, cfg.evaluate.bbox)
-    print(format_table(scores))
+    result = evaluate_files(cfg, args.predicted, args.truth, json_path, cfg.evaluate.bbox)
+    print(format_table(result.scores))
     print(f"wrote {json_path}")
 
 

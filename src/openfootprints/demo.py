@@ -67,7 +67,7 @@ def run_demo(cfg: DictConfig) -> dict:
     log.info("3/5 detecting buildings on the test scene")
     summary = detect(cfg, str(paths["test_scene"]), str(paths["model"]), str(paths["buildings"]))
     log.info("4/5 evaluating at IoU %.2f", cfg.evaluate.iou)
-    scores = evaluate_files(cfg, str(paths["buildings"]), str(paths["test_labels"]), str(paths["metrics"]))
+    scores = evaluate_files(cfg, str(paths["buildings"]), str(paths["test_labels"]), str(paths["metrics"])).scores
     log.info("5/5 drawing outlines")
     truth = gpd.read_file(paths["test_labels"])
     draw_outlines(paths["test_scene"], [(truth, (0, 255, 255)), (read_table(paths["buildings"]), (255, 0, 255))],

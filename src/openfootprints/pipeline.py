@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from openfootprints.evaluate.metrics import Scores, evaluate, format_table, select_in_bounds
+from openfootprints.evaluate.metrics import Evaluation, evaluate, format_table, select_in_bounds
 from openfootprints.export.buildings import buildings_table
 from openfootprints.io.atomic import atomic_path
 from openfootprints.io.geo import degrees_to_crs
@@ -73,17 +73,18 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
 
 
 def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_json: str | None = None,
-                   bbox=None) -> Scores:
+                   bbox=None) -> Evaluation:
     """Evaluate a buildings table against true footprints; optionally only within ``bbox`` (degrees)."""
+    e = cfg.evaluate
     predicted = read_table(predicted_path)
     truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
     predicted, truth = select_in_bounds(predicted, bbox), select_in_bounds(truth, bbox)
-    scores, _ = evaluate(predicted, truth, cfg.evaluate.iou)
+    result = evaluate(predicted, truth, e.iou, region_column=e.region_column, grid_m=e.grid_m)
     if out_json:
         with atomic_path(out_json) as tmp:
             tmp.write_text(json.dumps({"predicted": str(predicted_path), "truth": str(truth_path),
-                                       "bbox": list(bbox) if bbox else None, **scores.to_dict()}, indent=2))
-    return scores
+                                       "bbox": list(bbox) if bbox else None, **result.to_dict()}, indent=2))
+    return result
 
 
 __all__ = ["detect", "evaluate_files", "format_table", "write_config_beside"]

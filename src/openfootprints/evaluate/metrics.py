@@ -1,24 +1,34 @@
-"""Instance-level evaluation: one-to-one matching at IoU ≥ threshold, precision, recall, F1, AP, pixel IoU.
+"""Instance-level scores: precision, recall, F1, AP, pixel IoU, outline quality, and their breakdowns.
 
-Matching is greedy in order of decreasing confidence (COCO style): each prediction takes the still
-unmatched true building it overlaps most, if that IoU reaches the threshold. Counts at that matching give
-precision, recall and F1 (SpaceNet's building F1 at IoU 0.5); the same ranking gives the precision–recall
-curve and AP (COCO's 101-point interpolation). Pixel IoU is the area IoU of the union of all predicted
-footprints against the union of all true footprints. Polygons are compared in a local UTM projection.
+Definitions (docs/metrics.md has the details and how they compare with SpaceNet and COCO):
+- a prediction is a true positive when :func:`~openfootprints.evaluate.matching.greedy_match` pairs it
+  with a true building at IoU ≥ the threshold; precision = TP / predictions, recall = TP / truths,
+  F1 their harmonic mean (SpaceNet's building F1 at 0.5);
+- AP is COCO's 101-point interpolated average precision over predictions ranked by confidence;
+  AP50:95 its mean over IoU thresholds 0.50, 0.55, …, 0.95;
+- pixel IoU is total overlap area / total covered area of the two sets (as if rasterized finely);
+- matched-outline quality: mean IoU, mean absolute error of dominant orientation (degrees, modulo 90),
+  median ratio of predicted to true area.
+All areas are m² in a local UTM projection.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import geopandas as gpd
 import numpy as np
 import shapely
 
+from openfootprints.evaluate.matching import Pairs, greedy_match, overlapping_pairs
+
+SIZE_BINS_M2 = (0.0, 25.0, 50.0, 100.0, 200.0, 500.0, 1000.0, float("inf"))
+COCO_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
+
 
 @dataclass
 class Scores:
-    """Evaluation results. Counts are buildings; ``pixel_iou`` is an area ratio."""
+    """Headline numbers. Counts are buildings; areas m²; angles degrees."""
 
     iou_threshold: float
     n_predicted: int
@@ -30,63 +40,107 @@ class Scores:
     recall: float
     f1: float
     ap: float
+    ap_50_95: float
     pixel_iou: float
     mean_matched_iou: float
+    orientation_error_deg: float
+    area_ratio: float
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def pairwise_iou(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IoU of every overlapping (prediction, truth) pair: arrays (pred index, truth index, IoU)."""
-    if len(pred) == 0 or len(truth) == 0:
-        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
-    tree = shapely.STRtree(truth)
-    p_idx, t_idx = tree.query(pred, predicate="intersects")
-    inter = shapely.area(shapely.intersection(pred[p_idx], truth[t_idx]))
-    union = shapely.area(pred[p_idx]) + shapely.area(truth[t_idx]) - inter
-    return p_idx, t_idx, np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+@dataclass
+class Evaluation:
+    """Scores plus what reports and calibration need: per-building outcomes and breakdowns."""
 
+    scores: Scores
+    matched: np.ndarray  # (n_pred,) index of the matched truth or -1
+    matched_iou: np.ndarray  # (n_pred,)
+    truth_matched: np.ndarray  # (n_true,) bool
+    confidence: np.ndarray  # (n_pred,)
+    by_size: list[dict] = field(default_factory=list)
+    by_region: list[dict] = field(default_factory=list)
 
-def greedy_match(confidence: np.ndarray, n_truth: int, p_idx: np.ndarray, t_idx: np.ndarray, iou: np.ndarray,
-                 threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Match predictions (by decreasing confidence) to their best unmatched truth with IoU ≥ threshold.
-
-    Returns ``matched_truth`` (per prediction, truth index or -1) and ``matched_iou`` (per prediction).
-    """
-    matched_truth = np.full(len(confidence), -1)
-    matched_iou = np.zeros(len(confidence))
-    taken = np.zeros(n_truth, bool)
-    ok = iou >= threshold
-    p_idx, t_idx, iou = p_idx[ok], t_idx[ok], iou[ok]
-    by_pred: dict[int, list[tuple[float, int]]] = {}
-    for p, t, v in zip(p_idx.tolist(), t_idx.tolist(), iou.tolist()):
-        by_pred.setdefault(p, []).append((v, t))
-    for p in np.argsort(-confidence, kind="stable"):
-        for v, t in sorted(by_pred.get(int(p), ()), reverse=True):
-            if not taken[t]:
-                taken[t] = True
-                matched_truth[p], matched_iou[p] = t, v
-                break
-    return matched_truth, matched_iou
+    def to_dict(self) -> dict:
+        return {**self.scores.to_dict(), "by_size": self.by_size, "by_region": self.by_region}
 
 
 def average_precision(confidence: np.ndarray, is_tp: np.ndarray, n_truth: int) -> float:
-    """COCO-style AP: precision made monotone, sampled at 101 recall levels."""
+    """COCO-style AP: precision made monotone, sampled at 101 recall levels. NaN without truths."""
     if n_truth == 0:
         return float("nan")
     if len(confidence) == 0:
         return 0.0
-    order = np.argsort(-confidence, kind="stable")
+    order = np.argsort(-np.asarray(confidence, np.float64), kind="stable")
     tp = np.cumsum(is_tp[order])
     fp = np.cumsum(~is_tp[order])
     recall = tp / n_truth
-    precision = tp / (tp + fp)
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    levels = np.linspace(0, 1, 101)
-    idx = np.searchsorted(recall, levels, side="left")
-    sampled = np.where(idx < len(precision), precision[np.minimum(idx, len(precision) - 1)], 0.0)
-    return float(sampled.mean())
+    precision = np.maximum.accumulate((tp / (tp + fp))[::-1])[::-1]
+    idx = np.searchsorted(recall, np.linspace(0, 1, 101), side="left")
+    return float(np.where(idx < len(precision), precision[np.minimum(idx, len(precision) - 1)], 0.0).mean())
+
+
+def dominant_orientation_deg(geoms: np.ndarray) -> np.ndarray:
+    """Orientation of each polygon's minimum rotated rectangle, in degrees modulo 90 (shape (n,))."""
+    if len(geoms) == 0:
+        return np.zeros(0)
+    coords, index = shapely.get_coordinates(shapely.oriented_envelope(geoms), return_index=True)
+    _, start = np.unique(index, return_index=True)
+    nxt = np.minimum(start + 1, len(coords) - 1)
+    d = coords[nxt] - coords[start]
+    return np.degrees(np.arctan2(d[:, 1], d[:, 0])) % 90.0
+
+
+def orientation_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Smallest angle between orientations defined modulo 90°, in [0, 45]."""
+    diff = np.abs(a - b) % 90.0
+    return np.minimum(diff, 90.0 - diff)
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def _rates(tp_pred: int, n_pred: int, tp_true: int, n_true: int) -> dict:
+    precision = tp_pred / n_pred if n_pred else float("nan")
+    recall = tp_true / n_true if n_true else float("nan")
+    f1 = _f1(precision, recall) if n_pred and n_true else float("nan")
+    return {"n_predicted": n_pred, "n_true": n_true, "precision": precision, "recall": recall, "f1": f1}
+
+
+def breakdown_by_size(pred_area: np.ndarray, true_area: np.ndarray, is_tp: np.ndarray, truth_matched: np.ndarray,
+                      bins=SIZE_BINS_M2) -> list[dict]:
+    """Precision per bin of predicted area, recall per bin of true area, F1 of the two (m² bins)."""
+    out = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        p_in = (pred_area >= lo) & (pred_area < hi)
+        t_in = (true_area >= lo) & (true_area < hi)
+        out.append({"min_m2": lo, "max_m2": hi, **_rates(int(is_tp[p_in].sum()), int(p_in.sum()),
+                                                         int(truth_matched[t_in].sum()), int(t_in.sum()))})
+    return out
+
+
+def region_labels(frame: gpd.GeoDataFrame, metric_crs, column: str | None, grid_m: float | None) -> np.ndarray:
+    """Region of each building: a column's value, or the ``grid_m`` square (UTM metres) of its centroid."""
+    if column:
+        return frame[column].astype(str).to_numpy()
+    if grid_m:
+        xy = shapely.get_coordinates(frame.to_crs(metric_crs).centroid.to_numpy())
+        cells = np.floor(xy / grid_m).astype(np.int64)
+        return np.array([f"{x}_{y}" for x, y in cells])
+    return np.full(len(frame), "all")
+
+
+def breakdown_by_region(pred_region: np.ndarray, true_region: np.ndarray, is_tp: np.ndarray,
+                        truth_matched: np.ndarray) -> list[dict]:
+    """Precision, recall and F1 per region (predictions and truths each counted in their own region)."""
+    out = []
+    for name in sorted(set(pred_region.tolist()) | set(true_region.tolist())):
+        p_in, t_in = pred_region == name, true_region == name
+        out.append({"region": name, **_rates(int(is_tp[p_in].sum()), int(p_in.sum()),
+                                            int(truth_matched[t_in].sum()), int(t_in.sum()))})
+    return out
 
 
 def local_metric_crs(*frames: gpd.GeoDataFrame):
@@ -98,33 +152,46 @@ def local_metric_crs(*frames: gpd.GeoDataFrame):
 
 
 def evaluate(predicted: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, iou_threshold: float = 0.5,
-             confidence_column: str = "confidence") -> tuple[Scores, np.ndarray]:
-    """Score predicted buildings against true ones. Returns the scores and, per prediction, its matched truth (-1)."""
+             confidence_column: str = "confidence", region_column: str | None = None,
+             grid_m: float | None = None) -> Evaluation:
+    """Score predicted buildings against true ones (see the module docstring for every definition)."""
     crs = local_metric_crs(truth, predicted)
     pred = predicted.to_crs(crs).geometry.to_numpy() if len(predicted) else np.array([], dtype=object)
     true = truth.to_crs(crs).geometry.to_numpy() if len(truth) else np.array([], dtype=object)
     conf = (predicted[confidence_column].to_numpy(np.float64) if confidence_column in predicted
             else np.ones(len(pred)))
-    p_idx, t_idx, iou = pairwise_iou(pred, true)
-    matched, matched_iou = greedy_match(conf, len(true), p_idx, t_idx, iou, iou_threshold)
+    pairs = overlapping_pairs(pred, true)
+    matched, matched_iou = greedy_match(conf, len(true), pairs, iou_threshold)
     is_tp = matched >= 0
-    tp = int(is_tp.sum())
-    fp, fn = len(pred) - tp, len(true) - tp
-    precision = tp / len(pred) if len(pred) else 0.0
-    recall = tp / len(true) if len(true) else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    scores = Scores(iou_threshold, len(pred), len(true), tp, fp, fn, precision, recall, f1,
-                    average_precision(conf, is_tp, len(true)), area_iou(pred, true),
-                    float(matched_iou[is_tp].mean()) if tp else 0.0)
-    return scores, matched
+    truth_matched = np.zeros(len(true), bool)
+    truth_matched[matched[is_tp]] = True
+    pred_area, true_area = shapely.area(pred), shapely.area(true)
+    scores = _scores(iou_threshold, conf, pairs, matched, matched_iou, pred, true, pred_area, true_area)
+    by_size = breakdown_by_size(pred_area, true_area, is_tp, truth_matched)
+    by_region = []
+    if region_column or grid_m:
+        by_region = breakdown_by_region(region_labels(predicted, crs, region_column, grid_m),
+                                        region_labels(truth, crs, region_column, grid_m), is_tp, truth_matched)
+    return Evaluation(scores, matched, matched_iou, truth_matched, conf, by_size, by_region)
 
 
-def area_iou(pred: np.ndarray, true: np.ndarray) -> float:
-    """IoU of the union of predicted footprints with the union of true footprints (pixel IoU, in area)."""
-    a = shapely.union_all(pred) if len(pred) else shapely.Polygon()
-    b = shapely.union_all(true) if len(true) else shapely.Polygon()
-    union = shapely.union(a, b).area
-    return float(shapely.intersection(a, b).area / union) if union > 0 else 1.0
+def _scores(threshold, conf, pairs: Pairs, matched, matched_iou, pred, true, pred_area, true_area) -> Scores:
+    is_tp = matched >= 0
+    tp, n_pred, n_true = int(is_tp.sum()), len(pred), len(true)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_true if n_true else 0.0
+    aps = [average_precision(conf, greedy_match(conf, n_true, pairs, t)[0] >= 0, n_true) for t in COCO_THRESHOLDS]
+    inter = pairs.intersection.sum()
+    covered = pred_area.sum() + true_area.sum() - inter
+    if tp:
+        orient = orientation_error_deg(dominant_orientation_deg(pred[is_tp]), dominant_orientation_deg(true[matched[is_tp]]))
+        area_ratio = float(np.median(pred_area[is_tp] / np.maximum(true_area[matched[is_tp]], 1e-9)))
+    else:
+        orient, area_ratio = np.array([np.nan]), float("nan")
+    return Scores(threshold, n_pred, n_true, tp, n_pred - tp, n_true - tp, precision, recall, _f1(precision, recall),
+                  average_precision(conf, is_tp, n_true), float(np.mean(aps)),
+                  float(inter / covered) if covered > 0 else 1.0,
+                  float(matched_iou[is_tp].mean()) if tp else 0.0, float(np.mean(orient)), area_ratio)
 
 
 def select_in_bounds(frame: gpd.GeoDataFrame, bounds_lonlat) -> gpd.GeoDataFrame:
@@ -143,6 +210,9 @@ def format_table(scores: Scores) -> str:
             ("false positives", scores.false_positives), ("false negatives", scores.false_negatives),
             ("precision", f"{scores.precision:.4f}"), ("recall", f"{scores.recall:.4f}"),
             ("F1", f"{scores.f1:.4f}"), (f"AP{round(scores.iou_threshold * 100)}", f"{scores.ap:.4f}"),
-            ("pixel IoU", f"{scores.pixel_iou:.4f}"), ("mean IoU of matches", f"{scores.mean_matched_iou:.4f}")]
+            ("AP50:95", f"{scores.ap_50_95:.4f}"), ("pixel IoU", f"{scores.pixel_iou:.4f}"),
+            ("mean IoU of matches", f"{scores.mean_matched_iou:.4f}"),
+            ("orientation error (°)", f"{scores.orientation_error_deg:.2f}"),
+            ("area ratio (median)", f"{scores.area_ratio:.3f}")]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
