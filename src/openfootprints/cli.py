@@ -4,6 +4,7 @@
     openfootprints train --image A.tif --labels A.geojson [--image B.tif --labels B.gpkg] --out model.ofp [key=value …]
     openfootprints detect SCENE --model model.ofp --out buildings.parquet [detect.bbox=[w,s,e,n] …]
     openfootprints evaluate PREDICTED TRUTH [--json metrics.json] [evaluate.iou=0.5 …]
+    openfootprints calibrate PREDICTED TRUTH --model model.ofp --out calibrated.ofp [evaluate.bbox=[w,s,e,n]]
     openfootprints demo [demo.out_dir=demo_output train.max_minutes=8 …]
 
 Bad input ends with one line on stderr naming the file and the problem, and exit status 2.
@@ -76,7 +77,16 @@ def cmd_evaluate(args, cfg: DictConfig) -> None:
     json_path = args.json or str(Path(args.predicted).with_suffix(".metrics.json"))
     result = evaluate_files(cfg, args.predicted, args.truth, json_path, cfg.evaluate.bbox)
     print(format_table(result.scores))
+    for key in ("ece", "ece_raw"):
+        if key in result.extra:
+            print(f"{'ECE' if key == 'ece' else 'ECE (raw confidence)'}: {result.extra[key]:.4f}")
     print(f"wrote {json_path}")
+
+
+def cmd_calibrate(args, cfg: DictConfig) -> None:
+    from openfootprints.pipeline import calibrate
+
+    print(json.dumps(calibrate(cfg, args.predicted, args.truth, args.model, args.out), indent=2))
 
 
 def cmd_demo(args, cfg: DictConfig) -> None:
@@ -116,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("truth", help="true footprints (any vector format)")
     p.add_argument("--json", help="metrics JSON to write (default PREDICTED.metrics.json)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("calibrate", help="fit the confidence calibration on a validation area; write a calibrated bundle",
+                       **common)
+    p.add_argument("predicted", help="buildings table from detect on the validation area")
+    p.add_argument("truth", help="true footprints of that area")
+    p.add_argument("--model", required=True, help="the bundle that made the detections")
+    p.add_argument("--out", required=True, help="calibrated bundle to write")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("demo", help="synthesize, train, detect, evaluate and draw, on synthetic data", **common)
     p.set_defaults(func=cmd_demo)

@@ -12,7 +12,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import geopandas as gpd
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
+
+from openfootprints.errors import InputError
+from openfootprints.evaluate.calibration import (expected_calibration_error, fit_isotonic,
+                                                 thresholds_by_region)
 
 from openfootprints.evaluate.metrics import Evaluation, evaluate, format_table, select_in_bounds
 from openfootprints.export.buildings import buildings_table
@@ -20,7 +26,7 @@ from openfootprints.io.atomic import atomic_path
 from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.raster import open_scene
 from openfootprints.io.vector import read_polygons, read_table, write_table
-from openfootprints.model.bundle import load_bundle
+from openfootprints.model.bundle import load_bundle, save_bundle
 from openfootprints.predict.probabilities import predict_probabilities, region_from_bounds
 from openfootprints.vectorize.polygons import vectorize
 
@@ -56,8 +62,9 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
         found = vectorize(str(prob_path), d.threshold if d.threshold is not None else bundle.threshold,
                           grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
                           margin_m=d.max_building_m)
-        table = buildings_table(found.polygons, found.confidence, found.crs, model_version=bundle.version,
-                                source=Path(scene_path).name, min_area_m2=d.min_area_m2)
+        table = buildings_table(found.polygons, bundle.calibrate(found.confidence), found.crs,
+                                model_version=bundle.version, source=Path(scene_path).name,
+                                min_area_m2=d.min_area_m2, raw_confidence=found.confidence)
         timings["vectorize_s"] = time.monotonic() - start
         write_table(table, out)
         if d.probabilities:
@@ -80,6 +87,7 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
     truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
     predicted, truth = select_in_bounds(predicted, bbox), select_in_bounds(truth, bbox)
     result = evaluate(predicted, truth, e.iou, region_column=e.region_column, grid_m=e.grid_m)
+    result.extra = confidence_figures(predicted, result)
     if out_json:
         with atomic_path(out_json) as tmp:
             tmp.write_text(json.dumps({"predicted": str(predicted_path), "truth": str(truth_path),
@@ -87,4 +95,41 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
     return result
 
 
-__all__ = ["detect", "evaluate_files", "format_table", "write_config_beside"]
+def confidence_figures(predicted: gpd.GeoDataFrame, result: Evaluation) -> dict:
+    """ECE of the confidence (and of the raw confidence, when the table has it) and precision thresholds per region."""
+    is_tp = result.matched >= 0
+    figures = {"ece": expected_calibration_error(result.confidence, is_tp),
+               "precision_thresholds": thresholds_by_region(result.confidence, is_tp, result.pred_region)}
+    if "raw_confidence" in predicted:
+        figures["ece_raw"] = expected_calibration_error(predicted["raw_confidence"].to_numpy(np.float64), is_tp)
+    return figures
+
+
+def calibrate(cfg: DictConfig, predicted_path: str, truth_path: str, model_path: str, out_path: str) -> dict:
+    """Fit the isotonic confidence calibration on a validation area and write a calibrated copy of the bundle.
+
+    ``predicted_path`` is the detection of that area with the model at ``model_path`` (its
+    ``raw_confidence`` is used, so re-calibrating a calibrated model is right); ``evaluate.bbox`` limits
+    the area. Returns the ECE before and after on the fitting data.
+    """
+    predicted = read_table(predicted_path)
+    truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
+    predicted, truth = select_in_bounds(predicted, cfg.evaluate.bbox), select_in_bounds(truth, cfg.evaluate.bbox)
+    column = "raw_confidence" if "raw_confidence" in predicted else "confidence"
+    result = evaluate(predicted, truth, cfg.evaluate.iou, confidence_column=column)
+    is_tp = result.matched >= 0
+    try:
+        calibration = fit_isotonic(result.confidence, is_tp)
+    except ValueError as err:
+        raise InputError(f"{predicted_path}: {err}") from err
+    bundle = load_bundle(model_path)
+    bundle.calibration = {**calibration, "iou": cfg.evaluate.iou, "fitted_on": Path(predicted_path).name,
+                          "bbox": list(cfg.evaluate.bbox) if cfg.evaluate.bbox else None}
+    save_bundle(bundle, out_path)
+    return {"detections": len(predicted), "true_positives": int(is_tp.sum()),
+            "ece_before": expected_calibration_error(result.confidence, is_tp),
+            "ece_after_on_fitting_data": expected_calibration_error(bundle.calibrate(result.confidence), is_tp),
+            "model": str(out_path)}
+
+
+__all__ = ["calibrate", "detect", "evaluate_files", "format_table", "write_config_beside"]

@@ -59,11 +59,13 @@ class Evaluation:
     matched_iou: np.ndarray  # (n_pred,)
     truth_matched: np.ndarray  # (n_true,) bool
     confidence: np.ndarray  # (n_pred,)
+    pred_region: np.ndarray  # (n_pred,) region name of each prediction ("all" without a breakdown)
     by_size: list[dict] = field(default_factory=list)
     by_region: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # e.g. calibration figures added by the caller
 
     def to_dict(self) -> dict:
-        return {**self.scores.to_dict(), "by_size": self.by_size, "by_region": self.by_region}
+        return {**self.scores.to_dict(), **self.extra, "by_size": self.by_size, "by_region": self.by_region}
 
 
 def average_precision(confidence: np.ndarray, is_tp: np.ndarray, n_truth: int) -> float:
@@ -168,11 +170,12 @@ def evaluate(predicted: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, iou_threshold
     pred_area, true_area = shapely.area(pred), shapely.area(true)
     scores = _scores(iou_threshold, conf, pairs, matched, matched_iou, pred, true, pred_area, true_area)
     by_size = breakdown_by_size(pred_area, true_area, is_tp, truth_matched)
+    pred_region = region_labels(predicted, crs, region_column, grid_m)
     by_region = []
     if region_column or grid_m:
-        by_region = breakdown_by_region(region_labels(predicted, crs, region_column, grid_m),
-                                        region_labels(truth, crs, region_column, grid_m), is_tp, truth_matched)
-    return Evaluation(scores, matched, matched_iou, truth_matched, conf, by_size, by_region)
+        by_region = breakdown_by_region(pred_region, region_labels(truth, crs, region_column, grid_m), is_tp,
+                                        truth_matched)
+    return Evaluation(scores, matched, matched_iou, truth_matched, conf, pred_region, by_size, by_region)
 
 
 def _scores(threshold, conf, pairs: Pairs, matched, matched_iou, pred, true, pred_area, true_area) -> Scores:

@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from openfootprints import __version__
@@ -51,6 +52,13 @@ class Bundle:
         net = build_unet(self.architecture, pretrained=False)
         net.load_state_dict(self.state_dict)
         return net.eval()
+
+    def calibrate(self, confidence: np.ndarray) -> np.ndarray:
+        """Raw confidence → calibrated probability of a true building (unchanged without calibration)."""
+        confidence = np.asarray(confidence, np.float64)
+        if not self.calibration:
+            return confidence
+        return np.interp(confidence, self.calibration["x"], self.calibration["y"])
 
     def metadata(self) -> dict:
         """Everything but the weights, as plain types (for logs, MLflow and the service)."""
