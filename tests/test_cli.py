@@ -1,5 +1,7 @@
 import json
 
+import pandas as pd
+
 import geopandas as gpd
 import numpy as np
 import pytest
@@ -110,3 +112,18 @@ def test_evaluate_prints_and_writes_json(capsys, tmp_path, tiny_scene):
     assert code == 0 and "F1" in out
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["f1"] == 1.0 and metrics["n_true"] > 0
+
+
+def test_evaluate_writes_an_html_report_with_error_crops(capsys, tmp_path, tiny_scene):
+    truth = gpd.read_file(tiny_scene[1])
+    pred = truth.iloc[: len(truth) // 2].copy()
+    pred["confidence"] = np.linspace(0.5, 0.95, len(pred))
+    extra = truth.iloc[-1:].copy().assign(confidence=0.99)
+    extra["geometry"] = extra.translate(30, 0)
+    gpd.GeoDataFrame(pd.concat([pred, extra]), crs=truth.crs).to_crs("EPSG:4326").to_parquet(tmp_path / "p.parquet")
+    code, out, _ = run(capsys, "evaluate", tmp_path / "p.parquet", tiny_scene[1], "--report", tmp_path / "report",
+                       "--imagery", tiny_scene[0], "evaluate.grid_m=64")
+    assert code == 0 and "ECE" in out
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count("data:image/png;base64") == 3 + 1 + min(8, len(truth) - len(pred))  # figures, FP, FNs
+    assert "false negatives (largest)" in page and "confidence 0.99" in page and "By region" in page

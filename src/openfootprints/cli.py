@@ -3,7 +3,7 @@
     openfootprints synth OUT.tif --labels OUT.geojson [synth.width=2048 …]
     openfootprints train --image A.tif --labels A.geojson [--image B.tif --labels B.gpkg] --out model.ofp [key=value …]
     openfootprints detect SCENE --model model.ofp --out buildings.parquet [detect.bbox=[w,s,e,n] …]
-    openfootprints evaluate PREDICTED TRUTH [--json metrics.json] [evaluate.iou=0.5 …]
+    openfootprints evaluate PREDICTED TRUTH [--json metrics.json] [--report DIR [--imagery SCENE]] [evaluate.iou=0.5 …]
     openfootprints calibrate PREDICTED TRUTH --model model.ofp --out calibrated.ofp [evaluate.bbox=[w,s,e,n]]
     openfootprints demo [demo.out_dir=demo_output train.max_minutes=8 …]
 
@@ -75,12 +75,12 @@ def cmd_evaluate(args, cfg: DictConfig) -> None:
     from openfootprints.pipeline import evaluate_files, format_table
 
     json_path = args.json or str(Path(args.predicted).with_suffix(".metrics.json"))
-    result = evaluate_files(cfg, args.predicted, args.truth, json_path, cfg.evaluate.bbox)
+    result = evaluate_files(cfg, args.predicted, args.truth, json_path, cfg.evaluate.bbox, args.report, args.imagery)
     print(format_table(result.scores))
     for key in ("ece", "ece_raw"):
         if key in result.extra:
             print(f"{'ECE' if key == 'ece' else 'ECE (raw confidence)'}: {result.extra[key]:.4f}")
-    print(f"wrote {json_path}")
+    print(f"wrote {json_path}" + (f" and {Path(args.report) / 'index.html'}" if args.report else ""))
 
 
 def cmd_calibrate(args, cfg: DictConfig) -> None:
@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("predicted", help="buildings table from detect")
     p.add_argument("truth", help="true footprints (any vector format)")
     p.add_argument("--json", help="metrics JSON to write (default PREDICTED.metrics.json)")
+    p.add_argument("--report", help="folder for an HTML report (curves, breakdowns, error crops)")
+    p.add_argument("--imagery", help="the scene, for image crops of the errors in the report")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("calibrate", help="fit the confidence calibration on a validation area; write a calibrated bundle",

@@ -21,6 +21,7 @@ from openfootprints.evaluate.calibration import (expected_calibration_error, fit
                                                  thresholds_by_region)
 
 from openfootprints.evaluate.metrics import Evaluation, evaluate, format_table, select_in_bounds
+from openfootprints.evaluate.report import write_report
 from openfootprints.export.buildings import buildings_table
 from openfootprints.io.atomic import atomic_path
 from openfootprints.io.geo import degrees_to_crs
@@ -80,8 +81,12 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
 
 
 def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_json: str | None = None,
-                   bbox=None) -> Evaluation:
-    """Evaluate a buildings table against true footprints; optionally only within ``bbox`` (degrees)."""
+                   bbox=None, report_dir: str | None = None, imagery: str | None = None) -> Evaluation:
+    """Evaluate a buildings table against true footprints; optionally only within ``bbox`` (degrees).
+
+    Writes the metrics JSON to ``out_json`` and an HTML report into ``report_dir`` (with image crops of
+    errors when ``imagery`` is given) when asked.
+    """
     e = cfg.evaluate
     predicted = read_table(predicted_path)
     truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
@@ -92,6 +97,10 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
         with atomic_path(out_json) as tmp:
             tmp.write_text(json.dumps({"predicted": str(predicted_path), "truth": str(truth_path),
                                        "bbox": list(bbox) if bbox else None, **result.to_dict()}, indent=2))
+    if report_dir:
+        scene = open_scene(imagery) if imagery else None
+        write_report(report_dir, predicted, truth, result, scene, title=f"{Path(predicted_path).name} vs "
+                                                                        f"{Path(truth_path).name}")
     return result
 
 
