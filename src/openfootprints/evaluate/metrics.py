@@ -123,14 +123,20 @@ def breakdown_by_size(pred_area: np.ndarray, true_area: np.ndarray, is_tp: np.nd
     return out
 
 
-def region_labels(frame: gpd.GeoDataFrame, metric_crs, column: str | None, grid_m: float | None) -> np.ndarray:
-    """Region of each building: a column's value, or the ``grid_m`` square (UTM metres) of its centroid."""
+def region_labels(frame: gpd.GeoDataFrame, metric_geoms: np.ndarray, column: str | None,
+                  grid_m: float | None) -> np.ndarray:
+    """Region of each building: a column's value, or the ``grid_m`` square of its centroid.
+
+    ``metric_geoms`` are the frame's geometries in the metric CRS; squares are named ``"<col>_<row>"``
+    in units of ``grid_m`` from that CRS's origin.
+    """
     if column:
         return frame[column].astype(str).to_numpy()
-    if grid_m:
-        xy = shapely.get_coordinates(frame.to_crs(metric_crs).centroid.to_numpy())
-        cells = np.floor(xy / grid_m).astype(np.int64)
-        return np.array([f"{x}_{y}" for x, y in cells])
+    if grid_m and len(metric_geoms):
+        cells = np.floor(shapely.get_coordinates(shapely.centroid(metric_geoms)) / grid_m).astype(np.int64)
+        unique, inverse = np.unique(cells, axis=0, return_inverse=True)
+        names = np.array([f"{x}_{y}" for x, y in unique])
+        return names[inverse.ravel()]
     return np.full(len(frame), "all")
 
 
@@ -170,10 +176,10 @@ def evaluate(predicted: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, iou_threshold
     pred_area, true_area = shapely.area(pred), shapely.area(true)
     scores = _scores(iou_threshold, conf, pairs, matched, matched_iou, pred, true, pred_area, true_area)
     by_size = breakdown_by_size(pred_area, true_area, is_tp, truth_matched)
-    pred_region = region_labels(predicted, crs, region_column, grid_m)
+    pred_region = region_labels(predicted, pred, region_column, grid_m)
     by_region = []
     if region_column or grid_m:
-        by_region = breakdown_by_region(pred_region, region_labels(truth, crs, region_column, grid_m), is_tp,
+        by_region = breakdown_by_region(pred_region, region_labels(truth, true, region_column, grid_m), is_tp,
                                         truth_matched)
     return Evaluation(scores, matched, matched_iou, truth_matched, conf, pred_region, by_size, by_region)
 
