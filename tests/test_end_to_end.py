@@ -5,6 +5,7 @@ import json
 import geopandas as gpd
 import mlflow
 import pytest
+import rasterio
 
 from openfootprints.cli import main
 from openfootprints.export.buildings import COLUMNS
@@ -36,7 +37,10 @@ def test_synth_train_detect_evaluate(tmp_path, capsys, monkeypatch):
     table = gpd.read_file("buildings.geojson")
     assert set(table.columns) == set(COLUMNS) and table.crs.to_epsg() == 4326
     assert summary["buildings"] == len(table)
-    assert (tmp_path / "prob.tif").exists() and (tmp_path / "buildings.geojson.config.yaml").exists()
+    assert (tmp_path / "buildings.geojson.config.yaml").exists()
+    with rasterio.open(tmp_path / "prob.tif") as prob:  # a cloud-optimized GeoTIFF aligned with the scene
+        assert prob.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert prob.crs.to_epsg() == 3857 and prob.dtypes[0] == "uint8"
 
     assert main(["evaluate", "buildings.geojson", "test.geojson", "--json", "metrics.json"]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())

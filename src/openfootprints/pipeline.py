@@ -15,6 +15,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from rasterio.shutil import copy as rio_copy
 
 from openfootprints.errors import InputError
 from openfootprints.evaluate.calibration import (expected_calibration_error, fit_isotonic,
@@ -70,7 +71,7 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
         write_table(table, out)
         if d.probabilities:
             with atomic_path(d.probabilities) as keep:
-                Path(prob_path).replace(keep)
+                rio_copy(prob_path, keep, driver="COG", compress="deflate", overview_resampling="average")
     area_km2 = region.width * region.height * scene.resolution_m**2 / 1e6
     total = sum(timings.values())
     summary = {"buildings": len(table), "area_km2": round(area_km2, 4), **{k: round(v, 2) for k, v in timings.items()},
