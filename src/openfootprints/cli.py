@@ -5,6 +5,7 @@
     openfootprints detect SCENE --model model.ofp --out buildings.parquet [detect.bbox=[w,s,e,n] …]
     openfootprints evaluate PREDICTED TRUTH [--json metrics.json] [--report DIR [--imagery SCENE]] [evaluate.iou=0.5 …]
     openfootprints calibrate PREDICTED TRUTH --model model.ofp --out calibrated.ofp [evaluate.bbox=[w,s,e,n]]
+    openfootprints export model.ofp --out model.onnx
     openfootprints demo [demo.out_dir=demo_output train.max_minutes=8 …]
 
 Bad input ends with one line on stderr naming the file and the problem, and exit status 2.
@@ -89,6 +90,14 @@ def cmd_calibrate(args, cfg: DictConfig) -> None:
     print(json.dumps(calibrate(cfg, args.predicted, args.truth, args.model, args.out), indent=2))
 
 
+def cmd_export(args, cfg: DictConfig) -> None:
+    from openfootprints.model.bundle import load_bundle
+    from openfootprints.model.onnx import export_onnx
+
+    out = args.out or str(Path(args.model).with_suffix(".onnx"))
+    print(f"wrote {export_onnx(load_bundle(args.model), out)}")
+
+
 def cmd_demo(args, cfg: DictConfig) -> None:
     from openfootprints.demo import run_demo
 
@@ -115,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="find buildings in a scene, write the buildings table", **common)
     p.add_argument("scene", help="imagery: GeoTIFF/COG/VRT or XYZ tile folder")
-    p.add_argument("--model", required=True, help="model bundle")
+    p.add_argument("--model", required=True, help="model bundle (.ofp) or its ONNX export (.onnx)")
     p.add_argument("--out", help="buildings table: .parquet (default: SCENE_buildings.parquet here), .geojson, "
                                  ".fgb, .gpkg or .csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -136,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the bundle that made the detections")
     p.add_argument("--out", required=True, help="calibrated bundle to write")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("export", help="write a model bundle as ONNX (with its metadata) for ONNX Runtime", **common)
+    p.add_argument("model", help="model bundle (.ofp)")
+    p.add_argument("--out", help="ONNX file to write (default MODEL.onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="synthesize, train, detect, evaluate and draw, on synthetic data", **common)
     p.set_defaults(func=cmd_demo)

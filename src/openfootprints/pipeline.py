@@ -29,6 +29,7 @@ from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.raster import open_scene
 from openfootprints.io.vector import read_polygons, read_table, write_table
 from openfootprints.model.bundle import load_bundle, save_bundle
+from openfootprints.model.onnx import load_model
 from openfootprints.predict.probabilities import predict_probabilities, region_from_bounds
 from openfootprints.vectorize.polygons import vectorize
 
@@ -49,7 +50,7 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
     """
     d = cfg.detect
     out = Path(out)
-    bundle = load_bundle(model_path)
+    bundle = load_model(model_path)
     bands = list(cfg.data.bands) if cfg.data.bands else bundle.bands
     scene = open_scene(scene_path, bands=bands, resolution_m=bundle.resolution_m)
     bounds = degrees_to_crs(d.bbox, scene.crs) if d.bbox else None
@@ -58,7 +59,8 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
     with tempfile.TemporaryDirectory(prefix="openfootprints-") as tmp:
         prob_path = Path(tmp) / "probabilities.tif"
         start = time.monotonic()
-        predict_probabilities(scene, bundle, prob_path, region, d.window_px, d.halo_m, d.batch_size, d.device, progress)
+        predict_probabilities(scene, bundle, prob_path, region, d.window_px, d.halo_m, d.batch_size, d.device,
+                              progress, d.engine)
         timings["predict_s"] = time.monotonic() - start
         start = time.monotonic()
         found = vectorize(str(prob_path), d.threshold if d.threshold is not None else bundle.threshold,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 from openfootprints.model.bundle import Bundle
+from openfootprints.model.onnx import OnnxNetwork, export_onnx
 from openfootprints.predict.windows import blend_weights, window_starts
 
 log = logging.getLogger(__name__)
@@ -71,24 +73,49 @@ def select_device(name: str) -> torch.device:
 
 
 class WindowPredictor:
-    """Runs the bundle's network on batches of normalized windows; returns probabilities (N, H, W) float32."""
+    """Runs the model on batches of normalized windows; returns probabilities (N, H, W) float32.
 
-    def __init__(self, bundle: Bundle, device: torch.device):
-        self.device = device
-        self.net = bundle.network().to(device)
+    ``engine`` is ``torch`` (the bundle's network on ``device``; bf16 autocast on CUDA) or ``onnx``
+    (ONNX Runtime on the CPU, from the bundle's exported ONNX file or one exported now).
+    """
+
+    def __init__(self, bundle: Bundle, device: torch.device, engine: str = "torch", workdir: str | Path | None = None):
+        self.device, self.engine = device, engine
         self.mean = np.asarray(bundle.mean, np.float32)[:, None, None]
         self.std = np.asarray(bundle.std, np.float32)[:, None, None]
+        onnx_path = bundle.training.get("onnx_path")
+        if engine == "onnx":
+            if onnx_path is None:
+                onnx_path = export_onnx(bundle, Path(workdir or tempfile.gettempdir()) / "model.onnx")
+            self.onnx = OnnxNetwork(onnx_path)
+        elif onnx_path is not None:
+            raise InputError(f"{onnx_path}: an ONNX model runs with detect.engine=onnx (or auto on the CPU)")
+        else:
+            self.net = bundle.network().to(device)
 
     def normalize(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return np.where(valid, (image - self.mean) / self.std, 0.0).astype(np.float32)
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.engine == "onnx":
+            return torch.sigmoid(torch.from_numpy(self.onnx(batch)))[:, 0].numpy()
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         with autocast:
             logits = self.net(x)
         return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+
+def select_engine(name: str, device: torch.device, bundle: Bundle) -> str:
+    """``auto``: ONNX Runtime on the CPU (faster there), PyTorch on CUDA; an ONNX model always runs on ONNX Runtime."""
+    if bundle.training.get("onnx_path"):
+        return "onnx"
+    if name == "auto":
+        return "onnx" if device.type == "cpu" else "torch"
+    if name == "onnx" and device.type != "cpu":
+        raise InputError("detect.engine=onnx runs on the CPU; use detect.device=cpu or detect.engine=torch")
+    return name
 
 
 def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,11 +130,12 @@ def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray
 
 def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, region: Region | None = None,
                           window: int | None = None, halo_m: float | None = None, batch_size: int = 4,
-                          device: str = "auto", progress: bool = True) -> Path:
+                          device: str = "auto", progress: bool = True, engine: str = "torch") -> Path:
     """Write the building probability raster of ``region`` of ``scene`` to ``out_path`` (uint8 GeoTIFF).
 
     ``window`` is the model window in pixels (a multiple of 32), ``halo_m`` the overlap between
-    neighbouring windows in metres on the ground. Memory: one strip of ``window`` rows of the region.
+    neighbouring windows in metres on the ground; ``engine`` torch, onnx or auto (see :func:`select_engine`).
+    Memory: one strip of ``window`` rows of the region.
     """
     if len(scene.bands) != bundle.architecture.in_channels:
         raise InputError(f"{scene.path}: {len(scene.bands)} band(s) selected, but the model expects "
@@ -120,7 +148,8 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     stride = window - 2 * halo
     if stride <= 0:
         raise InputError(f"detect.halo_m: an overlap of {halo} px per side leaves no stride in a {window} px window")
-    predictor = WindowPredictor(bundle, select_device(device))
+    dev = select_device(device)
+    predictor = WindowPredictor(bundle, dev, select_engine(engine, dev, bundle), Path(out_path).parent)
     weights = blend_weights(window, halo)
     row_starts = window_starts(region.row0, region.row1, window, stride)
     col_starts = window_starts(region.col0, region.col1, window, stride)

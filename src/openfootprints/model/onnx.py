@@ -1,0 +1,89 @@
+"""The bundle as ONNX: the network exported with its metadata, runnable by ONNX Runtime alone.
+
+The ONNX file takes ``image`` (N, bands, H, W) float32, already normalized, and returns ``logits``
+(N, 1, H, W); H and W are multiples of 32. The bundle's metadata (bands, normalization, resolution,
+window, threshold, calibration, training record) is stored as JSON in the model's ``metadata_props``
+under ``openfootprints_bundle``, so ``detect`` can use the ONNX file in place of the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openfootprints.errors import InputError
+from openfootprints.io.atomic import atomic_path
+from openfootprints.model.bundle import FORMAT_VERSION, Bundle, load_bundle
+from openfootprints.model.unet import Architecture
+
+METADATA_KEY = "openfootprints_bundle"
+OPSET = 18
+
+
+def export_onnx(bundle: Bundle, path: str | os.PathLike) -> Path:
+    """Write the bundle's network and metadata as one ONNX file (batch, height and width dynamic)."""
+    import onnx
+
+    net = bundle.network()
+    example = torch.zeros(1, bundle.architecture.in_channels, bundle.window, bundle.window)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (example,), str(tmp), input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": axes, "logits": axes}, opset_version=OPSET, dynamo=False)
+        model = onnx.load(str(tmp))
+        meta = model.metadata_props.add()
+        meta.key = METADATA_KEY
+        meta.value = json.dumps({"format_version": FORMAT_VERSION, **bundle.metadata()})
+        onnx.save(model, str(tmp))
+    return Path(path)
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> Bundle:
+    """The bundle (without weights) described by an exported ONNX file."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable models
+        raise InputError(f"{path}: not a readable ONNX model ({str(err).splitlines()[0]})") from err
+    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if raw is None:
+        raise InputError(f"{path}: an ONNX model without openfootprints metadata; export it with `openfootprints export`")
+    meta = json.loads(raw)
+    if meta.pop("format_version", None) != FORMAT_VERSION:
+        raise InputError(f"{path}: exported by an incompatible openfootprints ({meta.get('version')})")
+    meta["architecture"] = Architecture(**meta["architecture"])
+    return Bundle(**meta)
+
+
+def load_model(path: str | os.PathLike) -> Bundle:
+    """A bundle from ``.ofp`` (with weights) or from an exported ``.onnx`` (metadata only)."""
+    if str(path).lower().endswith(".onnx"):
+        if not os.path.exists(path):
+            raise InputError(f"{path}: no such ONNX model")
+        bundle = read_onnx_metadata(path)
+        bundle.training = {**bundle.training, "onnx_path": str(path)}
+        return bundle
+    return load_bundle(path)
+
+
+class OnnxNetwork:
+    """Runs an ONNX model with ONNX Runtime on the CPU; called like the torch network on numpy batches."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) float32 normalized → (N, 1, H, W) float32 logits."""
+        return self.session.run(["logits"], {"image": np.ascontiguousarray(batch, np.float32)})[0]

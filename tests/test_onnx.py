@@ -1,0 +1,63 @@
+import geopandas as gpd
+import numpy as np
+import pytest
+import torch
+
+from openfootprints.cli import main
+from openfootprints.errors import InputError
+from openfootprints.model.bundle import load_bundle
+from openfootprints.model.onnx import OnnxNetwork, export_onnx, load_model
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_bundle, tmp_path_factory):
+    return export_onnx(load_bundle(tiny_bundle), tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+def test_onnx_runtime_gives_the_same_probabilities(tiny_bundle, exported):
+    bundle = load_bundle(tiny_bundle)
+    x = torch.randn(3, 3, 96, 160)  # batch, height and width differ from the export example
+    with torch.no_grad():
+        expected = torch.sigmoid(bundle.network()(x)).numpy()
+    got = 1 / (1 + np.exp(-OnnxNetwork(exported)(x.numpy())))
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_onnx_file_carries_the_bundle_metadata(tiny_bundle, exported):
+    meta = load_model(exported)
+    bundle = load_bundle(tiny_bundle)
+    assert meta.bands == bundle.bands and meta.mean == bundle.mean and meta.window == bundle.window
+    assert meta.architecture == bundle.architecture and meta.training["onnx_path"] == str(exported)
+
+
+def test_onnx_without_metadata_is_refused(tmp_path, tiny_bundle):
+    import onnx
+
+    path = export_onnx(load_bundle(tiny_bundle), tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
+    with pytest.raises(InputError, match="without openfootprints metadata"):
+        load_model(path)
+
+
+def test_detect_with_onnx_and_torch_gives_the_same_buildings(tmp_path, capsys, tiny_scene, tiny_bundle, exported):
+    assert main(["detect", str(tiny_scene[0]), "--model", str(tiny_bundle), "--out", str(tmp_path / "t.geojson"),
+                 "--quiet", "detect.engine=torch", "detect.threshold=0.45"]) == 0
+    assert main(["detect", str(tiny_scene[0]), "--model", str(exported), "--out", str(tmp_path / "o.geojson"),
+                 "--quiet", "detect.threshold=0.45"]) == 0
+    assert main(["detect", str(tiny_scene[0]), "--model", str(tiny_bundle), "--out", str(tmp_path / "a.geojson"),
+                 "--quiet", "detect.engine=onnx", "detect.threshold=0.45"]) == 0
+    capsys.readouterr()
+    t, o, a = (gpd.read_file(tmp_path / f"{n}.geojson") for n in "toa")
+    assert len(t) > 0
+    assert len(t) == len(o) == len(a)
+    for other in (o, a):
+        assert t.geometry.geom_equals_exact(other.geometry, tolerance=1e-9).all()
+        assert np.abs(t["confidence"] - other["confidence"]).max() <= 1 / 255
+
+
+def test_export_command(tmp_path, capsys, tiny_bundle):
+    assert main(["export", str(tiny_bundle), "--out", str(tmp_path / "x.onnx")]) == 0
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "x.onnx").stat().st_size > 10_000
