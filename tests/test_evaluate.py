@@ -63,7 +63,7 @@ def test_empty_prediction_and_empty_truth():
     s = evaluate(frame([]), frame(squares(3))).scores
     assert (s.precision, s.recall, s.f1, s.ap, s.false_negatives) == (0, 0, 0, 0, 3)
     s = evaluate(frame(squares(2)), frame([])).scores
-    assert s.false_positives == 2 and s.f1 == 0 and np.isnan(s.ap)
+    assert s.false_positives == 2 and s.f1 == 0 and np.isnan(s.ap) and np.isnan(s.recall)
 
 
 def test_rotated_prediction_has_orientation_error():

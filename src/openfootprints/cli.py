@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from openfootprints import __version__
@@ -38,9 +38,48 @@ def load_config(overrides: list[str]) -> DictConfig:
         raise InputError(f"unexpected argument(s) {bad}; overrides look like key=value (e.g. train.max_minutes=5)")
     try:
         with initialize_config_module(config_module="openfootprints.conf", version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
+            return check_config(compose(config_name="config", overrides=overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise InputError(f"config: {str(err).splitlines()[0]}") from err
+
+
+CHECKS = [
+    ("data.chip_px", lambda v: v >= 32 and v % 32 == 0, "a multiple of 32"),
+    ("data.block_m", lambda v: v > 0, "positive"),
+    ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.label_erosion_m", lambda v: v >= 0, "0 or more"),
+    ("data.samples_per_epoch", lambda v: v >= 1, "1 or more"),
+    ("train.batch_size", lambda v: v >= 1, "1 or more"),
+    ("train.max_epochs", lambda v: v >= 1, "1 or more"),
+    ("detect.window_px", lambda v: v is None or (v >= 32 and v % 32 == 0), "a multiple of 32"),
+    ("detect.halo_m", lambda v: v is None or v >= 0, "0 or more"),
+    ("detect.batch_size", lambda v: v >= 1, "1 or more"),
+    ("detect.threshold", lambda v: v is None or 0 < v < 1, "between 0 and 1"),
+    ("detect.min_area_m2", lambda v: v >= 0, "0 or more"),
+    ("detect.simplify_m", lambda v: v >= 0, "0 or more"),
+    ("detect.max_building_m", lambda v: v > 0, "positive"),
+    ("evaluate.iou", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("synth.width", lambda v: v >= 16, "16 or more"),
+    ("synth.height", lambda v: v >= 16, "16 or more"),
+    ("synth.resolution_m", lambda v: v > 0, "positive"),
+]
+
+
+def check_config(cfg: DictConfig) -> DictConfig:
+    """Refuse values that would fail deep inside a stage, naming the key."""
+    for key, ok, meaning in CHECKS:
+        value = OmegaConf.select(cfg, key)
+        try:
+            good = ok(value)
+        except TypeError:
+            good = False
+        if not good:
+            raise InputError(f"config: {key}={value} must be {meaning}")
+    for key in ("data.holdout_bounds", "detect.bbox", "evaluate.bbox"):
+        box = OmegaConf.select(cfg, key)
+        if box is not None and (len(box) != 4 or not (box[0] < box[2] and box[1] < box[3])):
+            raise InputError(f"config: {key}={list(box)} must be [west, south, east, north] with west < east, south < north")
+    return cfg
 
 
 def cmd_synth(args, cfg: DictConfig) -> None:
@@ -172,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args, cfg)
     except InputError as err:
         print(f"openfootprints: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # permissions, full disk, a folder where a file was expected
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"openfootprints: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("openfootprints: interrupted", file=sys.stderr)

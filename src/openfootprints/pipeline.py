@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rasterio.shutil import copy as rio_copy
 
 from openfootprints.errors import InputError
@@ -24,8 +25,9 @@ from openfootprints.evaluate.calibration import (expected_calibration_error, fit
 from openfootprints.evaluate.metrics import Evaluation, evaluate, format_table, select_in_bounds
 from openfootprints.evaluate.report import write_report
 from openfootprints.export.buildings import buildings_table
-from openfootprints.io.atomic import atomic_path
+from openfootprints.io.atomic import atomic_outputs
 from openfootprints.io.geo import degrees_to_crs
+from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import open_scene
 from openfootprints.io.vector import read_polygons, read_table, write_table
 from openfootprints.model.bundle import load_bundle, save_bundle
@@ -36,11 +38,15 @@ from openfootprints.vectorize.polygons import vectorize
 log = logging.getLogger(__name__)
 
 
-def write_config_beside(cfg: DictConfig, output: Path) -> Path:
-    """Write the resolved config as ``<output>.config.yaml``, so the result can be reproduced."""
-    path = output.with_name(output.name + ".config.yaml")
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    return path
+def json_safe(value):
+    """Replace NaN and ±inf (not valid JSON) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress: bool = True) -> dict:
@@ -70,15 +76,17 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
                                 model_version=bundle.version, source=Path(scene_path).name,
                                 min_area_m2=d.min_area_m2, raw_confidence=found.confidence)
         timings["vectorize_s"] = time.monotonic() - start
-        write_table(table, out)
-        if d.probabilities:
-            with atomic_path(d.probabilities) as keep:
-                rio_copy(prob_path, keep, driver="COG", compress="deflate", overview_resampling="average")
+        finals = ([d.probabilities] if d.probabilities else []) + [config_path_beside(out), out]
+        with atomic_outputs(*finals) as tmps:
+            if d.probabilities:
+                rio_copy(prob_path, tmps[0], driver="COG", compress="deflate", overview_resampling="average")
+            write_resolved_config(cfg, tmps[-2])
+            write_table(table, tmps[-1])
     area_km2 = region.width * region.height * scene.resolution_m**2 / 1e6
     total = sum(timings.values())
     summary = {"buildings": len(table), "area_km2": round(area_km2, 4), **{k: round(v, 2) for k, v in timings.items()},
                "km2_per_hour": round(area_km2 / total * 3600, 1) if total else None, "output": str(out),
-               "config": str(write_config_beside(cfg, out))}
+               "config": str(config_path_beside(out))}
     log.info("detect: %d buildings over %.3f km² in %.1f s", len(table), area_km2, total)
     return summary
 
@@ -91,19 +99,24 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
     errors when ``imagery`` is given) when asked.
     """
     e = cfg.evaluate
-    predicted = read_table(predicted_path)
+    predicted = read_table(predicted_path, fix_invalid=cfg.data.fix_invalid)
     truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
     predicted, truth = select_in_bounds(predicted, bbox), select_in_bounds(truth, bbox)
+    for path, frame in ((predicted_path, predicted), (truth_path, truth)):
+        if e.region_column and e.region_column not in frame:
+            raise InputError(f"{path}: no column '{e.region_column}' (evaluate.region_column)")
     result = evaluate(predicted, truth, e.iou, region_column=e.region_column, grid_m=e.grid_m)
     result.extra = confidence_figures(predicted, result)
-    if out_json:
-        with atomic_path(out_json) as tmp:
-            tmp.write_text(json.dumps({"predicted": str(predicted_path), "truth": str(truth_path),
-                                       "bbox": list(bbox) if bbox else None, **result.to_dict()}, indent=2))
-    if report_dir:
-        scene = open_scene(imagery) if imagery else None
-        write_report(report_dir, predicted, truth, result, scene, title=f"{Path(predicted_path).name} vs "
-                                                                        f"{Path(truth_path).name}")
+    finals = ([Path(report_dir) / "index.html"] if report_dir else []) + ([out_json] if out_json else [])
+    with atomic_outputs(*finals) as tmps:
+        if report_dir:
+            scene = open_scene(imagery) if imagery else None
+            write_report(tmps[0], predicted, truth, result, scene,
+                         title=f"{Path(predicted_path).name} vs {Path(truth_path).name}")
+        if out_json:
+            record = {"predicted": str(predicted_path), "truth": str(truth_path),
+                      "bbox": list(bbox) if bbox else None, **result.to_dict()}
+            tmps[-1].write_text(json.dumps(json_safe(record), indent=2, allow_nan=False))
     return result
 
 
@@ -124,7 +137,7 @@ def calibrate(cfg: DictConfig, predicted_path: str, truth_path: str, model_path:
     ``raw_confidence`` is used, so re-calibrating a calibrated model is right); ``evaluate.bbox`` limits
     the area. Returns the ECE before and after on the fitting data.
     """
-    predicted = read_table(predicted_path)
+    predicted = read_table(predicted_path, fix_invalid=cfg.data.fix_invalid)
     truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
     predicted, truth = select_in_bounds(predicted, cfg.evaluate.bbox), select_in_bounds(truth, cfg.evaluate.bbox)
     column = "raw_confidence" if "raw_confidence" in predicted else "confidence"
@@ -144,4 +157,4 @@ def calibrate(cfg: DictConfig, predicted_path: str, truth_path: str, model_path:
             "model": str(out_path)}
 
 
-__all__ = ["calibrate", "detect", "evaluate_files", "format_table", "write_config_beside"]
+__all__ = ["calibrate", "detect", "evaluate_files", "format_table"]

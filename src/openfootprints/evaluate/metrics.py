@@ -188,7 +188,7 @@ def _scores(threshold, conf, pairs: Pairs, matched, matched_iou, pred, true, pre
     is_tp = matched >= 0
     tp, n_pred, n_true = int(is_tp.sum()), len(pred), len(true)
     precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_true if n_true else 0.0
+    recall = tp / n_true if n_true else float("nan")
     aps = [average_precision(conf, greedy_match(conf, n_true, pairs, t)[0] >= 0, n_true) for t in COCO_THRESHOLDS]
     inter = pairs.intersection.sum()
     covered = pred_area.sum() + true_area.sum() - inter
@@ -197,7 +197,8 @@ def _scores(threshold, conf, pairs: Pairs, matched, matched_iou, pred, true, pre
         area_ratio = float(np.median(pred_area[is_tp] / np.maximum(true_area[matched[is_tp]], 1e-9)))
     else:
         orient, area_ratio = np.array([np.nan]), float("nan")
-    return Scores(threshold, n_pred, n_true, tp, n_pred - tp, n_true - tp, precision, recall, _f1(precision, recall),
+    f1 = _f1(precision, recall) if n_true else 0.0
+    return Scores(threshold, n_pred, n_true, tp, n_pred - tp, n_true - tp, precision, recall, f1,
                   average_precision(conf, is_tp, n_true), float(np.mean(aps)),
                   float(inter / covered) if covered > 0 else 1.0,
                   float(matched_iou[is_tp].mean()) if tp else 0.0, float(np.mean(orient)), area_ratio)

@@ -24,7 +24,6 @@ from rasterio.windows import Window  # noqa: E402
 
 from openfootprints.evaluate.calibration import reliability  # noqa: E402
 from openfootprints.evaluate.metrics import Evaluation  # noqa: E402
-from openfootprints.io.atomic import atomic_path  # noqa: E402
 
 N_CROPS = 8
 
@@ -86,6 +85,8 @@ def crop_png(scene, geom_scene_crs, predicted: np.ndarray, truth: np.ndarray, pa
     c1, r1 = inv @ (maxx, miny)
     col0, row0 = max(0, int(min(c0, c1)) - pad_px), max(0, int(min(r0, r1)) - pad_px)
     col1, row1 = min(scene.width, int(max(c0, c1)) + pad_px), min(scene.height, int(max(r0, r1)) + pad_px)
+    if col1 <= col0 or row1 <= row0:
+        return None  # the building lies outside the imagery
     image, _ = scene.read(Window(col0, row0, col1 - col0, row1 - row0))
     rgb = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
     lo, hi = np.percentile(rgb, 1), np.percentile(rgb, 99)
@@ -116,13 +117,14 @@ def error_crops(scene, predicted: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, res
     def near(geoms, around):
         return geoms[[g.intersects(around.buffer(around.length)) for g in geoms]] if len(geoms) else geoms
 
-    return {
+    crops = {
         "false positives (most confident)": [
             (crop_png(scene, pred[i], near(pred, pred[i]), near(true, pred[i])), f"confidence {result.confidence[i]:.2f}")
             for i in fp],
         "false negatives (largest)": [
             (crop_png(scene, true[i], near(pred, true[i]), near(true, true[i])), "missed") for i in fn],
     }
+    return {name: [(png, cap) for png, cap in items if png is not None] for name, items in crops.items()}
 
 
 def _table(rows: list[dict]) -> str:
@@ -137,9 +139,9 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(out_dir: str | Path, predicted: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, result: Evaluation,
+def write_report(out: str | Path, predicted: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, result: Evaluation,
                  scene=None, title: str = "openfootprints evaluation") -> Path:
-    """Write ``out_dir/index.html``; image crops only when ``scene`` (a Scene) is given."""
+    """Write the HTML page to ``out``; image crops only when ``scene`` (a Scene) is given."""
     raw = predicted["raw_confidence"].to_numpy(np.float64) if "raw_confidence" in predicted else None
     figures = [pr_curve_png(result), reliability_png(result, raw), f1_by_size_png(result)]
     scores = [{"metric": k, "value": v} for k, v in result.scores.to_dict().items()]
@@ -161,7 +163,5 @@ def write_report(out_dir: str | Path, predicted: gpd.GeoDataFrame, truth: gpd.Ge
             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{margin:4px}"
             "figure{display:inline-block;margin:4px}figcaption{font-size:80%;text-align:center}"
             "</style></head><body>" + "\n".join(parts) + "</body></html>")
-    out = Path(out_dir) / "index.html"
-    with atomic_path(out) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return out
+    Path(out).write_text(page, encoding="utf-8")
+    return Path(out)

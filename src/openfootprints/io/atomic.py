@@ -1,4 +1,4 @@
-"""Write outputs under a temporary name and rename, so a failed run leaves no partial file."""
+"""Write outputs under temporary names and rename, so a failed run leaves no partial file."""
 
 from __future__ import annotations
 
@@ -11,18 +11,30 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a path to write instead of ``final``; on success it is renamed to ``final``, on error removed.
+def atomic_outputs(*finals: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield one path to write per final path; on success all are renamed into place, on error none is.
 
-    The temporary file has the final file's name inside a hidden folder beside it, so writers that derive
+    Each temporary file has its final file's name inside a hidden folder beside it, so writers that derive
     something from the name (a GeoPackage layer) see the real one, and the rename stays on one filesystem.
+    Files are renamed in the order given, so put the main output last.
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    finals = [Path(f) for f in finals]
+    folders = []
     try:
-        tmp = folder / final.name
-        yield tmp
-        os.replace(tmp, final)
+        for final in finals:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            folders.append(Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent)))
+        tmps = [folder / final.name for folder, final in zip(folders, finals)]
+        yield tmps
+        for tmp, final in zip(tmps, finals):
+            os.replace(tmp, final)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """:func:`atomic_outputs` for one file."""
+    with atomic_outputs(final) as (tmp,):
+        yield tmp

@@ -79,7 +79,7 @@ def write_table(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-def read_table(path: str | os.PathLike) -> gpd.GeoDataFrame:
+def read_table(path: str | os.PathLike, fix_invalid: bool = False) -> gpd.GeoDataFrame:
     """Read a buildings table written by :func:`write_table` (any of its formats)."""
     path = str(path)
     if not os.path.exists(path):
@@ -91,4 +91,4 @@ def read_table(path: str | os.PathLike) -> gpd.GeoDataFrame:
         if "geometry" not in table:
             raise InputError(f"{path}: CSV without a 'geometry' column (WKT)")
         return gpd.GeoDataFrame(table.drop(columns="geometry"), geometry=shapely.from_wkt(table["geometry"]), crs="EPSG:4326")
-    return read_polygons(path, allow_empty=True)
+    return read_polygons(path, allow_empty=True, fix_invalid=fix_invalid)

@@ -35,30 +35,39 @@ def is_tile_folder(path: str | os.PathLike) -> bool:
 
 
 def list_tiles(path: str | os.PathLike) -> tuple[int, dict[tuple[int, int], Path]]:
-    """The highest zoom level in the folder and its tiles as ``{(x, y): file}``."""
-    zooms = sorted(int(d.name) for d in _zoom_dirs(Path(path)))
-    z = zooms[-1]
+    """The highest zoom level that holds tiles, and its tiles as ``{(x, y): file}``."""
+    zooms = sorted((int(d.name) for d in _zoom_dirs(Path(path))), reverse=True)
+    for z in zooms:
+        tiles = _tiles_at(Path(path) / str(z))
+        if tiles:
+            return z, tiles
+    return zooms[0] if zooms else 0, {}
+
+
+def _tiles_at(folder: Path) -> dict[tuple[int, int], Path]:
     tiles = {}
-    for xdir in (Path(path) / str(z)).iterdir():
+    for xdir in folder.iterdir():
         if not (xdir.is_dir() and xdir.name.isdigit()):
             continue
         for f in xdir.iterdir():
             if f.suffix.lower() in TILE_EXTENSIONS and f.stem.isdigit():
                 tiles[(int(xdir.name), int(f.stem))] = f.resolve()
-    return z, tiles
+    return tiles
 
 
 def tile_folder_vrt(path: str | os.PathLike) -> str:
     """VRT XML (a string rasterio can open) mosaicking the folder's highest zoom level, plus an alpha band."""
     z, tiles = list_tiles(path)
+    if not tiles:
+        raise InputError(f"{path}: zoom level {z} holds no image tiles")
     first = next(iter(tiles.values()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         t = rasterio.open(first)
     with t:
-        size, count, dtype = t.width, min(t.count, 3), t.dtypes[0]
+        size, count, dtype, has_alpha = t.width, min(t.count, 3), t.dtypes[0], t.count in (2, 4)
     if count not in (1, 3):
-        raise InputError(f"{first}: tiles must have 1 or 3 colour bands, this one has {count}")
+        raise InputError(f"{first}: tiles must be grey or RGB (with or without alpha); this one has {count} bands")
     xs = [x for x, _ in tiles]
     ys = [y for _, y in tiles]
     x0, y0 = min(xs), min(ys)
@@ -81,8 +90,11 @@ def tile_folder_vrt(path: str | os.PathLike) -> str:
         sources = "".join(source("SimpleSource", b, t, x, y) for (x, y), t in sorted(tiles.items()))
         bands.append(f"<VRTRasterBand dataType=\"{dtype.capitalize() if dtype != 'uint8' else 'Byte'}\" band=\"{b}\">"
                      f"<ColorInterp>{colour}</ColorInterp>{sources}</VRTRasterBand>")
-    alpha = "".join(source("ComplexSource", 1, t, x, y, "<ScaleOffset>255</ScaleOffset><ScaleRatio>0</ScaleRatio>")
-                    for (x, y), t in sorted(tiles.items()))
+    if has_alpha:  # the tiles' own transparency, and 0 where a tile is missing
+        alpha = "".join(source("SimpleSource", count + 1, t, x, y) for (x, y), t in sorted(tiles.items()))
+    else:  # 255 wherever a tile exists
+        alpha = "".join(source("ComplexSource", 1, t, x, y, "<ScaleOffset>255</ScaleOffset><ScaleRatio>0</ScaleRatio>")
+                        for (x, y), t in sorted(tiles.items()))
     bands.append(f"<VRTRasterBand dataType=\"Byte\" band=\"{count + 1}\"><ColorInterp>Alpha</ColorInterp>"
                  f"{alpha}</VRTRasterBand>")
     return (f"<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\"><SRS>EPSG:3857</SRS>"

@@ -287,7 +287,7 @@ def write_scene(spec: SceneSpec, image_path: str, labels_path: str, tile_px: int
     import rasterio
     from rasterio.windows import Window
 
-    from openfootprints.io.atomic import atomic_path
+    from openfootprints.io.atomic import atomic_outputs
 
     transform = scene_transform(spec)
     profile = dict(driver="GTiff", width=spec.width, height=spec.height, count=3, dtype="uint8", crs=spec.crs,
@@ -295,8 +295,8 @@ def write_scene(spec: SceneSpec, image_path: str, labels_path: str, tile_px: int
                    photometric="RGB", interleave="pixel", BIGTIFF="IF_SAFER")
     single = spec.width <= tile_px and spec.height <= tile_px
     polygons: list[Polygon] = []
-    with atomic_path(image_path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
+    with atomic_outputs(image_path, labels_path) as (tmp_image, tmp_labels):
+        with rasterio.open(tmp_image, "w", **profile) as dst:
             for row in range(0, spec.height, tile_px):
                 for col in range(0, spec.width, tile_px):
                     seed = spec.seed if single else int(np.random.SeedSequence([spec.seed, row, col]).generate_state(1)[0])
@@ -305,8 +305,7 @@ def write_scene(spec: SceneSpec, image_path: str, labels_path: str, tile_px: int
                     image, polys = render(tile)
                     dst.write(image, window=Window(col, row, tile.width, tile.height))
                     polygons += [affinity.translate(p, col, row) for p in polys]
-    footprints = gpd.GeoDataFrame({"building_id": range(len(polygons))},
-                                  geometry=to_crs_polygons(polygons, transform), crs=spec.crs)
-    with atomic_path(labels_path) as tmp:
-        footprints.to_file(tmp, engine="pyogrio")
+        footprints = gpd.GeoDataFrame({"building_id": range(len(polygons))},
+                                      geometry=to_crs_polygons(polygons, transform), crs=spec.crs)
+        footprints.to_file(tmp_labels, engine="pyogrio")
     return len(polygons)

@@ -15,7 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from openfootprints.data.chips import (ChipDataset, LabelledScene, normalization_stats, split_blocks,
                                        validation_windows)
 from openfootprints.errors import InputError
+from openfootprints.io.atomic import atomic_outputs
 from openfootprints.io.geo import degrees_to_crs
+from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, save_bundle
@@ -104,9 +106,11 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike)
                               "mlflow_run_id": mlflow_logger.run_id},
                     data_fingerprint=fingerprint_files([p for pair in pairs for p in pair]),
                     state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()})
-    path = save_bundle(bundle, out)
-    write_resolved_config(cfg, Path(out).with_suffix(".yaml"))
-    log_artifacts(mlflow_logger, [path, Path(out).with_suffix(".yaml")])
+    with atomic_outputs(config_path_beside(out), out) as (tmp_config, tmp_bundle):
+        write_resolved_config(cfg, tmp_config)
+        save_bundle(bundle, tmp_bundle)
+    path = Path(out)
+    log_artifacts(mlflow_logger, [path, config_path_beside(out)])
     log.info("trained %d steps in %.0f s; bundle written to %s", trainer.global_step, seconds, path)
     return path
 
@@ -134,11 +138,6 @@ def flat_params(cfg: DictConfig, **extra) -> dict:
     walk("", OmegaConf.to_container(cfg, resolve=True))
     params.update(extra)
     return params
-
-
-def write_resolved_config(cfg: DictConfig, path: Path) -> None:
-    """Write the resolved config beside an output, so the result can be reproduced."""
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def log_artifacts(mlflow_logger: MLFlowLogger, paths: list[Path]) -> None:

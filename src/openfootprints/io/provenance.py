@@ -1,0 +1,18 @@
+"""Every output carries the config that made it: ``<output>.config.yaml`` beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def config_path_beside(output: str | Path) -> Path:
+    """Where the resolved config of an output goes: ``<output>.config.yaml``."""
+    output = Path(output)
+    return output.with_name(output.name + ".config.yaml")
+
+
+def write_resolved_config(cfg: DictConfig, path: str | Path) -> None:
+    """Write the resolved config (every default and override), so the result can be reproduced."""
+    Path(path).write_text(OmegaConf.to_yaml(cfg, resolve=True))
