@@ -127,3 +127,58 @@ def test_evaluate_writes_an_html_report_with_error_crops(capsys, tmp_path, tiny_
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("data:image/png;base64") == 3 + 1 + min(8, len(truth) - len(pred))  # figures, FP, FNs
     assert "false negatives (largest)" in page and "confidence 0.99" in page and "By region" in page
+
+
+def test_model_refuses_imagery_of_another_pixel_type(capsys, tmp_path, tiny_bundle):
+    payload = torch.load(tiny_bundle, weights_only=True)
+    payload["dtype"] = "uint8"
+    torch.save(payload, tmp_path / "u8.ofp")
+    scene = tmp_path / "u16.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint16", crs="EPSG:32630",
+                       transform=Affine(0.5, 0, 500000, 0, -0.5, 700000)) as dst:
+        dst.write(np.full((3, 64, 64), 3000, np.uint16))
+    out = tmp_path / "b.parquet"
+    code, _, err = run(capsys, "detect", scene, "--model", tmp_path / "u8.ofp", "--out", out)
+    assert_clean_failure(code, err, "uint16 pixels, but the model was trained on uint8", tmp_path, out)
+    code, _, _ = run(capsys, "detect", scene, "--model", tmp_path / "u8.ofp", "--out", out, "--quiet",
+                     "detect.allow_other_dtype=true", "detect.engine=torch")
+    assert code == 0 and out.exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("detect.batch_size=0", "detect.batch_size=0 must be 1 or more"),
+    ("detect.halo_m=-5", "detect.halo_m=-5 must be 0 or more"),
+    ("detect.bbox=[1,2,0,3]", "must be [west, south, east, north]"),
+    ("data.chip_px=100", "data.chip_px=100 must be a multiple of 32"),
+])
+def test_bad_config_values_are_named(capsys, tmp_path, tiny_scene, tiny_bundle, override, message):
+    out = tmp_path / "b.parquet"
+    code, _, err = run(capsys, "detect", tiny_scene[0], "--model", tiny_bundle, "--out", out, override)
+    assert_clean_failure(code, err, message, tmp_path, out)
+
+
+def test_unwritable_output_is_one_line(capsys, tmp_path, tiny_scene):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run(capsys, "synth", blocker / "s.tif", "synth.width=32", "synth.height=32")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(blocker) in err
+
+
+def test_detect_bbox_keeps_buildings_whose_centroid_is_inside(capsys, tmp_path, tiny_scene, tiny_bundle):
+    with rasterio.open(tiny_scene[0]) as src:
+        left, bottom, right, top = src.bounds
+        crs = src.crs
+    from pyproj import Transformer
+
+    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    west, south = to_lonlat.transform(left + 30, bottom + 30)
+    east, north = to_lonlat.transform(right - 30, top - 30)
+    box = f"[{west},{south},{east},{north}]"
+    full, part = tmp_path / "full.parquet", tmp_path / "part.parquet"
+    for out, extra in ((full, []), (part, [f"detect.bbox={box}"])):
+        assert run(capsys, "detect", tiny_scene[0], "--model", tiny_bundle, "--out", out, "--quiet",
+                   "detect.engine=torch", "detect.threshold=0.45", *extra)[0] == 0
+    everything, inside = gpd.read_parquet(full), gpd.read_parquet(part)
+    assert 0 < len(inside) < len(everything)
+    c = inside.to_crs(crs).centroid.to_crs("EPSG:4326")
+    assert ((c.x > west) & (c.x < east) & (c.y > south) & (c.y < north)).all()

@@ -76,3 +76,15 @@ def test_simplification_is_in_metres(tmp_path):
 def test_empty_raster_gives_no_buildings(tmp_path):
     found = vectorize(write_prob(tmp_path / "p.tif", np.zeros((50, 50), np.float32)))
     assert len(found.polygons) == 0 and found.crs.to_epsg() == 32630
+
+
+def test_a_region_taller_than_the_overlap_cap_is_cut_once_with_a_warning(tmp_path, caplog):
+    p = np.zeros((400, 40), np.float32)
+    p[5:395, 10:30] = 0.9
+    path = write_prob(tmp_path / "p.tif", p)
+    found = vectorize(path, strip_px=8, margin_m=1.0)  # overlap from 2 px capped at 16 strips = 128 px
+    assert len(found.polygons) == 1
+    assert "cut at the strip edge" in caplog.text
+    caplog.clear()
+    assert len(vectorize(path, strip_px=64, margin_m=1.0).polygons) == 1  # cap 1024 px: whole
+    assert "cut" not in caplog.text

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import shapely
 from omegaconf import DictConfig
 from rasterio.shutil import copy as rio_copy
 
@@ -33,7 +34,7 @@ from openfootprints.io.vector import read_polygons, read_table, write_table
 from openfootprints.model.bundle import load_bundle, save_bundle
 from openfootprints.model.onnx import load_model
 from openfootprints.predict.probabilities import predict_probabilities, region_from_bounds
-from openfootprints.vectorize.polygons import vectorize
+from openfootprints.vectorize.polygons import Buildings, vectorize
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,27 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
     bundle = load_model(model_path)
     bands = list(cfg.data.bands) if cfg.data.bands else bundle.bands
     scene = open_scene(scene_path, bands=bands, resolution_m=bundle.resolution_m)
+    if bundle.dtype and scene.dtype != bundle.dtype and not d.allow_other_dtype:
+        raise InputError(f"{scene_path}: {scene.dtype} pixels, but the model was trained on {bundle.dtype}; "
+                         "rescale the imagery, or set detect.allow_other_dtype=true if its values are comparable")
     bounds = degrees_to_crs(d.bbox, scene.crs) if d.bbox else None
     region = region_from_bounds(scene, bounds)
+    halo_px = round((bundle.halo_m if d.halo_m is None else d.halo_m) / scene.resolution_m)
+    context = region.grown(halo_px, scene.height, scene.width) if bounds else region
     timings = {}
     with tempfile.TemporaryDirectory(prefix="openfootprints-") as tmp:
         prob_path = Path(tmp) / "probabilities.tif"
         start = time.monotonic()
-        predict_probabilities(scene, bundle, prob_path, region, d.window_px, d.halo_m, d.batch_size, d.device,
+        predict_probabilities(scene, bundle, prob_path, context, d.window_px, d.halo_m, d.batch_size, d.device,
                               progress, d.engine)
         timings["predict_s"] = time.monotonic() - start
         start = time.monotonic()
         found = vectorize(str(prob_path), d.threshold if d.threshold is not None else bundle.threshold,
                           grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
                           margin_m=d.max_building_m)
+        if bounds:  # the buildings whose centroid is in the box, seen with image context around it
+            inside = shapely.within(shapely.centroid(found.polygons), shapely.box(*bounds))
+            found = Buildings(found.polygons[inside], found.confidence[inside], found.crs)
         table = buildings_table(found.polygons, bundle.calibrate(found.confidence), found.crs,
                                 model_version=bundle.version, source=Path(scene_path).name,
                                 min_area_m2=d.min_area_m2, raw_confidence=found.confidence)

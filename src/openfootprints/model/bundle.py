@@ -41,6 +41,7 @@ class Bundle:
     halo_m: float = 32.0
     threshold: float = 0.5
     label_erosion_m: float = 0.0
+    dtype: str = ""  # pixel type of the training imagery (uint8, uint16, …); empty if unknown
     calibration: dict | None = None
     training: dict = field(default_factory=dict)
     data_fingerprint: str = ""

@@ -48,6 +48,11 @@ class Region:
     def width(self) -> int:
         return self.col1 - self.col0
 
+    def grown(self, pixels: int, max_rows: int, max_cols: int) -> Region:
+        """This region widened by ``pixels`` on every side, clipped to [0, max_rows) × [0, max_cols)."""
+        return Region(max(0, self.row0 - pixels), min(max_rows, self.row1 + pixels),
+                      max(0, self.col0 - pixels), min(max_cols, self.col1 + pixels))
+
 
 def region_from_bounds(scene: Scene, bounds: tuple[float, float, float, float] | None) -> Region:
     """The grid rectangle covering ``bounds`` (in the scene's CRS), clipped to the scene; all of it when None."""

@@ -39,6 +39,9 @@ def load_labelled_scenes(pairs: list[tuple[str, str]], cfg: DictConfig) -> list[
         polygons = read_polygons(labels, crs=scene.crs, bounds=scene.bounds, fix_invalid=cfg.data.fix_invalid)
         if sources and len(scene.bands) != len(sources[0].scene.bands):
             raise InputError(f"{image}: {len(scene.bands)} bands, but {pairs[0][0]} has {len(sources[0].scene.bands)}")
+        if sources and scene.dtype != sources[0].scene.dtype:
+            raise InputError(f"{image}: {scene.dtype} pixels, but {pairs[0][0]} has {sources[0].scene.dtype}; "
+                             "train on imagery of one pixel type")
         sources.append(LabelledScene(scene, polygons.geometry))
     return sources
 
@@ -99,7 +102,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     bundle = Bundle(architecture=arch, bands=list(sources[0].scene.bands), mean=mean, std=std,
-                    resolution_m=resolution, label_erosion_m=erode_px * resolution,
+                    resolution_m=resolution, label_erosion_m=erode_px * resolution, dtype=sources[0].scene.dtype,
                     training={"config": OmegaConf.to_container(cfg, resolve=True),
                               "scenes": [list(p) for p in pairs], "epochs": trainer.current_epoch,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,

@@ -3,12 +3,14 @@
 Instances are the 4-connected components of ``probability ≥ threshold``, each grown back by the
 label erosion used in training (without merging into neighbours). The raster is read in full-width
 strips that overlap; an instance belongs to the strip that holds its top row, and is only accepted when
-the strip shows it whole (if it touches the strip's edge the overlap is doubled and the strip redone).
-So every building comes out exactly once and whole, whatever the strip size, with bounded memory.
+the strip shows it whole (if it touches the strip's edge the overlap is doubled and the strip redone, up
+to 64 times the configured overlap or 16 strips; a region taller than that is kept as seen, with a
+warning). So every building comes out exactly once and whole, whatever the strip size, with bounded memory.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +25,10 @@ from scipy import ndimage
 from skimage.segmentation import expand_labels
 
 from openfootprints.io.geo import pixel_size_m
+
+
+log = logging.getLogger(__name__)
+MAX_MARGIN_FACTOR = 64  # the strip overlap grows to 64× its start or 16 strips before cut instances are accepted
 
 
 @dataclass
@@ -60,20 +66,25 @@ def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, 
         level = int(np.clip(np.ceil(threshold * 255), 1, 255))
         min_pixels = 0.5 * min_area_m2 / res_m**2
         simplify_map = simplify_m / res_m * abs(src.transform.a)
+        margin_cap = max(MAX_MARGIN_FACTOR * margin0, 16 * strip_px)
         for top in range(0, src.height, strip_px):
             bottom = min(top + strip_px, src.height)
             margin = margin0
             while True:
-                result = _strip(src, top, bottom, margin, level, grow_px, min_pixels, simplify_map)
+                last_try = margin >= margin_cap
+                result = _strip(src, top, bottom, margin, level, grow_px, min_pixels, simplify_map, accept_cut=last_try)
                 if result is not None:
                     yield Buildings(*result, src.crs)
                     break
-                margin *= 2
+                margin = min(2 * margin, margin_cap)
 
 
 def _strip(src, top: int, bottom: int, margin: int, level: int, grow_px: int, min_pixels: float,
-           simplify_map: float):
-    """Buildings whose top row is in [top, bottom); None when one of them is cut by the strip's edge."""
+           simplify_map: float, accept_cut: bool = False):
+    """Buildings whose top row is in [top, bottom); None when one of them is cut by the strip's edge.
+
+    With ``accept_cut`` (the overlap has reached its cap) a cut instance is kept as seen, with a warning.
+    """
     v0, v1 = max(0, top - margin), min(src.height, bottom + margin)
     window = Window(0, v0, src.width, v1 - v0)
     prob = src.read(1, window=window)
@@ -86,7 +97,10 @@ def _strip(src, top: int, bottom: int, margin: int, level: int, grow_px: int, mi
     owned = (first_row >= top) & (first_row < bottom)
     cut = owned & (last_row + 2 * grow_px + 1 >= v1) & (v1 < src.height)  # whole, with the neighbours it grows against
     if cut.any():
-        return None
+        if not accept_cut:
+            return None
+        log.warning("%s: %d region(s) of probability ≥ threshold taller than %d px starting in rows %d–%d are cut "
+                    "at the strip edge", src.name, int(cut.sum()), margin, top, bottom)
     ids = np.flatnonzero(owned) + 1
     sizes = ndimage.sum_labels(np.ones_like(labels, np.uint8), labels, ids)
     ids = ids[sizes >= min_pixels]
