@@ -21,7 +21,9 @@ test: setup
 	$(BIN)/pytest -q
 
 bench: setup
-	$(BIN)/python bench/detect_memory.py
+	$(BIN)/python bench/evaluate_1m.py
+	$(BIN)/python bench/cpu_engines.py --model demo_output/model.ofp
+	$(BIN)/python bench/detect_memory.py --model demo_output/model.ofp
 
 clean:
 	rm -rf $(VENV) demo_output mlruns .pytest_cache
