@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import rasterio
+import torch
 from scipy.special import expit
 
 from openfootprints.errors import InputError
@@ -35,17 +36,17 @@ def per_pixel_model(monkeypatch):
     def call(self, batch):
         return expit(batch[:, 0] / 2).astype(np.float32)
 
-    monkeypatch.setattr(WindowPredictor, "__call__", call)
+    monkeypatch.setattr(WindowPredictor, "probabilities", call)
 
 
-@pytest.mark.parametrize("halo_m", [0.0, 8.0, 12.0])
+@pytest.mark.parametrize("halo_m, tta", [(0.0, 1), (8.0, 1), (12.0, 1), (8.0, 8)])
 def test_streamed_blended_probabilities_equal_the_per_pixel_truth(tmp_path, tiny_scene, tiny_bundle,
-                                                                  per_pixel_model, halo_m):
+                                                                  per_pixel_model, halo_m, tta):
     scene = open_scene(tiny_scene[0])
     bundle = load_bundle(tiny_bundle)
     region = Region(10, 250, 3, 201)  # not a multiple of the window: edges and clamped last windows
     out = predict_probabilities(scene, bundle, tmp_path / "p.tif", region, window=64, halo_m=halo_m,
-                                batch_size=3, progress=False)
+                                batch_size=3, progress=False, tta=tta)  # TTA undone exactly: same result
     with rasterio.open(out) as src:
         got = src.read(1)
         assert src.transform.c == pytest.approx((scene.transform @ (3, 10))[0])
@@ -77,3 +78,17 @@ def test_region_from_bounds_clips_to_the_scene(tiny_scene):
     assert (region.row0, region.row1, region.col0, region.col1) == (0, 128, 0, 64)
     with pytest.raises(InputError, match="does not overlap"):
         region_from_bounds(scene, (right + 10, bottom, right + 20, top))
+
+
+@pytest.mark.parametrize("tta", [2, 4, 8])
+def test_tta_averages_the_transformed_predictions(tiny_bundle, tta):
+    from openfootprints.predict.probabilities import TTA_TRANSFORMS
+
+    predictor = WindowPredictor(load_bundle(tiny_bundle), torch.device("cpu"))
+    batch = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    expected = np.mean([np.rot90((lambda p: p[..., ::-1] if flip else p)(predictor.probabilities(np.ascontiguousarray(
+        (lambda v: v[..., ::-1] if flip else v)(np.rot90(batch, k, axes=(2, 3)))))), -k, axes=(1, 2))
+        for k, flip in TTA_TRANSFORMS[:tta]], axis=0)
+    got = predictor(batch, tta)
+    assert np.allclose(got, expected, atol=1e-6)
+    assert not np.allclose(got, predictor(batch, 1), atol=1e-4)  # the untrained net is not equivariant

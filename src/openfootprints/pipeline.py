@@ -72,7 +72,7 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
         prob_path = Path(tmp) / "probabilities.tif"
         start = time.monotonic()
         predict_probabilities(scene, bundle, prob_path, context, d.window_px, d.halo_m, d.batch_size, d.device,
-                              progress, d.engine)
+                              progress, d.engine, d.tta)
         timings["predict_s"] = time.monotonic() - start
         start = time.monotonic()
         found = vectorize(str(prob_path), d.threshold if d.threshold is not None else bundle.threshold,

@@ -77,6 +77,9 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+TTA_TRANSFORMS = [(0, False), (0, True), (2, False), (2, True), (1, False), (3, False), (1, True), (3, True)]
+
+
 class WindowPredictor:
     """Runs the model on batches of normalized windows; returns probabilities (N, H, W) float32.
 
@@ -101,8 +104,23 @@ class WindowPredictor:
     def normalize(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return np.where(valid, (image - self.mean) / self.std, 0.0).astype(np.float32)
 
+    def __call__(self, batch: np.ndarray, tta: int = 1) -> np.ndarray:
+        """Probabilities for a normalized batch (N, C, H, W) → (N, H, W); with ``tta`` > 1 the mean over the
+        first ``tta`` of the 8 flips / 90° rotations (1, 2, 4 or 8), each undone on its output."""
+        if tta == 1:
+            return self.probabilities(batch)
+        total = np.zeros((batch.shape[0], *batch.shape[2:]), np.float32)
+        for k, flip in TTA_TRANSFORMS[:tta]:
+            view = np.rot90(batch, k, axes=(2, 3))
+            view = np.ascontiguousarray(view[..., ::-1] if flip else view)
+            prob = self.probabilities(view)
+            prob = prob[..., ::-1] if flip else prob
+            total += np.rot90(prob, -k, axes=(1, 2))
+        return total / tta
+
     @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """One forward pass: (N, C, H, W) normalized → (N, H, W) probabilities."""
         if self.engine == "onnx":
             return torch.sigmoid(torch.from_numpy(self.onnx(batch)))[:, 0].numpy()
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
@@ -135,11 +153,12 @@ def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray
 
 def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, region: Region | None = None,
                           window: int | None = None, halo_m: float | None = None, batch_size: int = 4,
-                          device: str = "auto", progress: bool = True, engine: str = "torch") -> Path:
+                          device: str = "auto", progress: bool = True, engine: str = "torch", tta: int = 1) -> Path:
     """Write the building probability raster of ``region`` of ``scene`` to ``out_path`` (uint8 GeoTIFF).
 
     ``window`` is the model window in pixels (a multiple of 32), ``halo_m`` the overlap between
-    neighbouring windows in metres on the ground; ``engine`` torch, onnx or auto (see :func:`select_engine`).
+    neighbouring windows in metres on the ground; ``engine`` torch, onnx or auto (see :func:`select_engine`);
+    ``tta`` 1, 2, 4 or 8 test-time flips / rotations averaged.
     Memory: one strip of ``window`` rows of the region.
     """
     if len(scene.bands) != bundle.architecture.in_channels:
@@ -151,6 +170,8 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
         raise InputError(f"detect.window_px={window}: must be a multiple of 32")
     halo = int(round((bundle.halo_m if halo_m is None else halo_m) / scene.resolution_m))
     stride = window - 2 * halo
+    if tta not in (1, 2, 4, 8):
+        raise InputError(f"detect.tta={tta}: must be 1, 2, 4 or 8")
     if stride <= 0:
         raise InputError(f"detect.halo_m: an overlap of {halo} px per side leaves no stride in a {window} px window")
     dev = select_device(device)
@@ -184,7 +205,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
                     a[:-shift] = a[shift:]
                     a[-shift:] = 0
                 top = row
-            probs = _predict_row(predictor, tiles, batch_size)
+            probs = _predict_row(predictor, tiles, batch_size, tta)
             for col, prob, (_, valid) in zip(col_starts, probs, tiles):
                 c = col - region.col0
                 acc[:, c : c + window] += prob * weights
@@ -196,14 +217,15 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     return out_path
 
 
-def _predict_row(predictor: WindowPredictor, tiles: list[tuple[np.ndarray, np.ndarray]], batch_size: int) -> list[np.ndarray]:
+def _predict_row(predictor: WindowPredictor, tiles: list[tuple[np.ndarray, np.ndarray]], batch_size: int,
+                 tta: int = 1) -> list[np.ndarray]:
     """Probabilities for one row of windows, in batches; windows with no valid pixel are skipped (zeros)."""
     out: list[np.ndarray | None] = [None] * len(tiles)
     todo = [k for k, (_, valid) in enumerate(tiles) if valid.any()]
     for s in range(0, len(todo), batch_size):
         ks = todo[s : s + batch_size]
         batch = np.stack([predictor.normalize(*tiles[k]) for k in ks])
-        for k, p in zip(ks, predictor(batch)):
+        for k, p in zip(ks, predictor(batch, tta)):
             out[k] = p
     size = tiles[0][1].shape[0]
     return [p if p is not None else np.zeros((size, size), np.float32) for p in out]
