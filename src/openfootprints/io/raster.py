@@ -66,10 +66,11 @@ class Scene:
         right, bottom = self.transform @ (self.width, self.height)
         return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
 
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, window: Window, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
         """Read a working-grid window that lies inside the scene.
 
-        Returns ``(image, valid)``: image float32 (bands, h, w) in the file's units; valid bool (h, w).
+        Returns ``(image, valid)``: image (bands, h, w) in the file's units, as ``dtype`` (float32 by
+        default; ``None`` keeps the file's pixel type); valid bool (h, w).
         """
         h, w = int(window.height), int(window.width)
         src = Window(window.col_off * self.scale, window.row_off * self.scale,
@@ -77,7 +78,7 @@ class Scene:
         resampling = Resampling.bilinear if self.scale != 1.0 else Resampling.nearest
         try:
             image = self.dataset.read(self.bands, window=src, out_shape=(len(self.bands), h, w),
-                                      resampling=resampling, out_dtype="float32")
+                                      resampling=resampling, out_dtype=dtype)
             valid = self.dataset.dataset_mask(window=src, out_shape=(h, w), resampling=Resampling.nearest) > 0
         except RasterioIOError as err:
             raise InputError(f"{self.path}: cannot read pixels ({err})") from err

@@ -102,7 +102,8 @@ class WindowPredictor:
             self.net = bundle.network().to(device)
 
     def normalize(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        return np.where(valid, (image - self.mean) / self.std, 0.0).astype(np.float32)
+        """(C, H, W) in the file's units → normalized float32, 0 where not valid."""
+        return np.where(valid, (image.astype(np.float32) - self.mean) / self.std, 0.0).astype(np.float32)
 
     def __call__(self, batch: np.ndarray, tta: int = 1) -> np.ndarray:
         """Probabilities for a normalized batch (N, C, H, W) → (N, H, W); with ``tta`` > 1 the mean over the
@@ -144,7 +145,7 @@ def select_engine(name: str, device: torch.device, bundle: Bundle) -> str:
 def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Read a ``size`` square window at (row, col); parts outside the scene come back as invalid zeros."""
     r1, c1 = min(row + size, scene.height), min(col + size, scene.width)
-    image, valid = scene.read(Window(col, row, c1 - col, r1 - row))
+    image, valid = scene.read(Window(col, row, c1 - col, r1 - row), dtype=None)  # file type: 4× less than float
     if image.shape[1:] == (size, size):
         return image, valid
     pad = ((0, size - image.shape[1]), (0, size - image.shape[2]))

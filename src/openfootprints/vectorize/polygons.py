@@ -102,16 +102,23 @@ def _strip(src, top: int, bottom: int, margin: int, level: int, grow_px: int, mi
         log.warning("%s: %d region(s) of probability ≥ threshold taller than %d px starting in rows %d–%d are cut "
                     "at the strip edge", src.name, int(cut.sum()), margin, top, bottom)
     ids = np.flatnonzero(owned) + 1
-    sizes = ndimage.sum_labels(np.ones_like(labels, np.uint8), labels, ids)
-    ids = ids[sizes >= min_pixels]
+    # per-instance pixel counts and probability sums, on each instance's box (no strip-sized temporaries)
+    stats = np.array([_pixels_and_sum(prob, labels, boxes[i - 1], i) for i in ids], np.float64).reshape(-1, 2)
+    keep = stats[:, 0] >= min_pixels
+    ids, stats = ids[keep], stats[keep]
     if len(ids) == 0:
         return np.array([], dtype=object), np.array([], np.float32)
-    confidence = (ndimage.mean(prob.astype(np.float32), labels, ids) / 255).astype(np.float32)
+    confidence = (stats[:, 1] / stats[:, 0] / 255).astype(np.float32)
     view_transform = window_transform(window, src.transform)
     polygons = np.array([_outline(labels, boxes[i - 1], i, grow_px, view_transform) for i in ids], dtype=object)
     if simplify_map > 0:
         polygons = shapely.simplify(polygons, simplify_map, preserve_topology=True)
     return polygons, confidence
+
+
+def _pixels_and_sum(prob: np.ndarray, labels: np.ndarray, box: tuple[slice, slice], label: int) -> tuple[int, int]:
+    inside = labels[box] == label
+    return int(inside.sum()), int(prob[box][inside].sum(dtype=np.int64))
 
 
 def _outline(labels: np.ndarray, box: tuple[slice, slice], label: int, grow_px: int, transform) -> shapely.Polygon:
