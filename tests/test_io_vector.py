@@ -77,3 +77,20 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         write_table(frame(SQUARES), tmp_path / "out.parquet")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".geojson"])
+def test_parts_are_joined_into_one_table(tmp_path, suffix):
+    from openfootprints.io.vector import write_geoparquet, write_table_parts
+
+    table = frame(SQUARES).to_crs("EPSG:4326")
+    parts = []
+    for i in range(3):
+        parts.append(tmp_path / f"part{i}.parquet")
+        write_geoparquet(table.iloc[i : i + 1], parts[-1])
+    out = write_table_parts(parts, tmp_path / f"all{suffix}", empty=table)
+    back = read_table(out).sort_values("confidence")
+    assert len(back) == 3 and back.crs.to_epsg() == 4326
+    assert shapely.equals_exact(back.geometry.to_numpy(), table.geometry.to_numpy(), tolerance=1e-7).all()
+    empty = read_table(write_table_parts([], tmp_path / f"none{suffix}", empty=table))
+    assert len(empty) == 0

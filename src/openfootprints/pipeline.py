@@ -24,17 +24,16 @@ from openfootprints.evaluate.calibration import (expected_calibration_error, fit
                                                  thresholds_by_region)
 
 from openfootprints.evaluate.metrics import Evaluation, evaluate, format_table, select_in_bounds
-from openfootprints.evaluate.report import write_report
 from openfootprints.export.buildings import buildings_table
 from openfootprints.io.atomic import atomic_outputs
 from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import open_scene
-from openfootprints.io.vector import read_polygons, read_table, write_table
+from openfootprints.io.vector import read_polygons, read_table, write_geoparquet, write_table_parts
 from openfootprints.model.bundle import load_bundle, save_bundle
 from openfootprints.model.onnx import load_model
 from openfootprints.predict.probabilities import predict_probabilities, region_from_bounds
-from openfootprints.vectorize.polygons import Buildings, vectorize
+from openfootprints.vectorize.polygons import Buildings, iter_buildings
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +74,35 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
                               progress, d.engine, d.tta)
         timings["predict_s"] = time.monotonic() - start
         start = time.monotonic()
-        found = vectorize(str(prob_path), d.threshold if d.threshold is not None else bundle.threshold,
-                          grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
-                          margin_m=d.max_building_m)
-        if bounds:  # the buildings whose centroid is in the box, seen with image context around it
-            inside = shapely.within(shapely.centroid(found.polygons), shapely.box(*bounds))
-            found = Buildings(found.polygons[inside], found.confidence[inside], found.crs)
-        table = buildings_table(found.polygons, bundle.calibrate(found.confidence), found.crs,
-                                model_version=bundle.version, source=Path(scene_path).name,
-                                min_area_m2=d.min_area_m2, raw_confidence=found.confidence)
-        timings["vectorize_s"] = time.monotonic() - start
+        parts, n_buildings = [], 0
+        table = buildings_table(np.array([], dtype=object), np.array([]), scene.crs)  # the schema, if none is found
+        strips = iter_buildings(str(prob_path), d.threshold if d.threshold is not None else bundle.threshold,
+                                grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
+                                margin_m=d.max_building_m)
+        for k, found in enumerate(strips):  # one table part per strip: memory does not grow with the scene
+            if bounds:  # the buildings whose centroid is in the box, seen with image context around it
+                inside = shapely.within(shapely.centroid(found.polygons), shapely.box(*bounds))
+                found = Buildings(found.polygons[inside], found.confidence[inside], found.crs)
+            table = buildings_table(found.polygons, bundle.calibrate(found.confidence), found.crs,
+                                    model_version=bundle.version, source=Path(scene_path).name,
+                                    min_area_m2=d.min_area_m2, raw_confidence=found.confidence)
+            if len(table):
+                parts.append(Path(tmp) / f"part{k:06d}.parquet")
+                write_geoparquet(table, parts[-1])
+                n_buildings += len(table)
         finals = ([d.probabilities] if d.probabilities else []) + [config_path_beside(out), out]
         with atomic_outputs(*finals) as tmps:
             if d.probabilities:
                 rio_copy(prob_path, tmps[0], driver="COG", compress="deflate", overview_resampling="average")
             write_resolved_config(cfg, tmps[-2])
-            write_table(table, tmps[-1])
+            write_table_parts(parts, tmps[-1], empty=table)
+        timings["vectorize_s"] = time.monotonic() - start
     area_km2 = region.width * region.height * scene.resolution_m**2 / 1e6
     total = sum(timings.values())
-    summary = {"buildings": len(table), "area_km2": round(area_km2, 4), **{k: round(v, 2) for k, v in timings.items()},
+    summary = {"buildings": n_buildings, "area_km2": round(area_km2, 4), **{k: round(v, 2) for k, v in timings.items()},
                "km2_per_hour": round(area_km2 / total * 3600, 1) if total else None, "output": str(out),
                "config": str(config_path_beside(out))}
-    log.info("detect: %d buildings over %.3f km² in %.1f s", len(table), area_km2, total)
+    log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, area_km2, total)
     return summary
 
 
@@ -119,6 +125,8 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
     finals = ([Path(report_dir) / "index.html"] if report_dir else []) + ([out_json] if out_json else [])
     with atomic_outputs(*finals) as tmps:
         if report_dir:
+            from openfootprints.evaluate.report import write_report  # matplotlib only when a report is asked
+
             scene = open_scene(imagery) if imagery else None
             write_report(tmps[0], predicted, truth, result, scene,
                          title=f"{Path(predicted_path).name} vs {Path(truth_path).name}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pyogrio
 import shapely
 
@@ -70,7 +73,7 @@ def write_table(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
         raise InputError(f"{path}: unknown output format '{path.suffix}'; use one of {sorted(FORMATS)}")
     with atomic_path(path) as tmp:
         if kind == "parquet":
-            frame.to_parquet(tmp, index=False, geometry_encoding="geoarrow", write_covering_bbox=True)
+            write_geoparquet(frame, tmp)
         elif kind == "csv":
             table = frame.drop(columns="geometry").assign(geometry=shapely.to_wkt(frame.geometry.to_numpy(), rounding_precision=8))
             table.to_csv(tmp, index=False)
@@ -79,16 +82,42 @@ def write_table(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
+def write_geoparquet(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> None:
+    """GeoParquet with native (GeoArrow) geometry and a bbox covering column, for DuckDB and GeoPandas filters."""
+    encoding = "geoarrow" if len(frame) else "WKB"  # geopandas cannot write an empty table as GeoArrow
+    frame.to_parquet(path, index=False, geometry_encoding=encoding, write_covering_bbox=True)
+
+
 def read_table(path: str | os.PathLike, fix_invalid: bool = False) -> gpd.GeoDataFrame:
     """Read a buildings table written by :func:`write_table` (any of its formats)."""
     path = str(path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
     if Path(path).suffix.lower() == ".csv":
-        import pandas as pd
-
         table = pd.read_csv(path)
         if "geometry" not in table:
             raise InputError(f"{path}: CSV without a 'geometry' column (WKT)")
         return gpd.GeoDataFrame(table.drop(columns="geometry"), geometry=shapely.from_wkt(table["geometry"]), crs="EPSG:4326")
     return read_polygons(path, allow_empty=True, fix_invalid=fix_invalid)
+
+
+def write_table_parts(parts: list[Path], path: str | os.PathLike, empty: gpd.GeoDataFrame) -> Path:
+    """Write tables saved as GeoParquet parts as one table at ``path`` (format by extension).
+
+    GeoParquet is streamed part by part (memory: one part); other formats are assembled in memory.
+    ``empty`` supplies the schema when there is no part.
+    """
+    path = Path(path)
+    if not parts:
+        return write_table(empty.iloc[:0], path)
+    if FORMATS.get(path.suffix.lower()) != "parquet":
+        return write_table(pd.concat([gpd.read_parquet(p) for p in parts], ignore_index=True), path)
+    schema = pq.read_schema(parts[0])
+    geo = json.loads(schema.metadata[b"geo"])
+    for column in geo["columns"].values():
+        column.pop("bbox", None)  # the first part's extent is not the table's
+    schema = schema.with_metadata({**schema.metadata, b"geo": json.dumps(geo).encode()})
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for part in parts:
+            writer.write_table(pq.read_table(part).cast(schema))
+    return path
