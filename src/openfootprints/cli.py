@@ -54,6 +54,7 @@ CHECKS = [
     ("detect.window_px", lambda v: v is None or (v >= 32 and v % 32 == 0), "a multiple of 32"),
     ("detect.halo_m", lambda v: v is None or v >= 0, "0 or more"),
     ("detect.batch_size", lambda v: v >= 1, "1 or more"),
+    ("detect.gdal_cache_mb", lambda v: v >= 16, "16 or more"),
     ("detect.tta", lambda v: v in (1, 2, 4, 8), "1, 2, 4 or 8"),
     ("detect.threshold", lambda v: v is None or 0 < v < 1, "between 0 and 1"),
     ("detect.min_area_m2", lambda v: v >= 0, "0 or more"),

@@ -17,6 +17,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 from omegaconf import DictConfig
+import rasterio
 from rasterio.shutil import copy as rio_copy
 
 from openfootprints.errors import InputError
@@ -67,7 +68,9 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
     halo_px = round((bundle.halo_m if d.halo_m is None else d.halo_m) / scene.resolution_m)
     context = region.grown(halo_px, scene.height, scene.width) if bounds else region
     timings = {}
-    with tempfile.TemporaryDirectory(prefix="openfootprints-") as tmp:
+    # GDAL's block cache defaults to 5 % of RAM and would grow with the scene; bound it
+    with rasterio.Env(GDAL_CACHEMAX=d.gdal_cache_mb * 2**20), \
+            tempfile.TemporaryDirectory(prefix="openfootprints-") as tmp:
         prob_path = Path(tmp) / "probabilities.tif"
         start = time.monotonic()
         predict_probabilities(scene, bundle, prob_path, context, d.window_px, d.halo_m, d.batch_size, d.device,
