@@ -111,7 +111,7 @@ def test_breakdowns_by_size_and_region():
 
 
 def brute_force_true_positives(pred, truth, conf, threshold):
-    """The greedy rule, spelled out with nested loops."""
+    """The greedy rule, spelled out with nested loops (IoU ties go to the first truth)."""
     taken, tp = set(), 0
     for i in np.argsort(-conf, kind="stable"):
         best, best_j = -1.0, None
@@ -128,10 +128,10 @@ def brute_force_true_positives(pred, truth, conf, threshold):
     return tp
 
 
-boxes = st.tuples(st.floats(0, 50), st.floats(0, 50), st.floats(1, 15), st.floats(1, 15))
+boxes = st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(1, 12), st.integers(1, 12))  # ties likely
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(st.lists(boxes, max_size=12), st.lists(boxes, max_size=12), st.sampled_from([0.1, 0.3, 0.5, 0.75]),
        st.integers(0, 2**31))
 def test_matching_agrees_with_brute_force(truth_boxes, pred_boxes, threshold, seed):

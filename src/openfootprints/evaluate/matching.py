@@ -58,7 +58,7 @@ def greedy_match(confidence: np.ndarray, n_truth: int, pairs: Pairs, threshold: 
     """Match predictions, by decreasing confidence, to their best unmatched truth with IoU ≥ ``threshold``.
 
     Returns ``matched`` (per prediction: truth index or -1) and ``matched_iou`` (per prediction, 0 if none).
-    Ties in confidence keep the input order.
+    Ties in confidence keep the input order; ties in IoU go to the truth that comes first.
     """
     n_pred = len(confidence)
     matched = np.full(n_pred, -1, np.int64)
@@ -70,7 +70,7 @@ def greedy_match(confidence: np.ndarray, n_truth: int, pairs: Pairs, threshold: 
         return matched, matched_iou
     rank = np.empty(n_pred, np.int64)
     rank[np.argsort(-np.asarray(confidence, np.float64), kind="stable")] = np.arange(n_pred)
-    order = np.lexsort((-iou, rank[p]))  # by prediction rank, then best IoU first
+    order = np.lexsort((t, -iou, rank[p]))  # by prediction rank, then best IoU, then lowest truth index
     taken = np.zeros(n_truth, bool)
     done = np.zeros(n_pred, bool)
     for pi, ti, v in zip(p[order].tolist(), t[order].tolist(), iou[order].tolist()):
