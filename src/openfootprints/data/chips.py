@@ -50,22 +50,55 @@ class LabelledScene:
         return self.polygons.to_numpy()[self._tree.query(area, predicate="intersects")]
 
 
-def building_mask(polygons: np.ndarray, transform, shape: tuple[int, int], erode_px: int = 0) -> np.ndarray:
-    """Burn polygons into a (h, w) uint8 mask, each building shrunk by ``erode_px`` pixels on its own.
+def building_ids(polygons: np.ndarray, transform, shape: tuple[int, int]) -> np.ndarray:
+    """Burn polygons into a (h, w) int32 raster: 0 background, i + 1 inside polygon i."""
+    if len(polygons) == 0:
+        return np.zeros(shape, np.int32)
+    return rasterize([(g, i + 1) for i, g in enumerate(polygons)], out_shape=shape, transform=transform,
+                     dtype="int32")
+
+
+def shrink_each(ids: np.ndarray, erode_px: int = 0) -> np.ndarray:
+    """(h, w) uint8 mask of the buildings in ``ids``, each shrunk by ``erode_px`` pixels on its own.
 
     Shrinking each building separately opens a gap between buildings that share a wall, which keeps
     them apart as separate instances at detection (where they are grown back by the same amount).
     """
-    if len(polygons) == 0:
-        return np.zeros(shape, np.uint8)
-    ids = rasterize([(g, i + 1) for i, g in enumerate(polygons)], out_shape=shape, transform=transform,
-                    dtype="int32")
     if erode_px <= 0:
         return (ids > 0).astype(np.uint8)
     disk = _disk(erode_px)
     same = (ndimage.grey_erosion(ids, footprint=disk, mode="nearest") == ids) & (
         ndimage.grey_dilation(ids, footprint=disk, mode="nearest") == ids)
     return (same & (ids > 0)).astype(np.uint8)
+
+
+def building_mask(polygons: np.ndarray, transform, shape: tuple[int, int], erode_px: int = 0) -> np.ndarray:
+    """Burn polygons into a (h, w) uint8 mask, each building shrunk by ``erode_px`` pixels (see :func:`shrink_each`)."""
+    return shrink_each(building_ids(polygons, transform, shape), erode_px)
+
+
+def gap_weights(ids: np.ndarray, w0: float, sigma_px: float) -> np.ndarray:
+    """U-Net loss weights (h, w) float32: ``1 + w0 · exp(−(d1 + d2)² / 2σ²)`` on background, 1 inside buildings.
+
+    d1 and d2 are the distances in pixels to the nearest and second-nearest building of ``ids``, so the
+    weight peaks in narrow gaps between two buildings. Each building's distance map is computed only
+    within 3σ of it (beyond, the term is below w0 · 1 %).
+    """
+    h, w = ids.shape
+    reach = int(np.ceil(3 * sigma_px)) + 1
+    d1 = np.full(ids.shape, np.inf, np.float32)
+    d2 = np.full(ids.shape, np.inf, np.float32)
+    for k, box in enumerate(ndimage.find_objects(ids), start=1):
+        if box is None:
+            continue
+        r0, r1 = max(0, box[0].start - reach), min(h, box[0].stop + reach)
+        c0, c1 = max(0, box[1].start - reach), min(w, box[1].stop + reach)
+        dist = ndimage.distance_transform_edt(ids[r0:r1, c0:c1] != k).astype(np.float32)
+        near, second = d1[r0:r1, c0:c1], d2[r0:r1, c0:c1]
+        second[...] = np.minimum(second, np.maximum(near, dist))
+        near[...] = np.minimum(near, dist)
+    term = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma_px**2))
+    return np.where(ids > 0, 1.0, 1.0 + term).astype(np.float32)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -138,18 +171,21 @@ class ChipDataset(torch.utils.data.Dataset):
     In random mode (``windows=None``) item ``i`` is a chip at a random place in a random block, the
     place drawn from a generator seeded with ``(seed, i)``: use it with a sampler that draws indexes.
     With ``windows`` given (a fixed list of ``(scene index, Window)``), item ``i`` is that window.
-    Each item is ``(image (C, H, W) float32 normalized, mask (1, H, W) float32, valid (1, H, W) float32)``.
+    Each item is ``(image (C, H, W) float32 normalized, mask (1, H, W) float32, weight (1, H, W) float32)``;
+    the weight is 0 on nodata and, with ``gap_w0`` > 0, raised in the gaps between buildings
+    (:func:`gap_weights`, ``gap_sigma_px`` in pixels).
     """
 
     VIRTUAL_LENGTH = 2**31 - 1
 
     def __init__(self, sources: list[LabelledScene], blocks: list[tuple[int, Window]], chip_px: int,
                  mean: list[float], std: list[float], erode_px: int = 0, seed: int = 0, augment: bool = False,
-                 windows: list[tuple[int, Window]] | None = None):
+                 windows: list[tuple[int, Window]] | None = None, gap_w0: float = 0.0, gap_sigma_px: float = 5.0):
         self.sources, self.blocks, self.chip_px = sources, blocks, chip_px
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
         self.erode_px, self.seed, self.augment, self.windows = erode_px, seed, augment, windows
+        self.gap_w0, self.gap_sigma_px = gap_w0, gap_sigma_px
 
     def __len__(self) -> int:
         return len(self.windows) if self.windows is not None else self.VIRTUAL_LENGTH
@@ -165,13 +201,17 @@ class ChipDataset(torch.utils.data.Dataset):
         scene_idx, window = self.windows[i] if self.windows is not None else self._random_window(rng)
         source = self.sources[scene_idx]
         image, valid = source.scene.read(window)
-        mask = building_mask(source.polygons_in(window), window_transform(window, source.scene.transform),
-                             (self.chip_px, self.chip_px), self.erode_px)
+        ids = building_ids(source.polygons_in(window), window_transform(window, source.scene.transform),
+                           (self.chip_px, self.chip_px))
+        mask = shrink_each(ids, self.erode_px)
+        weight = valid.astype(np.float32)
+        if self.gap_w0 > 0:
+            weight *= gap_weights(ids, self.gap_w0, self.gap_sigma_px)
         image = np.where(valid, (image - self.mean) / self.std, 0.0).astype(np.float32)
-        mask, valid = mask[None].astype(np.float32), valid[None].astype(np.float32)
+        mask, weight = mask[None].astype(np.float32), weight[None]
         if self.augment:
-            image, mask, valid = flip_rotate([image, mask, valid], rng)
-        return torch.from_numpy(image), torch.from_numpy(mask), torch.from_numpy(valid)
+            image, mask, weight = flip_rotate([image, mask, weight], rng)
+        return torch.from_numpy(image), torch.from_numpy(mask), torch.from_numpy(weight)
 
 
 def flip_rotate(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:

@@ -10,18 +10,31 @@ import torch
 import torch.nn.functional as F
 
 
-def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                   dice_weight: float = 1.0) -> torch.Tensor:
-    """Per-pixel BCE averaged over valid pixels, plus ``dice_weight`` × (1 − soft Dice) over the batch.
+    """Per-pixel weighted BCE averaged over valid pixels, plus ``dice_weight`` × (1 − soft Dice) over the batch.
 
-    All tensors are (N, 1, H, W); ``valid`` is 1 where the imagery has data, 0 in nodata.
+    All tensors are (N, 1, H, W); ``weight`` is 0 in nodata and ≥ 1 elsewhere (1, or more in the gaps
+    between buildings); ``target`` may be soft (mixup).
     """
+    valid = (weight > 0).to(logits.dtype)
     n_valid = valid.sum().clamp_min(1.0)
-    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid).sum() / n_valid
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / n_valid
     prob = torch.sigmoid(logits) * valid
     inter = (prob * target).sum()
     dice = (2 * inter + 1.0) / (prob.sum() + (target * valid).sum() + 1.0)
     return bce + dice_weight * (1 - dice)
+
+
+def mixup(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, lam: float,
+          perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mix each sample with sample ``perm[i]``: images and soft per-pixel targets by the same ``lam``.
+
+    The weight is mixed too, and is 0 wherever either sample has no data.
+    """
+    both_valid = (weight > 0) & (weight[perm] > 0)
+    mixed_weight = (lam * weight + (1 - lam) * weight[perm]) * both_valid
+    return lam * image + (1 - lam) * image[perm], lam * target + (1 - lam) * target[perm], mixed_weight
 
 
 def pixel_iou_counts(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
@@ -41,7 +54,8 @@ def schedule_factor(progress: float, warmup: float = 0.05) -> float:
 
 
 class SegmentationModule(L.LightningModule):
-    """Trains ``net`` with AdamW; logs loss and pixel IoU per epoch.
+    """Trains ``net`` with AdamW; logs loss and pixel IoU per epoch. With ``mixup_prob`` > 0, that share of
+    training batches is mixed up (λ ~ Beta(``mixup_alpha``, ``mixup_alpha``)).
 
     The learning rate follows :func:`schedule_factor` of whichever is further along: steps out of
     ``total_steps`` or wall-clock seconds out of ``budget_s``, so a run cut by its time budget still
@@ -49,8 +63,10 @@ class SegmentationModule(L.LightningModule):
     """
 
     def __init__(self, net: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 dice_weight: float = 1.0, total_steps: int = 1000, budget_s: float | None = None):
+                 dice_weight: float = 1.0, total_steps: int = 1000, budget_s: float | None = None,
+                 mixup_prob: float = 0.0, mixup_alpha: float = 0.4):
         super().__init__()
+        self.mixup_prob, self.mixup_alpha = mixup_prob, mixup_alpha
         self.net = net
         self.lr, self.weight_decay, self.dice_weight = lr, weight_decay, dice_weight
         self.total_steps, self.budget_s = total_steps, budget_s
@@ -75,8 +91,11 @@ class SegmentationModule(L.LightningModule):
         return self.net(x)
 
     def training_step(self, batch, batch_idx):
-        image, mask, valid = batch
-        loss = bce_dice_loss(self(image), mask, valid, self.dice_weight)
+        image, mask, weight = batch
+        if self.mixup_prob > 0 and float(torch.rand(())) < self.mixup_prob:
+            lam = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
+            image, mask, weight = mixup(image, mask, weight, lam, torch.randperm(image.shape[0]))
+        loss = bce_dice_loss(self(image), mask, weight, self.dice_weight)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=image.shape[0])
         return loss
 

@@ -71,7 +71,8 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike)
     mean, std = normalization_stats(sources, train_blocks, seed=cfg.seed)
     erode_px = int(round(cfg.data.label_erosion_m / resolution))
     chip = cfg.data.chip_px
-    train_ds = ChipDataset(sources, train_blocks, chip, mean, std, erode_px, seed=cfg.seed, augment=True)
+    gap = dict(gap_w0=cfg.data.gap_weight_w0, gap_sigma_px=cfg.data.gap_sigma_m / resolution)
+    train_ds = ChipDataset(sources, train_blocks, chip, mean, std, erode_px, seed=cfg.seed, augment=True, **gap)
     sampler = torch.utils.data.RandomSampler(train_ds, replacement=True, num_samples=cfg.data.samples_per_epoch,
                                              generator=torch.Generator().manual_seed(cfg.seed))
     loader_args = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers,
@@ -88,7 +89,8 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike)
     net = build_unet(arch, pretrained=cfg.model.pretrained)
     steps = cfg.train.max_epochs * (cfg.data.samples_per_epoch // cfg.train.batch_size)
     budget_s = cfg.train.max_minutes * 60 if cfg.train.max_minutes else None
-    module = SegmentationModule(net, cfg.train.lr, cfg.train.weight_decay, cfg.train.dice_weight, steps, budget_s)
+    module = SegmentationModule(net, cfg.train.lr, cfg.train.weight_decay, cfg.train.dice_weight, steps, budget_s,
+                                cfg.train.mixup_prob, cfg.train.mixup_alpha)
 
     mlflow_logger = make_mlflow_logger(cfg)
     mlflow_logger.log_hyperparams(flat_params(cfg, n_train_blocks=len(train_blocks), n_val_blocks=len(val_blocks)))
