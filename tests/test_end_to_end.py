@@ -28,6 +28,7 @@ def test_synth_train_detect_evaluate(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "model.ofp.config.yaml").exists()
     run = mlflow.MlflowClient(f"file:{tmp_path / 'mlruns'}").get_run(bundle.training["mlflow_run_id"])
     assert run.data.params["train.batch_size"] == "4" and "val_pixel_iou" in run.data.metrics
+    assert run.data.metrics["energy_kwh"] > 0 and bundle.training["energy_kwh"] > 0  # CodeCarbon, offline
     artifacts = {a.path for a in mlflow.MlflowClient(f"file:{tmp_path / 'mlruns'}").list_artifacts(run.info.run_id)}
     assert {"model.ofp", "model.ofp.config.yaml"} <= artifacts
 
@@ -37,6 +38,7 @@ def test_synth_train_detect_evaluate(tmp_path, capsys, monkeypatch):
     table = gpd.read_file("buildings.geojson")
     assert set(table.columns) == set(COLUMNS) and table.crs.to_epsg() == 4326
     assert summary["buildings"] == len(table)
+    assert summary["energy_kwh"] > 0 and summary["emissions_kg_co2e"] > 0 and summary["energy_country"] == "USA"
     assert (tmp_path / "buildings.geojson.config.yaml").exists()
     with rasterio.open(tmp_path / "prob.tif") as prob:  # a cloud-optimized GeoTIFF aligned with the scene
         assert prob.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 import rasterio
 from rasterio.shutil import copy as rio_copy
 
+from openfootprints.energy import energy_meter
 from openfootprints.errors import InputError
 from openfootprints.evaluate.calibration import (expected_calibration_error, fit_isotonic,
                                                  thresholds_by_region)
@@ -53,7 +54,7 @@ def json_safe(value):
 def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress: bool = True) -> dict:
     """Detect buildings in a scene and write the buildings table to ``out`` (format by extension).
 
-    Returns a summary: counts, area in km², seconds per stage and the output paths.
+    Returns a summary: counts, area in km², seconds per stage, energy and the output paths.
     """
     d = cfg.detect
     out = Path(out)
@@ -68,6 +69,23 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
     halo_px = round((bundle.halo_m if d.halo_m is None else d.halo_m) / scene.resolution_m)
     context = region.grown(halo_px, scene.height, scene.width) if bounds else region
     timings = {}
+    with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
+        n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, bounds, out, timings, progress)
+    area_km2 = region.width * region.height * scene.resolution_m**2 / 1e6
+    total = sum(timings.values())
+    summary = {"buildings": n_buildings, "area_km2": round(area_km2, 4), **{k: round(v, 2) for k, v in timings.items()},
+               "km2_per_hour": round(area_km2 / total * 3600, 1) if total else None, **energy, "output": str(out),
+               "config": str(config_path_beside(out))}
+    log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, area_km2, total)
+    return summary
+
+
+def _detect_into(cfg, scene, scene_path, bundle, context, bounds, out: Path, timings: dict, progress: bool) -> int:
+    """Predict over ``context``, vectorize, keep the buildings in ``bounds`` (if any) and write them to ``out``.
+
+    Fills ``timings`` and returns the number of buildings written.
+    """
+    d = cfg.detect
     # GDAL's block cache defaults to 5 % of RAM and would grow with the scene; bound it
     with rasterio.Env(GDAL_CACHEMAX=d.gdal_cache_mb * 2**20), \
             tempfile.TemporaryDirectory(prefix="openfootprints-") as tmp:
@@ -100,13 +118,7 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
             write_resolved_config(cfg, tmps[-2])
             write_table_parts(parts, tmps[-1], empty=table)
         timings["vectorize_s"] = time.monotonic() - start
-    area_km2 = region.width * region.height * scene.resolution_m**2 / 1e6
-    total = sum(timings.values())
-    summary = {"buildings": n_buildings, "area_km2": round(area_km2, 4), **{k: round(v, 2) for k, v in timings.items()},
-               "km2_per_hour": round(area_km2 / total * 3600, 1) if total else None, "output": str(out),
-               "config": str(config_path_beside(out))}
-    log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, area_km2, total)
-    return summary
+    return n_buildings
 
 
 def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_json: str | None = None,

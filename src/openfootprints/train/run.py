@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
+from openfootprints.energy import energy_meter
 from openfootprints.data.chips import (ChipDataset, LabelledScene, normalization_stats, split_blocks,
                                        validation_windows)
 from openfootprints.errors import InputError
@@ -99,8 +100,12 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike)
                         logger=mlflow_logger, enable_checkpointing=False, log_every_n_steps=5,
                         num_sanity_val_steps=0, enable_model_summary=False)
     start = time.monotonic()
-    trainer.fit(module, train_loader, val_loader)
+    with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
+        trainer.fit(module, train_loader, val_loader)
     seconds = time.monotonic() - start
+    if energy:
+        mlflow_logger.experiment.log_metric(mlflow_logger.run_id, "energy_kwh", energy["energy_kwh"])
+        mlflow_logger.experiment.log_metric(mlflow_logger.run_id, "emissions_kg_co2e", energy["emissions_kg_co2e"])
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     bundle = Bundle(architecture=arch, bands=list(sources[0].scene.bands), mean=mean, std=std,
@@ -108,6 +113,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike)
                     training={"config": OmegaConf.to_container(cfg, resolve=True),
                               "scenes": [list(p) for p in pairs], "epochs": trainer.current_epoch,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,
+                              **energy,
                               "mlflow_run_id": mlflow_logger.run_id},
                     data_fingerprint=fingerprint_files([p for pair in pairs for p in pair]),
                     state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()})
