@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detect_memory import machine  # noqa: E402
+from hardware import machine  # noqa: E402
 
 from openfootprints.model.bundle import load_bundle  # noqa: E402
 from openfootprints.model.onnx import OnnxNetwork, export_onnx  # noqa: E402

@@ -12,26 +12,16 @@ Prints wall time and peak resident memory, with the machine named.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import time
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import shapely
 
+from hardware import machine
+
 from openfootprints.evaluate.metrics import evaluate
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def peak_rss_gib() -> float:
@@ -69,10 +59,11 @@ def main() -> None:
     start = time.monotonic()
     result = evaluate(predicted, truth, grid_m=1000)
     seconds = time.monotonic() - start
+    peak = peak_rss_gib()  # before machine(), which imports torch
     s = result.scores
     print(f"machine: {machine()}")
     print(f"{len(predicted):,} predicted vs {len(truth):,} true polygons (built in {made:.0f} s)")
-    print(f"evaluate: {seconds:.1f} s; peak RSS {peak_rss_gib():.2f} GiB (before evaluate {before:.2f} GiB)")
+    print(f"evaluate: {seconds:.1f} s; peak RSS {peak:.2f} GiB (before evaluate {before:.2f} GiB)")
     print(f"F1 {s.f1:.4f}, AP50 {s.ap:.4f}, AP50:95 {s.ap_50_95:.4f}, pixel IoU {s.pixel_iou:.4f}, "
           f"{len(result.by_region)} regions")
 

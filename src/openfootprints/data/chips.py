@@ -44,10 +44,7 @@ class LabelledScene:
 
     def polygons_in(self, window: Window) -> np.ndarray:
         """The polygons that overlap a working-grid window."""
-        left, top = self.scene.transform @ (window.col_off, window.row_off)
-        right, bottom = self.scene.transform @ (window.col_off + window.width, window.row_off + window.height)
-        area = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-        return self.polygons.to_numpy()[self._tree.query(area, predicate="intersects")]
+        return self.polygons.to_numpy()[self._tree.query(self.scene.window_box(window), predicate="intersects")]
 
 
 def building_ids(polygons: np.ndarray, transform, shape: tuple[int, int]) -> np.ndarray:
@@ -120,7 +117,7 @@ def split_blocks(scene: Scene, block_px: int, val_fraction: float, seed: int,
     for row in range(0, scene.height - block_px + 1, block_px):
         for col in range(0, scene.width - block_px + 1, block_px):
             window = Window(col, row, block_px, block_px)
-            if exclude is not None and _window_box(scene, window).intersects(shapely.box(*exclude)):
+            if exclude is not None and scene.window_box(window).intersects(shapely.box(*exclude)):
                 continue
             if valid[row // block_px, col // block_px] >= min_valid:
                 blocks.append(window)
@@ -132,12 +129,6 @@ def split_blocks(scene: Scene, block_px: int, val_fraction: float, seed: int,
     val = sorted((blocks[i] for i in order[:n_val]), key=lambda w: (w.row_off, w.col_off))
     train = sorted((blocks[i] for i in order[n_val:]), key=lambda w: (w.row_off, w.col_off))
     return train, val
-
-
-def _window_box(scene: Scene, window: Window) -> shapely.Polygon:
-    left, top = scene.transform @ (window.col_off, window.row_off)
-    right, bottom = scene.transform @ (window.col_off + window.width, window.row_off + window.height)
-    return shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
 
 
 def _coarse_valid(scene: Scene, block_px: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
+import shapely
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
@@ -65,6 +66,12 @@ class Scene:
         left, top = self.transform @ (0, 0)
         right, bottom = self.transform @ (self.width, self.height)
         return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+    def window_box(self, window: Window):
+        """A working-grid window as a shapely box in the scene's CRS."""
+        left, top = self.transform @ (window.col_off, window.row_off)
+        right, bottom = self.transform @ (window.col_off + window.width, window.row_off + window.height)
+        return shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
 
     def read(self, window: Window, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
         """Read a working-grid window that lies inside the scene.
