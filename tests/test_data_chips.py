@@ -4,7 +4,8 @@ import torch
 from affine import Affine
 from rasterio.windows import Window
 
-from openfootprints.data.chips import (ChipDataset, LabelledScene, building_mask, flip_rotate, split_blocks,
+from openfootprints.data.augment import flip_rotate
+from openfootprints.data.chips import (ChipDataset, LabelledScene, building_mask, split_blocks,
                                        validation_windows)
 from openfootprints.io.raster import open_scene
 from openfootprints.io.vector import read_polygons

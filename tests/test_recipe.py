@@ -76,3 +76,137 @@ def test_training_runs_with_gap_weights_and_mixup(tmp_path, tiny_scene):
                  "data.gap_weight_w0=10", "train.mixup_prob=1.0", f"tracking.uri=file:{tmp_path / 'mlruns'}"]) == 0
     config = load_bundle(out).training["config"]
     assert config["data"]["gap_weight_w0"] == 10 and config["train"]["mixup_prob"] == 1.0
+
+
+def test_rdrop_term_is_zero_for_identical_passes_and_positive_otherwise():
+    from openfootprints.train.module import rdrop_kl
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    weight = torch.ones(2, 1, 8, 8)
+    assert rdrop_kl(a, a, weight) == 0
+    kl = rdrop_kl(a, b, weight)
+    assert kl > 0 and torch.isclose(kl, rdrop_kl(b, a, weight))  # symmetric
+    p, q = torch.sigmoid(a), torch.sigmoid(b)  # against the textbook Bernoulli KL
+    textbook = 0.5 * ((p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log())
+                      + (q * (q / p).log() + (1 - q) * ((1 - q) / (1 - p)).log()))
+    assert torch.isclose(kl, textbook.mean(), rtol=1e-4)
+    weight[:, :, :4] = 0
+    b2 = b.clone()
+    b2[:, :, :4] = a[:, :, :4]  # where the passes agree, or there is no data, nothing counts
+    assert torch.isclose(rdrop_kl(a, b2, weight), rdrop_kl(a, b, weight))
+
+
+def test_dropout_makes_two_training_passes_differ_and_survives_the_bundle(tmp_path):
+    from conftest import tiny_architecture
+    from openfootprints.model.bundle import Bundle, load_bundle, save_bundle
+    from openfootprints.model.unet import build_unet
+
+    arch = tiny_architecture()
+    arch.dropout, arch.drop_path = 0.2, 0.1
+    net = build_unet(arch).train()
+    x = torch.randn(2, 3, 64, 64)
+    assert not torch.equal(net(x), net(x))
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    path = save_bundle(Bundle(architecture=arch, bands=[1, 2, 3], mean=[0.0] * 3, std=[1.0] * 3, resolution_m=0.5,
+                              state_dict=net.state_dict()), tmp_path / "d.ofp")
+    again = load_bundle(path)
+    assert again.architecture.dropout == 0.2
+    assert torch.allclose(again.network()(x), net(x))
+
+
+def test_a_chip_with_flipped_labels_gets_the_highest_el2n_score(tiny_scene, cfg):
+    from rasterio.windows import Window
+
+    from conftest import tiny_architecture
+    from openfootprints.data.chips import ChipDataset, LabelledScene, validation_windows
+    from openfootprints.io.raster import open_scene
+    from openfootprints.io.vector import read_polygons
+    from openfootprints.train.diet import el2n_scores
+    from openfootprints.train.run import short_fit
+
+    scene = open_scene(tiny_scene[0])
+    source = LabelledScene(scene, read_polygons(tiny_scene[1], crs=scene.crs).geometry)
+    blocks = [(0, Window(0, 0, 256, 256))]
+    chips = dict(chip_px=64, mean=[120.0] * 3, std=[40.0] * 3)
+    cfg.train.batch_size = 4
+    net = short_fit(cfg, tiny_architecture(), ChipDataset([source], blocks, seed=0, **chips), steps=25, seed=0)
+    windows = validation_windows(blocks, 64, limit=100)
+    honest = ChipDataset([source], blocks, windows=windows, **chips)
+
+    class FlippedChip(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(honest)
+
+        def __getitem__(self, i):
+            image, mask, weight = honest[i]
+            return image, (1 - mask if i == 5 else mask), weight
+
+    scores = el2n_scores(net, FlippedChip(), batch_size=4)
+    assert scores.shape == (16,) and np.argmax(scores) == 5
+    clean = el2n_scores(net, honest, batch_size=4)
+    assert scores[5] == pytest.approx(1 - clean[5], abs=1e-5)  # |p − (1 − y)| = 1 − |p − y|
+
+
+def test_prune_keeps_the_hardest_after_dropping_the_very_hardest():
+    from openfootprints.train.diet import prune
+
+    scores = np.array([0.9, 0.1, 0.5, 0.7, 0.3, 0.8, 0.2, 0.6, 0.4, 0.05])
+    kept = prune(scores, keep=0.5, offset=0.1)
+    assert sorted(scores[kept].tolist()) == [0.4, 0.5, 0.6, 0.7, 0.8]  # 0.9 dropped as a likely label error
+    assert len(prune(scores, keep=0.01, offset=0.0)) == 1
+
+
+def test_training_with_a_data_diet_writes_scores_and_gallery(tmp_path, tiny_scene):
+    import pandas as pd
+
+    from openfootprints.cli import main
+    from openfootprints.model.bundle import load_bundle
+
+    out = tmp_path / "m.ofp"
+    assert main(["train", "--image", str(tiny_scene[0]), "--labels", str(tiny_scene[1]), "--out", str(out),
+                 "train.max_epochs=1", "data.samples_per_epoch=4", "train.batch_size=2", "data.chip_px=64",
+                 "data.block_m=64", "data.val_fraction=0.25", "data.val_chips=1",
+                 "model.decoder_channels=[16,16,8,8,8]", "diet.keep=0.5", "diet.seeds=1", "diet.steps=2",
+                 "diet.gallery=4", f"tracking.uri=file:{tmp_path / 'mlruns'}"]) == 0
+    scores = pd.read_csv(f"{out}.el2n.csv")
+    assert len(scores) == 12 and scores["kept"].sum() == 6  # 12 training chips of the 16 blocks of 64 px
+    kept, dropped = scores[scores["kept"]], scores[~scores["kept"]]
+    assert dropped["el2n"].max() == scores["el2n"].max()  # the offset dropped the top one
+    assert kept["el2n"].min() >= dropped["el2n"].drop(dropped["el2n"].idxmax()).max()
+    png = open(f"{out}.el2n.png", "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert load_bundle(out).training["diet"]["kept"] == 6
+
+
+def test_self_training_learns_from_soft_pseudo_labels(tmp_path, tiny_scene, tiny_bundle):
+    from openfootprints.cli import main
+    from openfootprints.data.pseudo import PseudoLabelledScene
+    from openfootprints.io.raster import open_scene
+    from openfootprints.model.bundle import load_bundle
+    from openfootprints.train.selftrain import pseudo_label
+    from rasterio.windows import Window
+
+    probs = pseudo_label(load_config_default(), str(tiny_bundle), str(tiny_scene[0]), tmp_path / "p.tif")
+    soft = PseudoLabelledScene(open_scene(tiny_scene[0]), probs).soft_target(Window(0, 0, 64, 64))
+    assert soft.shape == (64, 64) and 0 <= soft.min() and soft.max() <= 1
+    assert len(np.unique(soft)) > 2  # soft, not thresholded
+
+    out = tmp_path / "student.ofp"
+    assert main(["self-train", "--teacher", str(tiny_bundle), "--image", str(tiny_scene[0]), "--labels",
+                 str(tiny_scene[1]), "--unlabelled", str(tiny_scene[0]), "--out", str(out),
+                 "selftrain.rounds=2", "train.max_epochs=1", "data.samples_per_epoch=4", "train.batch_size=2",
+                 "data.chip_px=64", "data.block_m=32", "data.val_chips=1", "model.decoder_channels=[16,16,8,8,8]",
+                 f"tracking.uri=file:{tmp_path / 'mlruns'}"]) == 0
+    student = load_bundle(out)
+    assert student.training["self_training"]["round"] == 2
+    assert student.training["self_training"]["teacher"] == str(tmp_path / "student.round1.ofp")
+    assert student.architecture.dropout == 0.1 and student.architecture.drop_path == 0.1  # the student's noise
+    assert student.training["config"]["augment"]["jitter"] == 0.2
+
+
+def load_config_default():
+    from openfootprints.cli import load_config
+
+    return load_config([])

@@ -2,11 +2,14 @@
 
     openfootprints synth OUT.tif --labels OUT.geojson [synth.width=2048 …]
     openfootprints train --image A.tif --labels A.geojson [--image B.tif --labels B.gpkg] --out model.ofp [key=value …]
+    openfootprints self-train --teacher T.ofp --image A.tif --labels A.geojson --unlabelled U.tif --out S.ofp
     openfootprints detect SCENE --model model.ofp --out buildings.parquet [detect.bbox=[w,s,e,n] …]
     openfootprints evaluate PREDICTED TRUTH [--json metrics.json] [--report DIR [--imagery SCENE]] [evaluate.iou=0.5 …]
     openfootprints calibrate PREDICTED TRUTH --model model.ofp --out calibrated.ofp [evaluate.bbox=[w,s,e,n]]
     openfootprints export model.ofp --out model.onnx
     openfootprints demo [demo.out_dir=demo_output train.max_minutes=8 …]
+    openfootprints serve --model model.ofp [--host 127.0.0.1] [--port 8000] [serve.max_concurrent=2 …]
+    openfootprints view RESULT [--imagery SCENE] [--truth FILE] [--port 8765] [--host 127.0.0.1] [--no-browser]
 
 Bad input ends with one line on stderr naming the file and the problem, and exit status 2.
 """
@@ -53,6 +56,20 @@ CHECKS = [
     ("data.gap_sigma_m", lambda v: v > 0, "positive"),
     ("train.mixup_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("train.mixup_alpha", lambda v: v > 0, "positive"),
+    ("train.rdrop_alpha", lambda v: v >= 0, "0 or more"),
+    ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.drop_path", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("augment.jitter", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("augment.mosaic_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("augment.copy_paste_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("augment.copy_paste_max", lambda v: v >= 1, "1 or more"),
+    ("diet.keep", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("diet.offset", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("diet.seeds", lambda v: v >= 1, "1 or more"),
+    ("diet.steps", lambda v: v >= 1, "1 or more"),
+    ("diet.gallery", lambda v: v >= 0, "0 or more"),
+    ("selftrain.rounds", lambda v: v >= 1, "1 or more"),
+    ("selftrain.pseudo_fraction", lambda v: 0 < v < 1, "in (0, 1)"),
     ("train.batch_size", lambda v: v >= 1, "1 or more"),
     ("train.max_epochs", lambda v: v >= 1, "1 or more"),
     ("detect.window_px", lambda v: v is None or (v >= 32 and v % 32 == 0), "a multiple of 32"),
@@ -64,6 +81,16 @@ CHECKS = [
     ("detect.min_area_m2", lambda v: v >= 0, "0 or more"),
     ("detect.simplify_m", lambda v: v >= 0, "0 or more"),
     ("detect.max_building_m", lambda v: v > 0, "positive"),
+    ("serve.max_upload_mb", lambda v: v > 0, "positive"),
+    ("serve.max_megapixels", lambda v: v > 0, "positive"),
+    ("serve.max_seconds", lambda v: v > 0, "positive"),
+    ("serve.max_concurrent", lambda v: isinstance(v, int) and v >= 1, "a whole number, 1 or more"),
+    ("serve.max_queued", lambda v: isinstance(v, int) and v >= 0, "a whole number, 0 or more"),
+    ("view.port", lambda v: isinstance(v, int) and 0 <= v <= 65535, "a port number, 0–65535"),
+    ("view.pmtiles_above", lambda v: isinstance(v, int) and v >= 0, "a whole number, 0 or more"),
+    ("view.tiles_min_zoom", lambda v: isinstance(v, int) and 0 <= v <= 24, "a zoom, 0–24"),
+    ("view.tiles_max_zoom", lambda v: isinstance(v, int) and 0 <= v <= 24, "a zoom, 0–24"),
+    ("view.imagery_zoom_levels", lambda v: isinstance(v, int) and 0 <= v <= 8, "0–8"),
     ("evaluate.iou", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("synth.width", lambda v: v >= 16, "16 or more"),
     ("synth.height", lambda v: v >= 16, "16 or more"),
@@ -109,6 +136,15 @@ def cmd_train(args, cfg: DictConfig) -> None:
     print(f"wrote model bundle {path}")
 
 
+def cmd_self_train(args, cfg: DictConfig) -> None:
+    from openfootprints.train.selftrain import self_train
+
+    if len(args.image) != len(args.labels):
+        raise InputError(f"self-train: {len(args.image)} --image but {len(args.labels)} --labels; give them in pairs")
+    path = self_train(cfg, list(zip(args.image, args.labels)), args.unlabelled, args.teacher, args.out or cfg.train.out)
+    print(f"wrote student model bundle {path}")
+
+
 def cmd_detect(args, cfg: DictConfig) -> None:
     from openfootprints.pipeline import detect
 
@@ -149,6 +185,28 @@ def cmd_demo(args, cfg: DictConfig) -> None:
     run_demo(cfg)
 
 
+def cmd_serve(args, cfg: DictConfig) -> None:
+    import uvicorn
+
+    from openfootprints.serve import create_app
+
+    uvicorn.run(create_app(cfg, args.model), host=args.host, port=args.port, log_level="info")
+
+
+def cmd_view(args, cfg: DictConfig) -> None:
+    from openfootprints.view import create_app, prepare_viewer, serve
+
+    if cfg.view.tiles_min_zoom > cfg.view.tiles_max_zoom:
+        raise InputError(f"config: view.tiles_min_zoom={cfg.view.tiles_min_zoom} is above "
+                         f"view.tiles_max_zoom={cfg.view.tiles_max_zoom}")
+    viewer = prepare_viewer(cfg, args.result, args.imagery, args.truth)
+    try:
+        serve(create_app(viewer), args.host or cfg.view.host, cfg.view.port if args.port is None else args.port,
+              open_browser=not args.no_browser)
+    finally:
+        viewer.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openfootprints", description="Building footprints from imagery.")
     parser.add_argument("--version", action="version", version=f"openfootprints {__version__}")
@@ -166,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", action="append", default=[], help="footprints for the preceding --image")
     p.add_argument("--out", help="model bundle to write (default train.out)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("self-train", help="noisy-student self-training: a teacher labels unlabelled imagery, "
+                                          "a noisier student learns from labels and pseudo-labels", **common)
+    p.add_argument("--teacher", required=True, help="teacher model bundle (.ofp or .onnx)")
+    p.add_argument("--image", action="append", default=[], help="labelled imagery")
+    p.add_argument("--labels", action="append", default=[], help="footprints for the preceding --image")
+    p.add_argument("--unlabelled", action="append", default=[], help="imagery without labels (repeatable)")
+    p.add_argument("--out", help="student bundle to write (default train.out)")
+    p.set_defaults(func=cmd_self_train)
 
     p = sub.add_parser("detect", help="find buildings in a scene, write the buildings table", **common)
     p.add_argument("scene", help="imagery: GeoTIFF/COG/VRT or XYZ tile folder")
@@ -198,6 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synthesize, train, detect, evaluate and draw, on synthetic data", **common)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="an HTTP service: POST a GeoTIFF to /detect, get its buildings (limits: serve.*)",
+                       **common)
+    p.add_argument("--model", required=True, help="model bundle (.ofp) or its ONNX export (.onnx)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("view", help="show a buildings table on a web map (imagery, confidence, truth) in the browser",
+                       **common)
+    p.add_argument("result", help="buildings table from detect (any of its formats)")
+    p.add_argument("--imagery", help="the scene under the buildings: GeoTIFF/COG/VRT or XYZ tile folder")
+    p.add_argument("--truth", help="true footprints to outline (any vector format)")
+    p.add_argument("--port", type=int, help="port to listen on (default view.port, 8765; 0 = any free port)")
+    p.add_argument("--host", help="address to listen on (default view.host, 127.0.0.1)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the address")
+    p.set_defaults(func=cmd_view)
     return parser
 
 

@@ -19,6 +19,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 from scipy import ndimage
 
+from openfootprints.data.augment import Augmentation, RawChip, copy_paste, flip_rotate, mosaic, photometric_jitter
 from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 
@@ -126,6 +127,7 @@ def split_blocks(scene: Scene, block_px: int, val_fraction: float, seed: int,
                          "lower data.block_m or data.chip_px")
     order = np.random.default_rng(seed).permutation(len(blocks))
     n_val = min(len(blocks) - 1, max(1, round(val_fraction * len(blocks)))) if len(blocks) > 1 else 0
+    n_val = n_val if val_fraction > 0 else 0
     val = sorted((blocks[i] for i in order[:n_val]), key=lambda w: (w.row_off, w.col_off))
     train = sorted((blocks[i] for i in order[n_val:]), key=lambda w: (w.row_off, w.col_off))
     return train, val
@@ -164,18 +166,20 @@ class ChipDataset(torch.utils.data.Dataset):
     With ``windows`` given (a fixed list of ``(scene index, Window)``), item ``i`` is that window.
     Each item is ``(image (C, H, W) float32 normalized, mask (1, H, W) float32, weight (1, H, W) float32)``;
     the weight is 0 on nodata and, with ``gap_w0`` > 0, raised in the gaps between buildings
-    (:func:`gap_weights`, ``gap_sigma_px`` in pixels).
+    (:func:`gap_weights`, ``gap_sigma_px`` in pixels). ``augment`` applies to random mode only.
     """
 
     VIRTUAL_LENGTH = 2**31 - 1
 
     def __init__(self, sources: list[LabelledScene], blocks: list[tuple[int, Window]], chip_px: int,
-                 mean: list[float], std: list[float], erode_px: int = 0, seed: int = 0, augment: bool = False,
-                 windows: list[tuple[int, Window]] | None = None, gap_w0: float = 0.0, gap_sigma_px: float = 5.0):
+                 mean: list[float], std: list[float], erode_px: int = 0, seed: int = 0,
+                 augment: Augmentation | None = None, windows: list[tuple[int, Window]] | None = None,
+                 gap_w0: float = 0.0, gap_sigma_px: float = 5.0):
         self.sources, self.blocks, self.chip_px = sources, blocks, chip_px
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
-        self.erode_px, self.seed, self.augment, self.windows = erode_px, seed, augment, windows
+        self.erode_px, self.seed, self.windows = erode_px, seed, windows
+        self.augment = augment if windows is None else None
         self.gap_w0, self.gap_sigma_px = gap_w0, gap_sigma_px
 
     def __len__(self) -> int:
@@ -187,32 +191,39 @@ class ChipDataset(torch.utils.data.Dataset):
         row = block.row_off + rng.integers(0, block.height - self.chip_px + 1)
         return scene_idx, Window(int(col), int(row), self.chip_px, self.chip_px)
 
-    def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, i])
-        scene_idx, window = self.windows[i] if self.windows is not None else self._random_window(rng)
+    def raw_chip(self, scene_idx: int, window: Window) -> RawChip:
+        """The image, building ids and valid pixels of a working-grid window."""
         source = self.sources[scene_idx]
         image, valid = source.scene.read(window)
         ids = building_ids(source.polygons_in(window), window_transform(window, source.scene.transform),
-                           (self.chip_px, self.chip_px))
-        mask = shrink_each(ids, self.erode_px)
-        weight = valid.astype(np.float32)
+                           (int(window.height), int(window.width)))
+        return RawChip(image.astype(np.float32, copy=False), ids, valid)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, i])
+        if self.windows is not None:
+            return self.targets(self.raw_chip(*self.windows[i]), rng)
+        chip = self.raw_chip(*self._random_window(rng))
+        aug = self.augment
+        if aug and aug.mosaic_prob > 0 and rng.random() < aug.mosaic_prob:
+            chip = mosaic([chip] + [self.raw_chip(*self._random_window(rng)) for _ in range(3)], rng)
+        if aug and aug.copy_paste_prob > 0 and rng.random() < aug.copy_paste_prob:
+            chip, _ = copy_paste(chip, self.raw_chip(*self._random_window(rng)), rng, aug.copy_paste_max)
+        return self.targets(chip, rng)
+
+    def targets(self, chip: RawChip, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalized image, mask (buildings shrunk by ``erode_px``) and loss weight of a chip, then flips and jitter."""
+        mask = shrink_each(chip.ids, self.erode_px)
+        weight = chip.valid.astype(np.float32)
         if self.gap_w0 > 0:
-            weight *= gap_weights(ids, self.gap_w0, self.gap_sigma_px)
-        image = np.where(valid, (image - self.mean) / self.std, 0.0).astype(np.float32)
+            weight *= gap_weights(chip.ids, self.gap_w0, self.gap_sigma_px)
+        image = np.where(chip.valid, (chip.image - self.mean) / self.std, 0.0).astype(np.float32)
+        if self.augment and self.augment.jitter > 0:
+            image = photometric_jitter(image, chip.valid, self.augment.jitter, rng)
         mask, weight = mask[None].astype(np.float32), weight[None]
-        if self.augment:
+        if self.augment and self.augment.flips:
             image, mask, weight = flip_rotate([image, mask, weight], rng)
         return torch.from_numpy(image), torch.from_numpy(mask), torch.from_numpy(weight)
-
-
-def flip_rotate(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-    """Apply the same random one of the 8 flips / 90° rotations to (C, H, W) arrays."""
-    k, flip = int(rng.integers(4)), bool(rng.integers(2))
-    out = []
-    for a in arrays:
-        a = np.rot90(a, k, axes=(1, 2))
-        out.append(np.ascontiguousarray(a[:, :, ::-1] if flip else a))
-    return out
 
 
 def validation_windows(blocks: list[tuple[int, Window]], chip_px: int, limit: int) -> list[tuple[int, Window]]:

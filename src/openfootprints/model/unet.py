@@ -20,11 +20,15 @@ LITE0 = "efficientnet_lite0"
 
 @dataclass
 class Architecture:
-    """What the bundle needs to rebuild the network: encoder name, input bands, decoder widths."""
+    """What the bundle needs to rebuild the network: encoder name, input bands, decoder widths, and the
+    training noise: ``dropout`` (probability, on the decoder's output features) and ``drop_path``
+    (stochastic depth of the encoder's blocks, timm encoders only). Both act in training mode only."""
 
     encoder: str = LITE0
     in_channels: int = 3
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
+    dropout: float = 0.0
+    drop_path: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -35,17 +39,35 @@ def build_unet(arch: Architecture, pretrained: bool = False) -> torch.nn.Module:
 
     ``encoder`` is a timm model name (used through smp's ``tu-`` bridge) or an smp encoder name.
     """
-    name = arch.encoder if arch.encoder in smp.encoders.get_encoder_names() else f"tu-{arch.encoder}"
+    timm_encoder = arch.encoder not in smp.encoders.get_encoder_names()
+    name = f"tu-{arch.encoder}" if timm_encoder else arch.encoder
+    if arch.drop_path and not timm_encoder:
+        raise InputError(f"model.drop_path needs a timm encoder; {arch.encoder} is an smp encoder")
+    extra = {"drop_path_rate": arch.drop_path} if arch.drop_path else {}
     try:
         net = smp.Unet(name, encoder_weights=None, in_channels=arch.in_channels, classes=1,
-                       decoder_channels=tuple(arch.decoder_channels), encoder_depth=len(arch.decoder_channels))
+                       decoder_channels=tuple(arch.decoder_channels), encoder_depth=len(arch.decoder_channels),
+                       **extra)
     except (KeyError, ValueError, RuntimeError) as err:
         raise InputError(f"model.encoder={arch.encoder}: not an encoder smp or timm knows ({err})") from err
+    if arch.dropout:
+        net.segmentation_head = DropoutHead(arch.dropout, net.segmentation_head)
     if pretrained:
         if arch.encoder != LITE0:
             raise InputError(f"model.pretrained=true needs model.encoder={LITE0} (the only weights shipped offline)")
         load_lite0_imagenet(net.encoder.model, arch.in_channels)
     return net
+
+
+class DropoutHead(torch.nn.Module):
+    """Element-wise dropout on the decoder's output features, then the segmentation head."""
+
+    def __init__(self, p: float, head: torch.nn.Module):
+        super().__init__()
+        self.dropout, self.head = torch.nn.Dropout(p), head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(x))
 
 
 def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:

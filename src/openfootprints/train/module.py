@@ -37,6 +37,17 @@ def mixup(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, lam: 
     return lam * image + (1 - lam) * image[perm], lam * target + (1 - lam) * target[perm], mixed_weight
 
 
+def rdrop_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """R-Drop term: symmetric Bernoulli KL between two passes' per-pixel probabilities, mean over valid pixels.
+
+    ½ (KL(p‖q) + KL(q‖p)) for Bernoulli p = σ(a), q = σ(b) simplifies to ½ (p − q)(a − b): exact and stable
+    for any logits. Zero when the passes agree, positive otherwise. Tensors are (N, 1, H, W).
+    """
+    valid = (weight > 0).to(logits_a.dtype)
+    per_pixel = 0.5 * (torch.sigmoid(logits_a) - torch.sigmoid(logits_b)) * (logits_a - logits_b)
+    return (per_pixel * valid).sum() / valid.sum().clamp_min(1.0)
+
+
 def pixel_iou_counts(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
                      threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Intersection and union pixel counts of thresholded predictions against the target."""
@@ -55,7 +66,9 @@ def schedule_factor(progress: float, warmup: float = 0.05) -> float:
 
 class SegmentationModule(L.LightningModule):
     """Trains ``net`` with AdamW; logs loss and pixel IoU per epoch. With ``mixup_prob`` > 0, that share of
-    training batches is mixed up (λ ~ Beta(``mixup_alpha``, ``mixup_alpha``)).
+    training batches is mixed up (λ ~ Beta(``mixup_alpha``, ``mixup_alpha``)). With ``rdrop_alpha`` > 0,
+    each batch goes through the network twice (different dropout masks) and ``rdrop_alpha`` × :func:`rdrop_kl`
+    is added to the mean of the two losses (R-Drop; needs dropout or drop path in the network).
 
     The learning rate follows :func:`schedule_factor` of whichever is further along: steps out of
     ``total_steps`` or wall-clock seconds out of ``budget_s``, so a run cut by its time budget still
@@ -64,9 +77,9 @@ class SegmentationModule(L.LightningModule):
 
     def __init__(self, net: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 1e-4,
                  dice_weight: float = 1.0, total_steps: int = 1000, budget_s: float | None = None,
-                 mixup_prob: float = 0.0, mixup_alpha: float = 0.4):
+                 mixup_prob: float = 0.0, mixup_alpha: float = 0.4, rdrop_alpha: float = 0.0):
         super().__init__()
-        self.mixup_prob, self.mixup_alpha = mixup_prob, mixup_alpha
+        self.mixup_prob, self.mixup_alpha, self.rdrop_alpha = mixup_prob, mixup_alpha, rdrop_alpha
         self.net = net
         self.lr, self.weight_decay, self.dice_weight = lr, weight_decay, dice_weight
         self.total_steps, self.budget_s = total_steps, budget_s
@@ -95,7 +108,13 @@ class SegmentationModule(L.LightningModule):
         if self.mixup_prob > 0 and float(torch.rand(())) < self.mixup_prob:
             lam = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
             image, mask, weight = mixup(image, mask, weight, lam, torch.randperm(image.shape[0]))
-        loss = bce_dice_loss(self(image), mask, weight, self.dice_weight)
+        logits = self(image)
+        loss = bce_dice_loss(logits, mask, weight, self.dice_weight)
+        if self.rdrop_alpha > 0:
+            second = self(image)
+            kl = rdrop_kl(logits, second, weight)
+            loss = 0.5 * (loss + bce_dice_loss(second, mask, weight, self.dice_weight)) + self.rdrop_alpha * kl
+            self.log("train_rdrop_kl", kl, on_step=False, on_epoch=True, batch_size=image.shape[0])
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=image.shape[0])
         return loss
 

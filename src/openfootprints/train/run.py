@@ -8,21 +8,26 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
+import pandas as pd
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
-from openfootprints.energy import energy_meter
+from openfootprints.data.augment import Augmentation
 from openfootprints.data.chips import (ChipDataset, LabelledScene, normalization_stats, split_blocks,
                                        validation_windows)
+from openfootprints.data.pseudo import MixedDataset, PseudoChipDataset, PseudoLabelledScene
+from openfootprints.energy import energy_meter
 from openfootprints.errors import InputError
-from openfootprints.io.atomic import atomic_outputs
+from openfootprints.io.atomic import atomic_outputs, atomic_path
 from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, save_bundle
 from openfootprints.model.unet import Architecture, build_unet
+from openfootprints.train.diet import el2n_scores, prune, write_gallery
 from openfootprints.train.module import SegmentationModule
 
 log = logging.getLogger(__name__)
@@ -62,8 +67,14 @@ def split_all(sources: list[LabelledScene], cfg: DictConfig) -> tuple[list, list
     return train, val
 
 
-def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike) -> Path:
-    """Train a U-Net on labelled scenes and write the model bundle to ``out``. Returns the bundle path."""
+def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
+          pseudo: list[tuple[str, str]] | None = None, provenance: dict | None = None) -> Path:
+    """Train a U-Net on labelled scenes and write the model bundle to ``out``. Returns the bundle path.
+
+    ``pseudo``: (imagery, teacher probability raster) pairs whose chips join training with soft targets
+    (noisy-student self-training, see :mod:`openfootprints.train.selftrain`); ``provenance`` is stored in
+    the bundle's training record.
+    """
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     sources = load_labelled_scenes(pairs, cfg)
@@ -71,36 +82,42 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike)
     train_blocks, val_blocks = split_all(sources, cfg)
     mean, std = normalization_stats(sources, train_blocks, seed=cfg.seed)
     erode_px = int(round(cfg.data.label_erosion_m / resolution))
-    chip = cfg.data.chip_px
-    gap = dict(gap_w0=cfg.data.gap_weight_w0, gap_sigma_px=cfg.data.gap_sigma_m / resolution)
-    train_ds = ChipDataset(sources, train_blocks, chip, mean, std, erode_px, seed=cfg.seed, augment=True, **gap)
-    sampler = torch.utils.data.RandomSampler(train_ds, replacement=True, num_samples=cfg.data.samples_per_epoch,
-                                             generator=torch.Generator().manual_seed(cfg.seed))
+    chips = dict(chip_px=cfg.data.chip_px, mean=mean, std=std, erode_px=erode_px,
+                 gap_w0=cfg.data.gap_weight_w0, gap_sigma_px=cfg.data.gap_sigma_m / resolution)
+    arch = Architecture(encoder=cfg.model.encoder, in_channels=len(sources[0].scene.bands),
+                        decoder_channels=list(cfg.model.decoder_channels), dropout=cfg.model.dropout,
+                        drop_path=cfg.model.drop_path)
     loader_args = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers,
                        persistent_workers=cfg.data.num_workers > 0)
-    train_loader = torch.utils.data.DataLoader(train_ds, sampler=sampler, drop_last=True, **loader_args)
-    val_windows = validation_windows(val_blocks, chip, cfg.data.val_chips)
+    val_windows = validation_windows(val_blocks, cfg.data.chip_px, cfg.data.val_chips)
     val_loader = None
     if val_windows:
-        val_ds = ChipDataset(sources, val_blocks, chip, mean, std, erode_px, windows=val_windows)
+        val_ds = ChipDataset(sources, val_blocks, windows=val_windows, **chips)
         val_loader = torch.utils.data.DataLoader(val_ds, shuffle=False, **loader_args)
-
-    arch = Architecture(encoder=cfg.model.encoder, in_channels=len(sources[0].scene.bands),
-                        decoder_channels=list(cfg.model.decoder_channels))
-    net = build_unet(arch, pretrained=cfg.model.pretrained)
-    steps = cfg.train.max_epochs * (cfg.data.samples_per_epoch // cfg.train.batch_size)
-    budget_s = cfg.train.max_minutes * 60 if cfg.train.max_minutes else None
-    module = SegmentationModule(net, cfg.train.lr, cfg.train.weight_decay, cfg.train.dice_weight, steps, budget_s,
-                                cfg.train.mixup_prob, cfg.train.mixup_alpha)
 
     mlflow_logger = make_mlflow_logger(cfg)
     mlflow_logger.log_hyperparams(flat_params(cfg, n_train_blocks=len(train_blocks), n_val_blocks=len(val_blocks)))
-    trainer = L.Trainer(max_epochs=cfg.train.max_epochs, max_time={"minutes": cfg.train.max_minutes} if budget_s else None,
-                        accelerator=cfg.train.accelerator, devices=1, precision=cfg.train.precision,
-                        logger=mlflow_logger, enable_checkpointing=False, log_every_n_steps=5,
-                        num_sanity_val_steps=0, enable_model_summary=False)
     start = time.monotonic()
+    diet = {}
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
+        if cfg.diet.keep < 1:
+            train_blocks, diet = data_diet(cfg, sources, train_blocks, arch, chips, Path(out))
+        train_ds = ChipDataset(sources, train_blocks, seed=cfg.seed, augment=augmentation(cfg), **chips)
+        if pseudo:
+            train_ds = MixedDataset(train_ds, pseudo_dataset(cfg, pseudo, resolution, mean, std),
+                                    cfg.selftrain.pseudo_fraction, cfg.seed)
+        sampler = torch.utils.data.RandomSampler(train_ds, replacement=True, num_samples=cfg.data.samples_per_epoch,
+                                                 generator=torch.Generator().manual_seed(cfg.seed))
+        train_loader = torch.utils.data.DataLoader(train_ds, sampler=sampler, drop_last=True, **loader_args)
+        net = build_unet(arch, pretrained=cfg.model.pretrained)
+        steps = cfg.train.max_epochs * (cfg.data.samples_per_epoch // cfg.train.batch_size)
+        budget_s = cfg.train.max_minutes * 60 if cfg.train.max_minutes else None
+        module = segmentation_module(cfg, net, steps, budget_s)
+        trainer = L.Trainer(max_epochs=cfg.train.max_epochs,
+                            max_time={"minutes": cfg.train.max_minutes} if budget_s else None,
+                            accelerator=cfg.train.accelerator, devices=1, precision=cfg.train.precision,
+                            logger=mlflow_logger, enable_checkpointing=False, log_every_n_steps=5,
+                            num_sanity_val_steps=0, enable_model_summary=False)
         trainer.fit(module, train_loader, val_loader)
     seconds = time.monotonic() - start
     if energy:
@@ -113,7 +130,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike)
                     training={"config": OmegaConf.to_container(cfg, resolve=True),
                               "scenes": [list(p) for p in pairs], "epochs": trainer.current_epoch,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,
-                              **energy,
+                              **energy, **({"diet": diet} if diet else {}), **(provenance or {}),
                               "mlflow_run_id": mlflow_logger.run_id},
                     data_fingerprint=fingerprint_files([p for pair in pairs for p in pair]),
                     state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()})
@@ -121,9 +138,112 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike)
         write_resolved_config(cfg, tmp_config)
         save_bundle(bundle, tmp_bundle)
     path = Path(out)
-    log_artifacts(mlflow_logger, [path, config_path_beside(out)])
+    log_artifacts(mlflow_logger, [path, config_path_beside(out)] + [Path(p) for p in diet.get("files", [])])
     log.info("trained %d steps in %.0f s; bundle written to %s", trainer.global_step, seconds, path)
     return path
+
+
+def augmentation(cfg: DictConfig) -> Augmentation:
+    a = cfg.augment
+    return Augmentation(flips=a.flips, jitter=a.jitter, mosaic_prob=a.mosaic_prob,
+                        copy_paste_prob=a.copy_paste_prob, copy_paste_max=a.copy_paste_max)
+
+
+def segmentation_module(cfg: DictConfig, net: torch.nn.Module, steps: int, budget_s: float | None
+                        ) -> SegmentationModule:
+    t = cfg.train
+    return SegmentationModule(net, t.lr, t.weight_decay, t.dice_weight, steps, budget_s, t.mixup_prob, t.mixup_alpha,
+                              t.rdrop_alpha)
+
+
+def short_fit(cfg: DictConfig, arch: Architecture, dataset: torch.utils.data.Dataset, steps: int,
+              seed: int) -> torch.nn.Module:
+    """A network trained for ``steps`` steps on ``dataset`` with the configured recipe; no logging, no validation."""
+    L.seed_everything(seed, workers=True)
+    net = build_unet(arch, pretrained=cfg.model.pretrained)
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=steps * cfg.train.batch_size,
+                                             generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(dataset, sampler=sampler, drop_last=True, batch_size=cfg.train.batch_size,
+                                         num_workers=cfg.data.num_workers)
+    trainer = L.Trainer(max_steps=steps, accelerator=cfg.train.accelerator, devices=1, precision=cfg.train.precision,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(segmentation_module(cfg, net, steps, None), loader)
+    return net.eval()
+
+
+def data_diet(cfg: DictConfig, sources: list[LabelledScene], blocks: list, arch: Architecture, chips: dict,
+              out: Path) -> tuple[list, dict]:
+    """EL2N data diet: tile the training blocks into chips, score them with ``diet.seeds`` short runs of
+    ``diet.steps`` steps, keep ``diet.keep`` of them after dropping the top ``diet.offset``.
+
+    Returns the kept chips (as blocks of one chip each) and a record; writes ``OUT.el2n.csv`` (every chip,
+    its bounds in the scene's CRS, score and whether kept) and ``OUT.el2n.png`` (the highest scores).
+    """
+    d = cfg.diet
+    candidates = validation_windows(blocks, cfg.data.chip_px, limit=2**31)
+    scoring = ChipDataset(sources, blocks, windows=candidates, **chips)
+    scores = np.zeros(len(candidates))
+    for k in range(d.seeds):
+        seed = cfg.seed + 1000 + k
+        learner = ChipDataset(sources, blocks, seed=seed, augment=augmentation(cfg), **chips)
+        scores += el2n_scores(short_fit(cfg, arch, learner, d.steps, seed), scoring, cfg.train.batch_size)
+    scores /= max(d.seeds, 1)
+    kept = prune(scores, d.keep, d.offset)
+    csv_path, png_path = Path(f"{out}.el2n.csv"), Path(f"{out}.el2n.png")
+    write_scores(csv_path, sources, candidates, scores, kept)
+    top = np.argsort(-scores, kind="stable")[: d.gallery]
+    raws = [scoring.raw_chip(*candidates[i]) for i in top]
+    write_gallery(png_path, [display_image(r.image, r.valid) for r in raws], [r.ids > 0 for r in raws],
+                  [float(scores[i]) for i in top],
+                  [f"{Path(sources[candidates[i][0]].scene.path).name} col {candidates[i][1].col_off} "
+                   f"row {candidates[i][1].row_off}" for i in top])
+    log.info("data diet: kept %d of %d chips (EL2N %.3f–%.3f)", len(kept), len(candidates),
+             scores[kept].min(), scores[kept].max())
+    record = {"candidates": len(candidates), "kept": len(kept), "keep": d.keep, "offset": d.offset,
+              "seeds": d.seeds, "steps": d.steps, "files": [str(csv_path), str(png_path)]}
+    return [candidates[i] for i in kept], record
+
+
+def write_scores(path: Path, sources: list[LabelledScene], windows: list, scores: np.ndarray,
+                 kept: np.ndarray) -> None:
+    """One row per chip: scene, pixel window, bounds in the scene's CRS, EL2N score, kept or not."""
+    rows = []
+    for (idx, w), score in zip(windows, scores):
+        scene = sources[idx].scene
+        west, south, east, north = scene.window_box(w).bounds
+        rows.append({"scene": scene.path, "col_off": int(w.col_off), "row_off": int(w.row_off),
+                     "size_px": int(w.width), "west": west, "south": south, "east": east, "north": north,
+                     "crs": str(scene.crs), "el2n": float(score)})
+    frame = pd.DataFrame(rows)
+    frame["kept"] = False
+    frame.loc[kept, "kept"] = True
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def display_image(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A (C, H, W) chip in file units as (3, H, W) floats in [0, 1], stretched between the 2nd and 98th percentiles."""
+    rgb = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+    values = rgb[:, valid] if valid.any() else rgb.reshape(3, -1)
+    lo, hi = np.percentile(values, 2), np.percentile(values, 98)
+    return np.where(valid, (rgb - lo) / max(hi - lo, 1e-6), 0.0)
+
+
+def pseudo_dataset(cfg: DictConfig, pseudo: list[tuple[str, str]], resolution: float, mean: list[float],
+                   std: list[float]) -> PseudoChipDataset:
+    """Chips of the pseudo-labelled scenes, from blocks outside ``data.holdout_bounds``, at the training resolution."""
+    bands = list(cfg.data.bands) if cfg.data.bands else None
+    sources, blocks = [], []
+    for idx, (image, probabilities) in enumerate(pseudo):
+        scene = open_scene(image, bands=bands, resolution_m=resolution)
+        block_px = max(cfg.data.chip_px, round(cfg.data.block_m / scene.resolution_m))
+        exclude = degrees_to_crs(cfg.data.holdout_bounds, scene.crs) if cfg.data.holdout_bounds else None
+        usable, _ = split_blocks(scene, block_px, 0.0, cfg.seed + idx, exclude)
+        sources.append(PseudoLabelledScene(scene, Path(probabilities)))
+        blocks += [(idx, w) for w in usable]
+    return PseudoChipDataset(sources, blocks, cfg.data.chip_px, mean, std, seed=cfg.seed + 7,
+                             augment=augmentation(cfg))
 
 
 def make_mlflow_logger(cfg: DictConfig) -> MLFlowLogger:
