@@ -2,16 +2,24 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+VIEWER := src/openfootprints/view/static/viewer.js
 
 .PHONY: setup demo test bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VIEWER)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
+
+# The map viewer's JavaScript bundle (MapLibre GL JS, PMTiles) from web/package-lock.json; not kept in git.
+# Without npm everything else still works and `openfootprints view` says how to build it.
+$(VIEWER): web/package-lock.json web/build.mjs $(wildcard web/src/*)
+	@if command -v npm >/dev/null; then \
+		cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && npm run --silent build; \
+	else echo "npm not found: the map viewer is not built (install Node.js and npm, then make setup)"; fi
 
 demo: setup
 	$(BIN)/openfootprints demo
@@ -26,4 +34,4 @@ bench: setup
 	$(BIN)/python bench/detect_memory.py --model demo_output/model.ofp
 
 clean:
-	rm -rf $(VENV) demo_output mlruns .pytest_cache
+	rm -rf $(VENV) demo_output mlruns .pytest_cache web/node_modules $(VIEWER) $(VIEWER:.js=.css)
