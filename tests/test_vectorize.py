@@ -88,3 +88,26 @@ def test_a_region_taller_than_the_overlap_cap_is_cut_once_with_a_warning(tmp_pat
     caplog.clear()
     assert len(vectorize(path, strip_px=64, margin_m=1.0).polygons) == 1  # cap 1024 px: whole
     assert "cut" not in caplog.text
+
+
+def test_regularize_squares_a_staircase_rectangle_within_the_tolerance():
+    from shapely.affinity import rotate
+
+    from openfootprints.vectorize.regularize import regularize
+
+    true = rotate(shapely.box(0, 0, 20, 10), 17, origin=(10, 5))
+    pixels = rasterio.features.rasterize([true], out_shape=(40, 40), transform=Affine.translation(-10, -15),
+                                         dtype="uint8")
+    traced = shapely.union_all([shapely.geometry.shape(g) for g, v in
+                                rasterio.features.shapes(pixels, mask=pixels > 0,
+                                                         transform=Affine.translation(-10, -15))])
+    l_shape = shapely.Polygon([(0, 0), (10, 0), (10, 4), (4, 4), (4, 10), (0, 10)])
+    out = regularize(np.array([traced, l_shape]), tolerance=1.5)
+    assert len(out[0].exterior.coords) == 5 and len(traced.exterior.coords) > 10  # four straight edges
+    corners = np.diff(np.asarray(out[0].exterior.coords), axis=0)
+    for a, b in zip(corners, np.roll(corners, 1, axis=0)):
+        assert abs(np.dot(a, b)) < 1e-6 * np.linalg.norm(a) * np.linalg.norm(b)  # right angles
+    assert shapely.hausdorff_distance(out[0], traced) <= 1.5
+    assert out[0].intersection(true).area / out[0].union(true).area > 0.9
+    assert out[1].equals(l_shape)  # not near-rectangular: left alone
+    assert regularize(np.array([traced]), tolerance=0.0)[0].equals(traced)  # off

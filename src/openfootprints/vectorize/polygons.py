@@ -25,6 +25,7 @@ from scipy import ndimage
 from skimage.segmentation import expand_labels
 
 from openfootprints.io.geo import pixel_size_m
+from openfootprints.vectorize.regularize import regularize
 
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,11 @@ def vectorize(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simpl
 
 
 def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
-                   min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0) -> Iterator[Buildings]:
-    """Yield the buildings strip by strip (see the module docstring). Sizes in metres on the ground."""
+                   min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0,
+                   regularize_m: float = 0.0) -> Iterator[Buildings]:
+    """Yield the buildings strip by strip (see the module docstring). Sizes in metres on the ground;
+    ``regularize_m`` > 0 makes near-rectangular outlines rectangles that stay within that distance
+    (:func:`~openfootprints.vectorize.regularize.regularize`)."""
     with rasterio.open(prob_path) as src:
         res_m = pixel_size_m(src.crs, src.transform, src.width, src.height)
         grow_px = int(round(grow_m / res_m))
@@ -66,13 +70,15 @@ def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, 
         level = int(np.clip(np.ceil(threshold * 255), 1, 255))
         min_pixels = 0.5 * min_area_m2 / res_m**2
         simplify_map = simplify_m / res_m * abs(src.transform.a)
+        regularize_map = regularize_m / res_m * abs(src.transform.a)
         margin_cap = max(MAX_MARGIN_FACTOR * margin0, 16 * strip_px)
         for top in range(0, src.height, strip_px):
             bottom = min(top + strip_px, src.height)
             margin = margin0
             while True:
                 last_try = margin >= margin_cap
-                result = _strip(src, top, bottom, margin, level, grow_px, min_pixels, simplify_map, accept_cut=last_try)
+                result = _strip(src, top, bottom, margin, level, grow_px, min_pixels, simplify_map, regularize_map,
+                                accept_cut=last_try)
                 if result is not None:
                     yield Buildings(*result, src.crs)
                     break
@@ -80,7 +86,7 @@ def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, 
 
 
 def _strip(src, top: int, bottom: int, margin: int, level: int, grow_px: int, min_pixels: float,
-           simplify_map: float, accept_cut: bool = False):
+           simplify_map: float, regularize_map: float = 0.0, accept_cut: bool = False):
     """Buildings whose top row is in [top, bottom); None when one of them is cut by the strip's edge.
 
     With ``accept_cut`` (the overlap has reached its cap) a cut instance is kept as seen, with a warning.
@@ -113,6 +119,8 @@ def _strip(src, top: int, bottom: int, margin: int, level: int, grow_px: int, mi
     polygons = np.array([_outline(labels, boxes[i - 1], i, grow_px, view_transform) for i in ids], dtype=object)
     if simplify_map > 0:
         polygons = shapely.simplify(polygons, simplify_map, preserve_topology=True)
+    if regularize_map > 0:
+        polygons = regularize(polygons, regularize_map)
     return polygons, confidence
 
 
