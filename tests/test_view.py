@@ -275,6 +275,13 @@ def one_line_error(code, err, message):
     return code == 2 and len(lines) == 1 and lines[0].startswith("openfootprints: error: ") and message in lines[0]
 
 
+def test_view_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["view", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "--imagery" in out and "--no-browser" in out and "key=value" in out
+
+
 def test_view_missing_result(capsys, tmp_path):
     code, _, err = run_view(capsys, tmp_path / "nope.parquet")
     assert one_line_error(code, err, "nope.parquet: no such file")
