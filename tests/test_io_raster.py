@@ -107,5 +107,5 @@ def test_xyz_tile_folder_is_one_georeferenced_scene_with_holes_masked(tmp_path):
 
 def test_folder_without_tiles_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="not an XYZ tile folder"):
+    with pytest.raises(InputError, match="neither GeoTIFFs nor an XYZ tile folder"):
         open_scene(tmp_path / "empty")

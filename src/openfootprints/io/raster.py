@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from openfootprints.errors import InputError
 from openfootprints.io.geo import pixel_size_m
+from openfootprints.io.mosaic import raster_files, raster_folder_vrt
 from openfootprints.io.xyz import is_tile_folder, tile_folder_vrt
 
 RESAMPLE_TOLERANCE = 0.05  # resample only when the ground resolution differs by more than 5 %
@@ -101,9 +102,14 @@ def open_scene(path: str | os.PathLike, bands: list[int] | None = None, resoluti
     path = str(path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or folder")
-    source = tile_folder_vrt(path) if is_tile_folder(path) else path
-    if os.path.isdir(path) and source == path:
-        raise InputError(f"{path}: a folder, but not an XYZ tile folder (expected <z>/<x>/<y>.<ext> images)")
+    source = path
+    if os.path.isdir(path):
+        if is_tile_folder(path):
+            source = tile_folder_vrt(path)
+        elif raster_files(path):
+            source = raster_folder_vrt(path)
+        else:
+            raise InputError(f"{path}: a folder, but neither GeoTIFFs nor an XYZ tile folder (<z>/<x>/<y>.<ext>)")
     try:
         ds = rasterio.open(source)
     except RasterioIOError as err:

@@ -1,0 +1,56 @@
+"""A folder of GeoTIFFs opens as one scene with the same pixels as the raster it was cut from."""
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from openfootprints.errors import InputError
+from openfootprints.io.raster import open_scene
+
+
+def cut_into_files(scene_path, folder, skip=(), nodata=None, crs_of=None):
+    """Write the four 128 px quadrants of a 256 px scene as separate GeoTIFFs (except those in ``skip``)."""
+    folder.mkdir()
+    with rasterio.open(scene_path) as src:
+        for k, (col, row) in enumerate([(0, 0), (128, 0), (0, 128), (128, 128)]):
+            if k in skip:
+                continue
+            window = Window(col, row, 128, 128)
+            profile = dict(driver="GTiff", width=128, height=128, count=src.count, dtype=src.dtypes[0],
+                           crs=crs_of(k) if crs_of else src.crs, transform=src.window_transform(window),
+                           nodata=nodata)
+            with rasterio.open(folder / f"part{k}.tif", "w", **profile) as dst:
+                dst.write(src.read(window=window))
+
+
+def test_a_folder_of_geotiffs_reads_like_the_whole_scene(tmp_path, tiny_scene):
+    cut_into_files(tiny_scene[0], tmp_path / "parts")
+    whole, mosaic = open_scene(tiny_scene[0]), open_scene(tmp_path / "parts")
+    assert (mosaic.width, mosaic.height, mosaic.crs) == (whole.width, whole.height, whole.crs)
+    assert mosaic.transform.almost_equals(whole.transform)
+    window = Window(100, 90, 64, 64)  # across all four files
+    a, va = whole.read(window)
+    b, vb = mosaic.read(window)
+    assert np.array_equal(a, b) and vb.all() and len(mosaic.bands) == len(whole.bands)
+
+
+def test_gaps_between_files_and_nodata_read_as_invalid(tmp_path, tiny_scene):
+    cut_into_files(tiny_scene[0], tmp_path / "parts", skip={3}, nodata=0)
+    mosaic = open_scene(tmp_path / "parts")
+    assert (mosaic.width, mosaic.height) == (256, 256)  # the bounding box of the three files
+    _, valid = mosaic.read(Window(0, 0, 256, 256))
+    assert not valid[128:, 128:].any() and valid[:128, :128].mean() > 0.9
+
+
+def test_files_in_another_crs_are_refused_by_name(tmp_path, tiny_scene):
+    cut_into_files(tiny_scene[0], tmp_path / "parts", crs_of=lambda k: "EPSG:32631" if k == 2 else "EPSG:32630")
+    with pytest.raises(InputError, match="part2.tif: CRS"):
+        open_scene(tmp_path / "parts")
+
+
+def test_a_folder_without_rasters_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no imagery here")
+    with pytest.raises(InputError, match="neither GeoTIFFs nor an XYZ tile folder"):
+        open_scene(tmp_path / "empty")
