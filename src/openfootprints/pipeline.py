@@ -30,11 +30,12 @@ from openfootprints.export.buildings import buildings_table
 from openfootprints.io.atomic import atomic_outputs
 from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
-from openfootprints.io.raster import open_scene
+from openfootprints.io.raster import Scene, open_scene
 from openfootprints.io.vector import read_polygons, read_table, write_geoparquet, write_table_parts
-from openfootprints.model.bundle import load_bundle, save_bundle
+from openfootprints.model.bundle import Bundle, load_bundle, save_bundle
 from openfootprints.model.onnx import load_model
-from openfootprints.predict.probabilities import predict_probabilities, region_from_bounds
+from openfootprints.predict.probabilities import (WindowPredictor, predict_probabilities, region_from_bounds,
+                                                  select_device, select_engine)
 from openfootprints.vectorize.polygons import Buildings, iter_buildings
 
 log = logging.getLogger(__name__)
@@ -51,26 +52,45 @@ def json_safe(value):
     return value
 
 
-def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress: bool = True) -> dict:
+def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, threads: int | None = None) -> WindowPredictor:
+    """The model at ``model_path`` ready to run many scenes (a service): loaded once, on the device and engine of
+    ``cfg.detect``; a bundle that runs on ONNX Runtime is exported once, into ``workdir``.
+
+    ``threads`` caps ONNX Runtime's threads (default: all cores).
+    """
+    bundle = load_model(model_path)
+    device = select_device(cfg.detect.device)
+    return WindowPredictor(bundle, device, select_engine(cfg.detect.engine, device, bundle), workdir, threads)
+
+
+def open_for_model(cfg: DictConfig, scene_path: str, bundle: Bundle) -> Scene:
+    """Open a scene with the bands and at the ground resolution the model expects, refusing another pixel type."""
+    bands = list(cfg.data.bands) if cfg.data.bands else bundle.bands
+    scene = open_scene(scene_path, bands=bands, resolution_m=bundle.resolution_m)
+    if bundle.dtype and scene.dtype != bundle.dtype and not cfg.detect.allow_other_dtype:
+        raise InputError(f"{scene_path}: {scene.dtype} pixels, but the model was trained on {bundle.dtype}; "
+                         "rescale the imagery, or set detect.allow_other_dtype=true if its values are comparable")
+    return scene
+
+
+def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress: bool = True,
+           predictor: WindowPredictor | None = None) -> dict:
     """Detect buildings in a scene and write the buildings table to ``out`` (format by extension).
 
+    ``predictor``: the model already loaded by :func:`load_predictor` (``model_path`` is then unused).
     Returns a summary: counts, area in km², seconds per stage, energy and the output paths.
     """
     d = cfg.detect
     out = Path(out)
-    bundle = load_model(model_path)
-    bands = list(cfg.data.bands) if cfg.data.bands else bundle.bands
-    scene = open_scene(scene_path, bands=bands, resolution_m=bundle.resolution_m)
-    if bundle.dtype and scene.dtype != bundle.dtype and not d.allow_other_dtype:
-        raise InputError(f"{scene_path}: {scene.dtype} pixels, but the model was trained on {bundle.dtype}; "
-                         "rescale the imagery, or set detect.allow_other_dtype=true if its values are comparable")
+    bundle = predictor.bundle if predictor else load_model(model_path)
+    scene = open_for_model(cfg, scene_path, bundle)
     bounds = degrees_to_crs(d.bbox, scene.crs) if d.bbox else None
     region = region_from_bounds(scene, bounds)
     halo_px = round((bundle.halo_m if d.halo_m is None else d.halo_m) / scene.resolution_m)
     context = region.grown(halo_px, scene.height, scene.width) if bounds else region
     timings = {}
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
-        n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, bounds, out, timings, progress)
+        n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, bounds, out, timings, progress, predictor)
     area_km2 = region.width * region.height * scene.resolution_m**2 / 1e6
     total = sum(timings.values())
     summary = {"buildings": n_buildings, "area_km2": round(area_km2, 4), **{k: round(v, 2) for k, v in timings.items()},
@@ -80,7 +100,8 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
     return summary
 
 
-def _detect_into(cfg, scene, scene_path, bundle, context, bounds, out: Path, timings: dict, progress: bool) -> int:
+def _detect_into(cfg, scene, scene_path, bundle, context, bounds, out: Path, timings: dict, progress: bool,
+                 predictor: WindowPredictor | None = None) -> int:
     """Predict over ``context``, vectorize, keep the buildings in ``bounds`` (if any) and write them to ``out``.
 
     Fills ``timings`` and returns the number of buildings written.
@@ -92,7 +113,7 @@ def _detect_into(cfg, scene, scene_path, bundle, context, bounds, out: Path, tim
         prob_path = Path(tmp) / "probabilities.tif"
         start = time.monotonic()
         predict_probabilities(scene, bundle, prob_path, context, d.window_px, d.halo_m, d.batch_size, d.device,
-                              progress, d.engine, d.tta)
+                              progress, d.engine, d.tta, predictor)
         timings["predict_s"] = time.monotonic() - start
         start = time.monotonic()
         parts, n_buildings = [], 0
@@ -189,4 +210,4 @@ def calibrate(cfg: DictConfig, predicted_path: str, truth_path: str, model_path:
             "model": str(out_path)}
 
 
-__all__ = ["calibrate", "detect", "evaluate_files", "format_table"]
+__all__ = ["calibrate", "detect", "evaluate_files", "format_table", "load_predictor", "open_for_model"]

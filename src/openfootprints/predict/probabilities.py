@@ -84,18 +84,20 @@ class WindowPredictor:
     """Runs the model on batches of normalized windows; returns probabilities (N, H, W) float32.
 
     ``engine`` is ``torch`` (the bundle's network on ``device``; bf16 autocast on CUDA) or ``onnx``
-    (ONNX Runtime on the CPU, from the bundle's exported ONNX file or one exported now).
+    (ONNX Runtime on the CPU, from the bundle's exported ONNX file or one exported now into ``workdir``);
+    ``threads`` caps ONNX Runtime's threads (default: all cores). Built once, it can run any number of scenes.
     """
 
-    def __init__(self, bundle: Bundle, device: torch.device, engine: str = "torch", workdir: str | Path | None = None):
-        self.device, self.engine = device, engine
+    def __init__(self, bundle: Bundle, device: torch.device, engine: str = "torch", workdir: str | Path | None = None,
+                 threads: int | None = None):
+        self.bundle, self.device, self.engine = bundle, device, engine
         self.mean = np.asarray(bundle.mean, np.float32)[:, None, None]
         self.std = np.asarray(bundle.std, np.float32)[:, None, None]
         onnx_path = bundle.training.get("onnx_path")
         if engine == "onnx":
             if onnx_path is None:
                 onnx_path = export_onnx(bundle, Path(workdir or tempfile.gettempdir()) / "model.onnx")
-            self.onnx = OnnxNetwork(onnx_path)
+            self.onnx = OnnxNetwork(onnx_path, threads)
         elif onnx_path is not None:
             raise InputError(f"{onnx_path}: an ONNX model runs with detect.engine=onnx (or auto on the CPU)")
         else:
@@ -154,12 +156,14 @@ def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray
 
 def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, region: Region | None = None,
                           window: int | None = None, halo_m: float | None = None, batch_size: int = 4,
-                          device: str = "auto", progress: bool = True, engine: str = "torch", tta: int = 1) -> Path:
+                          device: str = "auto", progress: bool = True, engine: str = "torch", tta: int = 1,
+                          predictor: WindowPredictor | None = None) -> Path:
     """Write the building probability raster of ``region`` of ``scene`` to ``out_path`` (uint8 GeoTIFF).
 
     ``window`` is the model window in pixels (a multiple of 32), ``halo_m`` the overlap between
     neighbouring windows in metres on the ground; ``engine`` torch, onnx or auto (see :func:`select_engine`);
-    ``tta`` 1, 2, 4 or 8 test-time flips / rotations averaged.
+    ``tta`` 1, 2, 4 or 8 test-time flips / rotations averaged; ``predictor``, a model already loaded for
+    ``bundle`` (``device`` and ``engine`` are then unused), else one is built for this call.
     Memory: one strip of ``window`` rows of the region.
     """
     if len(scene.bands) != bundle.architecture.in_channels:
@@ -175,8 +179,9 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
         raise InputError(f"detect.tta={tta}: must be 1, 2, 4 or 8")
     if stride <= 0:
         raise InputError(f"detect.halo_m: an overlap of {halo} px per side leaves no stride in a {window} px window")
-    dev = select_device(device)
-    predictor = WindowPredictor(bundle, dev, select_engine(engine, dev, bundle), Path(out_path).parent)
+    if predictor is None:
+        dev = select_device(device)
+        predictor = WindowPredictor(bundle, dev, select_engine(engine, dev, bundle), Path(out_path).parent)
     weights = blend_weights(window, halo)
     row_starts = window_starts(region.row0, region.row1, window, stride)
     col_starts = window_starts(region.col0, region.col1, window, stride)
