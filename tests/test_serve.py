@@ -252,6 +252,12 @@ def test_bad_limits_are_named(override, message):
         load_config([override])
 
 
+def test_serve_command_has_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--help"])
+    assert exit_.value.code == 0 and "--model" in (out := capsys.readouterr().out) and "key=value" in out
+
+
 def test_serve_command_refuses_a_missing_model(capsys, tmp_path):
     assert main(["serve", "--model", str(tmp_path / "nope.ofp")]) == 2
     assert capsys.readouterr().err.strip() == f"openfootprints: error: {tmp_path / 'nope.ofp'}: no such model bundle"
