@@ -111,3 +111,21 @@ def test_regularize_squares_a_staircase_rectangle_within_the_tolerance():
     assert out[0].intersection(true).area / out[0].union(true).area > 0.9
     assert out[1].equals(l_shape)  # not near-rectangular: left alone
     assert regularize(np.array([traced]), tolerance=0.0)[0].equals(traced)  # off
+
+
+def test_detected_outlines_are_regularized_in_metres_when_asked(tmp_path):
+    from shapely.affinity import rotate
+
+    from openfootprints.vectorize.polygons import iter_buildings
+
+    true = rotate(shapely.box(20, 20, 60, 40), 25, origin=(40, 30))  # in pixels
+    prob = rasterio.features.rasterize([true], out_shape=(64, 80), dtype="uint8").astype(np.float32) * 0.9
+    path = write_prob(tmp_path / "p.tif", prob)
+    traced = np.concatenate([b.polygons for b in iter_buildings(path, simplify_m=0.25)])
+    square = np.concatenate([b.polygons for b in iter_buildings(path, simplify_m=0.25, regularize_m=0.75)])
+    assert len(traced) == len(square) == 1
+    assert len(square[0].exterior.coords) == 5 < len(traced[0].exterior.coords)
+    assert shapely.hausdorff_distance(square[0], traced[0]) <= 0.75  # metres: the CRS is UTM
+    assert square[0].area == pytest.approx(traced[0].area, rel=1e-6)  # same area
+    tight = np.concatenate([b.polygons for b in iter_buildings(path, simplify_m=0.25, regularize_m=0.05)])
+    assert tight[0].equals(traced[0])  # a tolerance it cannot meet leaves the outline as traced

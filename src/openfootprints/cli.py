@@ -80,6 +80,7 @@ CHECKS = [
     ("detect.threshold", lambda v: v is None or 0 < v < 1, "between 0 and 1"),
     ("detect.min_area_m2", lambda v: v >= 0, "0 or more"),
     ("detect.simplify_m", lambda v: v >= 0, "0 or more"),
+    ("detect.regularize_m", lambda v: v >= 0, "0 or more"),
     ("detect.max_building_m", lambda v: v > 0, "positive"),
     ("serve.max_upload_mb", lambda v: v > 0, "positive"),
     ("serve.max_megapixels", lambda v: v > 0, "positive"),

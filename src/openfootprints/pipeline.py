@@ -120,7 +120,7 @@ def _detect_into(cfg, scene, scene_path, bundle, context, bounds, out: Path, tim
         table = buildings_table(np.array([], dtype=object), np.array([]), scene.crs)  # the schema, if none is found
         strips = iter_buildings(str(prob_path), d.threshold if d.threshold is not None else bundle.threshold,
                                 grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
-                                margin_m=d.max_building_m)
+                                margin_m=d.max_building_m, regularize_m=d.regularize_m)
         for k, found in enumerate(strips):  # one table part per strip: memory does not grow with the scene
             if bounds:  # the buildings whose centroid is in the box, seen with image context around it
                 inside = shapely.within(shapely.centroid(found.polygons), shapely.box(*bounds))
