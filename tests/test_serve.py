@@ -289,3 +289,29 @@ def test_schemathesis_finds_no_server_error(tiny_bundle):
     assert not failures, failures
     assert {path for path, _ in statuses} == {"/detect", "/health", "/model"}
     assert sum(path == "/detect" for path, _ in statuses) >= 30
+
+
+def test_serve_mounts_the_web_map_of_a_result(tiny_bundle, tiny_scene, tmp_path):
+    from openfootprints import view
+    from openfootprints.export.buildings import buildings_table
+    from openfootprints.io.vector import read_polygons, write_table
+
+    if not (view.STATIC_DIR / "viewer.js").is_file():
+        pytest.skip("the viewer's JavaScript bundle is not built (make setup, with npm)")
+    truth = read_polygons(tiny_scene[1], crs="EPSG:32630")
+    result = tmp_path / "buildings.parquet"
+    write_table(buildings_table(truth.geometry.to_numpy(), np.full(len(truth), 0.8), "EPSG:32630"), result)
+    viewer = view.prepare_viewer(service_config(), result, tiny_scene[0])
+    try:
+        client = TestClient(create_app(service_config(), tiny_bundle, viewer=view.create_app(viewer)))
+        page = client.get("/viewer/")
+        assert page.status_code == 200 and "viewer.js" in page.text
+        assert client.get("/viewer/config.json").json()["buildings"]["count"] == len(truth)
+        assert client.get("/viewer/viewer.js").status_code == 200
+    finally:
+        viewer.close()
+
+
+def test_serve_imagery_without_a_result_to_view_is_refused(capsys, tiny_bundle, tiny_scene):
+    assert main(["serve", "--model", str(tiny_bundle), "--imagery", str(tiny_scene[0])]) == 2
+    assert "--imagery and --truth go with --view RESULT" in capsys.readouterr().err

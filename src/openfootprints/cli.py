@@ -191,7 +191,21 @@ def cmd_serve(args, cfg: DictConfig) -> None:
 
     from openfootprints.serve import create_app
 
-    uvicorn.run(create_app(cfg, args.model), host=args.host, port=args.port, log_level="info")
+    if (args.imagery or args.truth) and not args.view:
+        raise InputError("serve: --imagery and --truth go with --view RESULT")
+    viewer = None
+    if args.view:  # the web map of a result, at /viewer/
+        from openfootprints import view
+
+        viewer = view.prepare_viewer(cfg, args.view, args.imagery, args.truth)
+    try:
+        app = create_app(cfg, args.model, viewer=view.create_app(viewer) if viewer else None)
+        if viewer:
+            print(f"viewer of {args.view} at http://{args.host}:{args.port}/viewer/", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    finally:
+        if viewer:
+            viewer.close()
 
 
 def cmd_view(args, cfg: DictConfig) -> None:
@@ -272,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model bundle (.ofp) or its ONNX export (.onnx)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--view", metavar="RESULT", help="also serve the web map of this buildings table at /viewer/")
+    p.add_argument("--imagery", help="with --view: the scene to show under the buildings")
+    p.add_argument("--truth", help="with --view: true footprints to outline")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("view", help="show a buildings table on a web map (imagery, confidence, truth) in the browser",
