@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from affine import Affine
 from scipy.special import expit
 
 from openfootprints.errors import InputError
@@ -92,3 +93,16 @@ def test_tta_averages_the_transformed_predictions(tiny_bundle, tta):
     got = predictor(batch, tta)
     assert np.allclose(got, expected, atol=1e-6)
     assert not np.allclose(got, predictor(batch, 1), atol=1e-4)  # the untrained net is not equivariant
+
+
+@pytest.mark.parametrize("region", [Region(37, 150, 61, 203), Region(0, 40, 200, 256), Region(100, 256, 0, 256)])
+def test_a_region_gets_exactly_the_probabilities_of_a_whole_scene_run(tmp_path, tiny_scene, tiny_bundle, region):
+    scene, bundle = open_scene(tiny_scene[0]), load_bundle(tiny_bundle)
+    run = dict(window=64, halo_m=8.0, batch_size=1, progress=False, engine="torch")  # batch 1: identical arithmetic
+    whole = predict_probabilities(scene, bundle, tmp_path / "whole.tif", **run)
+    part = predict_probabilities(scene, bundle, tmp_path / "part.tif", region, **run)
+    with rasterio.open(whole) as w, rasterio.open(part) as p:
+        expected = w.read(1)[region.row0:region.row1, region.col0:region.col1]
+        assert p.read(1).shape == expected.shape
+        assert np.array_equal(p.read(1), expected)
+        assert p.transform.almost_equals(scene.transform @ Affine.translation(region.col0, region.row0))

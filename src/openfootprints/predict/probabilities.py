@@ -26,7 +26,7 @@ from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import OnnxNetwork, export_onnx
-from openfootprints.predict.windows import blend_weights, window_starts
+from openfootprints.predict.windows import blend_weights, lattice_starts
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,8 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     neighbouring windows in metres on the ground; ``engine`` torch, onnx or auto (see :func:`select_engine`);
     ``tta`` 1, 2, 4 or 8 test-time flips / rotations averaged; ``predictor``, a model already loaded for
     ``bundle`` (``device`` and ``engine`` are then unused), else one is built for this call.
+    Windows lie on one lattice over the whole scene, whatever the region, so a region's probabilities equal
+    the same pixels of a whole-scene run (what makes ``detect.bbox`` and partitioned runs seamless).
     Memory: one strip of ``window`` rows of the region.
     """
     if len(scene.bands) != bundle.architecture.in_channels:
@@ -183,15 +185,17 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
         dev = select_device(device)
         predictor = WindowPredictor(bundle, dev, select_engine(engine, dev, bundle), Path(out_path).parent)
     weights = blend_weights(window, halo)
-    row_starts = window_starts(region.row0, region.row1, window, stride)
-    col_starts = window_starts(region.col0, region.col1, window, stride)
+    # windows on the scene's own lattice: any region gets, pixel for pixel, the probabilities of a whole-scene run
+    row_starts = lattice_starts(scene.height, window, stride, region.row0, region.row1)
+    col_starts = lattice_starts(scene.width, window, stride, region.col0, region.col1)
+    left = col_starts[0]  # column of the strip's first pixel (≤ region.col0)
     profile = dict(driver="GTiff", width=region.width, height=region.height, count=1, dtype="uint8",
                    crs=scene.crs, transform=scene.transform @ Affine.translation(region.col0, region.row0),
                    compress="deflate", tiled=False, blockysize=16)
-    acc = np.zeros((window, region.width + window), np.float32)
+    acc = np.zeros((window, col_starts[-1] + window - left), np.float32)
     wsum = np.zeros_like(acc)
     valid_strip = np.zeros(acc.shape, bool)
-    top = region.row0
+    top = row_starts[0]  # scene row of the strip's first row
     out_path = Path(out_path)
 
     def read_row(row: int):
@@ -206,20 +210,20 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
                 pending = reader.submit(read_row, row_starts[i + 1])
             shift = row - top
             if shift:
-                _emit_rows(dst, acc, wsum, valid_strip, top - region.row0, shift, region)
+                _emit_rows(dst, acc, wsum, valid_strip, top, shift, left, region)
                 for a in (acc, wsum, valid_strip):
                     a[:-shift] = a[shift:]
                     a[-shift:] = 0
                 top = row
             probs = _predict_row(predictor, tiles, batch_size, tta)
             for col, prob, (_, valid) in zip(col_starts, probs, tiles):
-                c = col - region.col0
+                c = col - left
                 acc[:, c : c + window] += prob * weights
                 wsum[:, c : c + window] += weights
                 valid_strip[:, c : c + window] |= valid
             bar.update(len(col_starts))
         bar.close()
-        _emit_rows(dst, acc, wsum, valid_strip, top - region.row0, min(window, region.row1 - top), region)
+        _emit_rows(dst, acc, wsum, valid_strip, top, window, left, region)
     return out_path
 
 
@@ -237,12 +241,13 @@ def _predict_row(predictor: WindowPredictor, tiles: list[tuple[np.ndarray, np.nd
     return [p if p is not None else np.zeros((size, size), np.float32) for p in out]
 
 
-def _emit_rows(dst, acc, wsum, valid, row_off: int, n: int, region: Region) -> None:
-    """Write the first ``n`` finished rows of the strip as uint8 probabilities (0 outside valid pixels)."""
-    n = min(n, region.height - row_off)
-    if n <= 0:
+def _emit_rows(dst, acc, wsum, valid, top: int, n: int, left: int, region: Region) -> None:
+    """Write the strip's first ``n`` rows (scene rows ``top``…, strip columns from scene column ``left``), where
+    they fall in ``region``, as uint8 probabilities (0 outside valid pixels)."""
+    r0, r1 = max(top, region.row0), min(top + n, region.row1)
+    if r1 <= r0:
         return
-    w = region.width
-    prob = acc[:n, :w] / np.maximum(wsum[:n, :w], 1e-6)
-    prob = np.where(valid[:n, :w], prob, 0.0)
-    dst.write(np.round(prob * 255).astype(np.uint8)[None], window=Window(0, row_off, w, n))
+    rows, cols = slice(r0 - top, r1 - top), slice(region.col0 - left, region.col1 - left)
+    prob = acc[rows, cols] / np.maximum(wsum[rows, cols], 1e-6)
+    prob = np.where(valid[rows, cols], prob, 0.0)
+    dst.write(np.round(prob * 255).astype(np.uint8)[None], window=Window(0, r0 - region.row0, region.width, r1 - r0))

@@ -18,6 +18,12 @@ def window_starts(start: int, stop: int, window: int, stride: int) -> list[int]:
     return starts
 
 
+def lattice_starts(length: int, window: int, stride: int, lo: int, hi: int) -> list[int]:
+    """The starts of the windows covering a whole axis of ``length`` pixels (:func:`window_starts` from 0)
+    that overlap [lo, hi): the same windows, at the same places, whatever part of the axis is asked for."""
+    return [s for s in window_starts(0, length, window, stride) if s < hi and s + window > lo]
+
+
 def blend_weights(window: int, halo: int) -> np.ndarray:
     """(window, window) float32 weights: 1 in the centre, falling linearly to near 0 over ``halo`` pixels at the edges.
 
