@@ -28,7 +28,7 @@ from openfootprints.evaluate.calibration import (expected_calibration_error, fit
 from openfootprints.evaluate.metrics import Evaluation, evaluate, format_table, select_in_bounds
 from openfootprints.export.buildings import buildings_table
 from openfootprints.io.atomic import atomic_outputs
-from openfootprints.io.geo import degrees_to_crs
+from openfootprints.io.geo import degrees_to_crs, to_lonlat
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import Scene, open_scene
 from openfootprints.io.vector import read_polygons, read_table, write_geoparquet, write_table_parts
@@ -86,8 +86,10 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
     scene = open_for_model(cfg, scene_path, bundle)
     bounds = degrees_to_crs(d.bbox, scene.crs) if d.bbox else None
     region = region_from_bounds(scene, bounds)
-    halo_px = round((bundle.halo_m if d.halo_m is None else d.halo_m) / scene.resolution_m)
-    context = region.grown(halo_px, scene.height, scene.width) if bounds else region
+    # a building whose centroid is in the box can reach out of it by up to its size: vectorize that much around it
+    # (the windows' own context comes from the scene-wide window lattice)
+    margin_px = math.ceil(d.max_building_m / scene.resolution_m)
+    context = region.grown(margin_px, scene.height, scene.width) if bounds else region
     timings = {}
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
         n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, bounds, out, timings, progress, predictor)
@@ -98,6 +100,17 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
                "config": str(config_path_beside(out))}
     log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, area_km2, total)
     return summary
+
+
+def centroids_in(polygons: np.ndarray, crs, bbox: tuple[float, float, float, float]) -> np.ndarray:
+    """(n,) bool: the polygon's centroid (in ``crs``, taken to degrees) is in ``bbox`` [west, south, east, north]
+    in degrees, half-open ([west, east) × [south, north)), so boxes that tile an area give each building to
+    exactly one of them."""
+    if len(polygons) == 0:
+        return np.zeros(0, bool)
+    centroids = to_lonlat(shapely.centroid(polygons), crs)
+    lon, lat = shapely.get_x(centroids), shapely.get_y(centroids)
+    return (lon >= bbox[0]) & (lon < bbox[2]) & (lat >= bbox[1]) & (lat < bbox[3])
 
 
 def _detect_into(cfg, scene, scene_path, bundle, context, bounds, out: Path, timings: dict, progress: bool,
@@ -123,7 +136,7 @@ def _detect_into(cfg, scene, scene_path, bundle, context, bounds, out: Path, tim
                                 margin_m=d.max_building_m, regularize_m=d.regularize_m)
         for k, found in enumerate(strips):  # one table part per strip: memory does not grow with the scene
             if bounds:  # the buildings whose centroid is in the box, seen with image context around it
-                inside = shapely.within(shapely.centroid(found.polygons), shapely.box(*bounds))
+                inside = centroids_in(found.polygons, found.crs, d.bbox)
                 found = Buildings(found.polygons[inside], found.confidence[inside], found.crs)
             table = buildings_table(found.polygons, bundle.calibrate(found.confidence), found.crs,
                                     model_version=bundle.version, source=Path(scene_path).name,
