@@ -4,6 +4,7 @@
     openfootprints train --image A.tif --labels A.geojson [--image B.tif --labels B.gpkg] --out model.ofp [key=value …]
     openfootprints self-train --teacher T.ofp --image A.tif --labels A.geojson --unlabelled U.tif --out S.ofp
     openfootprints detect SCENE --model model.ofp --out buildings.parquet [detect.bbox=[w,s,e,n] …]
+    openfootprints scale SCENE --model model.ofp --out DIR [scale.zoom=14 scale.aoi=[w,s,e,n] scale.engine=ray …]
     openfootprints evaluate PREDICTED TRUTH [--json metrics.json] [--report DIR [--imagery SCENE]] [evaluate.iou=0.5 …]
     openfootprints calibrate PREDICTED TRUTH --model model.ofp --out calibrated.ofp [evaluate.bbox=[w,s,e,n]]
     openfootprints export model.ofp --out model.onnx
@@ -93,6 +94,10 @@ CHECKS = [
     ("view.tiles_max_zoom", lambda v: isinstance(v, int) and 0 <= v <= 24, "a zoom, 0–24"),
     ("view.imagery_zoom_levels", lambda v: isinstance(v, int) and 0 <= v <= 8, "0–8"),
     ("evaluate.iou", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("scale.zoom", lambda v: isinstance(v, int) and 0 <= v <= 22, "a whole number, 0–22"),
+    ("scale.engine", lambda v: v in ("local", "ray"), "local or ray"),
+    ("scale.retries", lambda v: isinstance(v, int) and v >= 0, "a whole number, 0 or more"),
+    ("scale.ray_actors", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or 1 or more"),
     ("synth.width", lambda v: v >= 16, "16 or more"),
     ("synth.height", lambda v: v >= 16, "16 or more"),
     ("synth.resolution_m", lambda v: v > 0, "positive"),
@@ -164,6 +169,16 @@ def cmd_evaluate(args, cfg: DictConfig) -> None:
         if key in result.extra:
             print(f"{'ECE' if key == 'ece' else 'ECE (raw confidence)'}: {result.extra[key]:.4f}")
     print(f"wrote {json_path}" + (f" and {Path(args.report) / 'index.html'}" if args.report else ""))
+
+
+def cmd_scale(args, cfg: DictConfig) -> None:
+    from openfootprints.scale.engine import scale
+
+    summary = scale(cfg, args.scene, args.model, args.out)
+    print(json.dumps(summary, indent=2))
+    if summary["cells_failed"]:
+        raise InputError(f"scale: {summary['cells_failed']} cell(s) failed after {cfg.scale.retries} retries "
+                         f"(listed in {Path(args.out) / 'summary.json'}); run the same command again to retry them")
 
 
 def cmd_calibrate(args, cfg: DictConfig) -> None:
@@ -256,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  ".fgb, .gpkg or .csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("scale", help="detect over an area of interest in quadkey cells (local or Ray), resumable",
+                       **common)
+    p.add_argument("scene", help="imagery: GeoTIFF/COG/VRT, a folder of GeoTIFFs, or an XYZ tile folder")
+    p.add_argument("--model", required=True, help="model bundle (.ofp) or its ONNX export (.onnx)")
+    p.add_argument("--out", required=True, help="output folder: buildings/cell=<quadkey>/part-0.parquet, "
+                                                "manifest.json, summary.json")
+    p.set_defaults(func=cmd_scale)
 
     p = sub.add_parser("evaluate", help="score detected buildings against true footprints at IoU ≥ 0.5", **common)
     p.add_argument("predicted", help="buildings table from detect")

@@ -1,0 +1,1 @@
+"""Continental scale: an area of interest cut into quadkey cells, each detected on its own and written atomically."""

@@ -1,0 +1,147 @@
+"""``openfootprints scale``: detection over an area of interest, one quadkey cell at a time, resumable.
+
+Each cell runs :func:`openfootprints.pipeline.detect` with ``detect.bbox`` set to the cell: the windows lie
+on the scene's own lattice and a margin of ``detect.max_building_m`` is vectorized around the cell, and the
+cell keeps the buildings whose centroid it holds, so a building that straddles a cell border comes out
+once and whole, exactly as in a single run over the scene. A cell's table is renamed into place when it
+is complete (``OUT/buildings/cell=<quadkey>/part-0.parquet``, a GeoParquet dataset partitioned by cell):
+a re-run skips the cells already there. A failing cell is retried ``scale.retries`` times, then reported
+in the summary and the exit status, never dropped silently.
+
+Engines: ``local`` (this process, the model loaded once) or ``ray`` (:mod:`openfootprints.scale.ray_engine`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from openfootprints.io.atomic import atomic_path
+from openfootprints.io.provenance import write_resolved_config
+from openfootprints.model.onnx import load_model
+from openfootprints.pipeline import detect, load_predictor, open_for_model
+from openfootprints.scale.cells import Cell, area_of_interest, cells_covering, read_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CellResult:
+    """What one cell gave: its summary from ``detect`` or the error of its last attempt."""
+
+    quadkey: str
+    attempts: int
+    summary: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def cell_output(out_dir: Path, cell: Cell) -> Path:
+    return Path(out_dir) / "buildings" / f"cell={cell.quadkey}" / "part-0.parquet"
+
+
+def plan(cfg: DictConfig, scene_path: str, model_path: str, out_dir: Path) -> list[Cell]:
+    """The cells of the run: read back from ``OUT/manifest.json`` when resuming, else computed and written there."""
+    manifest = out_dir / "manifest.json"
+    if manifest.exists():
+        record = read_manifest(manifest)
+        if record["scene"] == str(scene_path) and record["zoom"] == cfg.scale.zoom:
+            return record["cells"]
+        log.warning("%s: made for another scene or zoom; planning again", manifest)
+    scene = open_for_model(cfg, scene_path, load_model(model_path))
+    aoi = cfg.scale.aoi
+    aoi = list(aoi) if aoi is not None and not isinstance(aoi, str) else aoi
+    cells = cells_covering(area_of_interest(scene, aoi), cfg.scale.zoom)
+    write_manifest(manifest, cells, str(scene_path), str(model_path), cfg.scale.zoom)
+    return cells
+
+
+def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
+    """The config of one cell: the run's, with ``detect.bbox`` the cell and no probability raster."""
+    one = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    one.detect.bbox = list(cell.bbox)
+    one.detect.probabilities = None
+    return one
+
+
+def detect_cell(cfg: DictConfig, scene_path: str, model_path: str, cell: Cell, out_dir: Path,
+                predictor=None) -> dict:
+    """Detect one cell and rename its table into place; returns ``detect``'s summary plus the quadkey.
+
+    Written first into a hidden staging folder beside the output (same filesystem), so the cell's file
+    appears whole or not at all.
+    """
+    final = cell_output(out_dir, cell)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{cell.quadkey}.", dir=final.parent))
+    try:
+        summary = detect(cell_config(cfg, cell), scene_path, model_path, str(staging / final.name), progress=False,
+                         predictor=predictor)
+        os.replace(staging / final.name, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**summary, "quadkey": cell.quadkey, "output": str(final)}
+
+
+def run_local(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell], out_dir: Path) -> list[CellResult]:
+    """Every cell in this process, the model loaded once; each retried up to ``scale.retries`` times."""
+    with tempfile.TemporaryDirectory(prefix="openfootprints-model-") as workdir:
+        predictor = load_predictor(cfg, model_path, workdir)
+        results = []
+        for k, cell in enumerate(cells):
+            results.append(with_retries(lambda c=cell: detect_cell(cfg, scene_path, model_path, c, out_dir, predictor),
+                                        cell, cfg.scale.retries))
+            log.info("cell %s (%d/%d): %s", cell.quadkey, k + 1, len(cells),
+                     results[-1].error or f"{results[-1].summary.get('buildings')} buildings")
+    return results
+
+
+def with_retries(job, cell: Cell, retries: int) -> CellResult:
+    """Run ``job()`` up to ``1 + retries`` times; the last error is kept when every attempt fails."""
+    error = None
+    for attempt in range(1, retries + 2):
+        try:
+            return CellResult(cell.quadkey, attempt, summary=job())
+        except Exception as err:  # noqa: BLE001 — any failure of a cell is retried, then reported
+            error = f"{type(err).__name__}: {err}"
+            log.warning("cell %s, attempt %d: %s", cell.quadkey, attempt, error)
+    return CellResult(cell.quadkey, retries + 1, error=error)
+
+
+def scale(cfg: DictConfig, scene_path: str, model_path: str, out_dir: str | os.PathLike) -> dict:
+    """Run (or resume) detection over the area of interest; returns and writes ``OUT/summary.json``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(cfg, out_dir / "config.yaml")
+    start = time.monotonic()
+    cells = plan(cfg, scene_path, model_path, out_dir)
+    pending = [c for c in cells if not cell_output(out_dir, c).exists()]
+    log.info("scale: %d cells at zoom %d, %d to do", len(cells), cfg.scale.zoom, len(pending))
+    if cfg.scale.engine == "ray":
+        from openfootprints.scale.ray_engine import run_ray
+
+        results = run_ray(cfg, scene_path, model_path, pending, out_dir)
+    else:
+        results = run_local(cfg, scene_path, model_path, pending, out_dir)
+    seconds = time.monotonic() - start
+    done = [r for r in results if r.error is None]
+    failed = [{"quadkey": r.quadkey, "attempts": r.attempts, "error": r.error} for r in results if r.error]
+    area = sum(r.summary.get("area_km2", 0.0) for r in done)
+    summary = {"cells": len(cells), "cells_done_now": len(done), "cells_skipped": len(cells) - len(pending),
+               "cells_failed": len(failed), "failures": failed,
+               "buildings_now": sum(r.summary.get("buildings", 0) for r in done),
+               "area_km2_now": round(area, 4), "seconds": round(seconds, 1),
+               "km2_per_hour": round(area / seconds * 3600, 1) if seconds and area else None,
+               "energy_kwh": round(sum(r.summary.get("energy_kwh") or 0.0 for r in done), 6),
+               "emissions_kg_co2e": round(sum(r.summary.get("emissions_kg_co2e") or 0.0 for r in done), 6),
+               "engine": cfg.scale.engine, "output": str(out_dir / "buildings")}
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    return summary
