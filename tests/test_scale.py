@@ -26,11 +26,15 @@ def small(frame: gpd.GeoDataFrame, crs) -> gpd.GeoDataFrame:
     return frame.sort_values(["latitude", "longitude"]).reset_index(drop=True)
 
 
+def detect_whole_scene(scene, bundle, folder) -> gpd.GeoDataFrame:
+    """The buildings of one detect run over the whole scene, with the settings of the cell runs."""
+    detect(load_config(SETTINGS), str(scene), str(bundle), str(folder / "whole.parquet"), progress=False)
+    return gpd.read_parquet(folder / "whole.parquet")
+
+
 @pytest.fixture(scope="module")
 def whole_run(tiny_scene, tiny_bundle, tmp_path_factory):
-    out = tmp_path_factory.mktemp("whole") / "whole.parquet"
-    detect(load_config(SETTINGS), str(tiny_scene[0]), str(tiny_bundle), str(out), progress=False)
-    return gpd.read_parquet(out)
+    return detect_whole_scene(tiny_scene[0], tiny_bundle, tmp_path_factory.mktemp("whole"))
 
 
 def assert_same_buildings(out_dir, whole, crs):

@@ -90,6 +90,12 @@ def detect_cell(cfg: DictConfig, scene_path: str, model_path: str, cell: Cell, o
     return {**summary, "quadkey": cell.quadkey, "output": str(final)}
 
 
+def remove_staging(out_dir: Path) -> None:
+    """Remove the hidden staging folders that an interrupted run left beside the cell tables."""
+    for folder in (Path(out_dir) / "buildings").glob("cell=*/.*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_local(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell], out_dir: Path) -> list[CellResult]:
     """Every cell in this process, the model loaded once; each retried up to ``scale.retries`` times."""
     with tempfile.TemporaryDirectory(prefix="openfootprints-model-") as workdir:
@@ -123,6 +129,7 @@ def scale(cfg: DictConfig, scene_path: str, model_path: str, out_dir: str | os.P
     start = time.monotonic()
     cells = plan(cfg, scene_path, model_path, out_dir)
     pending = [c for c in cells if not cell_output(out_dir, c).exists()]
+    remove_staging(out_dir)
     log.info("scale: %d cells at zoom %d, %d to do", len(cells), cfg.scale.zoom, len(pending))
     if cfg.scale.engine == "ray":
         from openfootprints.scale.ray_engine import run_ray
