@@ -54,3 +54,34 @@ def test_a_folder_without_rasters_is_a_clear_error(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("no imagery here")
     with pytest.raises(InputError, match="neither GeoTIFFs nor an XYZ tile folder"):
         open_scene(tmp_path / "empty")
+
+
+def test_a_local_stac_item_collection_reads_as_one_mosaic(tmp_path, tiny_scene):
+    import json
+
+    cut_into_files(tiny_scene[0], tmp_path / "parts")
+    items = [{"type": "Feature", "stac_version": "1.0.0", "id": f"part{k}", "properties": {},
+              "assets": {"thumbnail": {"href": "nope.png", "roles": ["thumbnail"]},
+                         "image": {"href": f"parts/part{k}.tif", "type": "image/tiff; application=geotiff",
+                                   "roles": ["data"]}}} for k in range(4)]
+    (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    whole, mosaic = open_scene(tiny_scene[0]), open_scene(tmp_path / "items.json")
+    assert (mosaic.width, mosaic.height) == (whole.width, whole.height)
+    assert np.array_equal(whole.read(Window(100, 90, 64, 64))[0], mosaic.read(Window(100, 90, 64, 64))[0])
+
+    catalog = {"type": "Catalog", "stac_version": "1.0.0", "id": "c", "description": "",
+               "links": [{"rel": "item", "href": f"item{k}.json"} for k in range(4)]}
+    for k, item in enumerate(items):
+        (tmp_path / f"item{k}.json").write_text(json.dumps(item))
+    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+    assert open_scene(tmp_path / "catalog.json").width == whole.width
+
+
+def test_a_stac_item_pointing_at_a_missing_file_is_named(tmp_path):
+    import json
+
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "gone", "properties": {},
+            "assets": {"image": {"href": "gone.tif", "roles": ["data"]}}}
+    (tmp_path / "item.json").write_text(json.dumps(item))
+    with pytest.raises(InputError, match="STAC item gone: .*gone.tif does not exist"):
+        open_scene(tmp_path / "item.json")

@@ -1,4 +1,4 @@
-"""A folder of GeoTIFFs as one scene: a GDAL VRT mosaic, read window by window like any raster.
+"""A folder (or list) of GeoTIFFs as one scene: a GDAL VRT mosaic, read window by window like any raster.
 
 The files must share CRS, pixel size, band count and pixel type, and lie on one pixel grid (as tiles of
 one orthophoto or satellite delivery do). The VRT gets an alpha band that is 255 where a file has data
@@ -35,6 +35,11 @@ def raster_folder_vrt(path: str | os.PathLike) -> str:
     files = raster_files(path)
     if not files:
         raise InputError(f"{path}: no GeoTIFF (or other raster) files in this folder")
+    return mosaic_vrt(files)
+
+
+def mosaic_vrt(files: list[Path]) -> str:
+    """VRT XML mosaicking ``files`` (one CRS, pixel size, band count, pixel type, pixel grid), plus an alpha band."""
     infos = [_describe(f) for f in files]
     first = infos[0]
     for info in infos[1:]:

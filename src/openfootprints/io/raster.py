@@ -22,7 +22,8 @@ from rasterio.windows import Window
 
 from openfootprints.errors import InputError
 from openfootprints.io.geo import pixel_size_m
-from openfootprints.io.mosaic import raster_files, raster_folder_vrt
+from openfootprints.io.mosaic import mosaic_vrt, raster_files, raster_folder_vrt
+from openfootprints.io.stac import is_stac, stac_rasters
 from openfootprints.io.xyz import is_tile_folder, tile_folder_vrt
 
 RESAMPLE_TOLERANCE = 0.05  # resample only when the ground resolution differs by more than 5 %
@@ -103,7 +104,9 @@ def open_scene(path: str | os.PathLike, bands: list[int] | None = None, resoluti
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or folder")
     source = path
-    if os.path.isdir(path):
+    if is_stac(path):
+        source = mosaic_vrt(stac_rasters(path))
+    elif os.path.isdir(path):
         if is_tile_folder(path):
             source = tile_folder_vrt(path)
         elif raster_files(path):
