@@ -23,7 +23,14 @@ def whole_run(tiny_scene, tiny_bundle, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def local_ray(monkeypatch_module):
+    monkeypatch_module.setenv("RAY_worker_niceness", "0")  # Ray nices workers by default: slow on a busy machine
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
