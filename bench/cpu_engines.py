@@ -84,7 +84,7 @@ def main() -> None:
         model_km2h = rates[engine] * km2_per_window * 3600
         e2e = summary["km2_per_hour"]  # read, infer, blend, vectorize, write (process start-up excluded)
         print(f"{engine:>5}: model only {rates[engine]:.2f} windows/s = {model_km2h:.0f} km²/h; "
-              f"end to end {e2e:.0f} km²/h ({summary['predict_s'] + summary['vectorize_s']:.0f} s in the "
+              f"end to end {e2e:.0f} km²/h ({summary['total_s']:.0f} s in the "
               f"stages, {wall:.0f} s with start-up; {summary['buildings']} buildings), {e2e / model_km2h:.2f} of model only")
     ratio_e2e = end_to_end["onnx"][0]["km2_per_hour"] / end_to_end["torch"][0]["km2_per_hour"]
     print(f"ONNX Runtime / PyTorch: model only {rates['onnx'] / rates['torch']:.2f}×, end to end {ratio_e2e:.2f}×")

@@ -92,7 +92,7 @@ def main() -> None:
     model_only_km2h = area / (windows / rate) * 3600
     print(f"machine: {machine()}")
     print(f"scene: {args.size}×{args.size} px at 0.5 m = {area:.1f} km², {windows} windows of {bundle.window} px")
-    print(f"detect ({args.engine}): {wall:.0f} s wall (predict {summary['predict_s']:.0f} s, vectorize and write "
+    print(f"detect ({args.engine}): {wall:.0f} s wall (predict {summary['predict_s']:.0f} s, then vectorize and write "
           f"{summary['vectorize_s']:.0f} s), {summary['buildings']} buildings, peak RSS {peak_gib:.2f} GiB")
     print(f"end to end: {area / wall * 3600:.0f} km²/h; model only: {model_only_km2h:.0f} km²/h "
           f"({rate:.2f} windows/s); ratio {area / wall * 3600 / model_only_km2h:.2f}")

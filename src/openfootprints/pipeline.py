@@ -6,11 +6,13 @@ config beside them, and returns what it wrote.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import geopandas as gpd
@@ -35,7 +37,8 @@ from openfootprints.io.vector import read_polygons, read_table, write_geoparquet
 from openfootprints.model.bundle import Bundle, load_bundle, save_bundle
 from openfootprints.model.onnx import load_model
 from openfootprints.predict.probabilities import (WindowPredictor, predict_probabilities, region_from_bounds,
-                                                  select_device, select_engine)
+                                                  region_transform, select_device, select_engine)
+from openfootprints.predict.stream import Cancelled, ProbabilityStream
 from openfootprints.vectorize.polygons import Buildings, iter_buildings
 
 log = logging.getLogger(__name__)
@@ -92,9 +95,9 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
     context = region.grown(margin_px, scene.height, scene.width) if bounds else region
     timings = {}
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
-        n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, bounds, out, timings, progress, predictor)
+        n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, out, timings, progress, predictor)
     area_km2 = region.width * region.height * scene.resolution_m**2 / 1e6
-    total = sum(timings.values())
+    total = timings["total_s"]
     summary = {"buildings": n_buildings, "area_km2": round(area_km2, 4), **{k: round(v, 2) for k, v in timings.items()},
                "km2_per_hour": round(area_km2 / total * 3600, 1) if total else None, **energy, "output": str(out),
                "config": str(config_path_beside(out))}
@@ -113,46 +116,90 @@ def centroids_in(polygons: np.ndarray, crs, bbox: tuple[float, float, float, flo
     return (lon >= bbox[0]) & (lon < bbox[2]) & (lat >= bbox[1]) & (lat < bbox[3])
 
 
-def _detect_into(cfg, scene, scene_path, bundle, context, bounds, out: Path, timings: dict, progress: bool,
+def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: dict, progress: bool,
                  predictor: WindowPredictor | None = None) -> int:
-    """Predict over ``context``, vectorize, keep the buildings in ``bounds`` (if any) and write them to ``out``.
+    """Predict over ``context``, vectorize, keep the buildings in ``detect.bbox`` (if any), write them to ``out``.
 
-    Fills ``timings`` and returns the number of buildings written.
+    Vectorization runs in this thread beside prediction in another (rows handed over by a
+    :class:`ProbabilityStream`), unless the probability raster is kept (``detect.probabilities``): then one
+    after the other, through a GeoTIFF. Fills ``timings`` (``predict_s``; ``vectorize_s`` after prediction
+    ended; ``total_s``) and returns the number of buildings written.
     """
     d = cfg.detect
+    start = time.monotonic()
     # GDAL's block cache defaults to 5 % of RAM and would grow with the scene; bound it
     with rasterio.Env(GDAL_CACHEMAX=d.gdal_cache_mb * 2**20), \
             tempfile.TemporaryDirectory(prefix="openfootprints-") as tmp:
-        prob_path = Path(tmp) / "probabilities.tif"
-        start = time.monotonic()
-        predict_probabilities(scene, bundle, prob_path, context, d.window_px, d.halo_m, d.batch_size, d.device,
-                              progress, d.engine, d.tta, predictor)
-        timings["predict_s"] = time.monotonic() - start
-        start = time.monotonic()
-        parts, n_buildings = [], 0
-        table = buildings_table(np.array([], dtype=object), np.array([]), scene.crs)  # the schema, if none is found
-        strips = iter_buildings(str(prob_path), d.threshold if d.threshold is not None else bundle.threshold,
-                                grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
-                                margin_m=d.max_building_m, regularize_m=d.regularize_m)
-        for k, found in enumerate(strips):  # one table part per strip: memory does not grow with the scene
-            if bounds:  # the buildings whose centroid is in the box, seen with image context around it
-                inside = centroids_in(found.polygons, found.crs, d.bbox)
-                found = Buildings(found.polygons[inside], found.confidence[inside], found.crs)
-            table = buildings_table(found.polygons, bundle.calibrate(found.confidence), found.crs,
-                                    model_version=bundle.version, source=Path(scene_path).name,
-                                    min_area_m2=d.min_area_m2, raw_confidence=found.confidence)
-            if len(table):
-                parts.append(Path(tmp) / f"part{k:06d}.parquet")
-                write_geoparquet(table, parts[-1])
-                n_buildings += len(table)
+        predict = functools.partial(predict_probabilities, scene, bundle, region=context, window=d.window_px,
+                                    halo_m=d.halo_m, batch_size=d.batch_size, device=d.device, progress=progress,
+                                    engine=d.engine, tta=d.tta, predictor=predictor)
+        if d.probabilities:
+            source = Path(tmp) / "probabilities.tif"
+            predict(source)
+            timings["predict_s"] = time.monotonic() - start
+            parts, table, n_buildings = _vectorize_into_parts(cfg, bundle, scene, scene_path, str(source), Path(tmp))
+        else:
+            with ProbabilityStream(Path(tmp) / "probabilities.u8", context.width, context.height, scene.crs,
+                                   region_transform(scene, context)) as stream, ThreadPoolExecutor(1) as pool:
+                producer = pool.submit(_predict_into_stream, predict, stream, Path(tmp), timings, start)
+                try:
+                    parts, table, n_buildings = _vectorize_into_parts(cfg, bundle, scene, scene_path, stream,
+                                                                      Path(tmp))
+                except BaseException as err:
+                    stream.fail(err)  # stop the predicting thread too
+                    cause = producer.exception()  # (waits for it)
+                    if isinstance(err, Cancelled) and cause is not None:
+                        raise cause from None  # the prediction failed: that is the error to report
+                    raise
+                if producer.exception() is not None:
+                    raise producer.exception()
+        vectorized = time.monotonic()
         finals = ([d.probabilities] if d.probabilities else []) + [config_path_beside(out), out]
         with atomic_outputs(*finals) as tmps:
             if d.probabilities:
-                rio_copy(prob_path, tmps[0], driver="COG", compress="deflate", overview_resampling="average")
+                rio_copy(source, tmps[0], driver="COG", compress="deflate", overview_resampling="average")
             write_resolved_config(cfg, tmps[-2])
             write_table_parts(parts, tmps[-1], empty=table)
-        timings["vectorize_s"] = time.monotonic() - start
+    end = time.monotonic()
+    timings["vectorize_s"] = vectorized - (start + timings["predict_s"])
+    timings["write_s"] = end - vectorized
+    timings["total_s"] = end - start
     return n_buildings
+
+
+def _predict_into_stream(predict, stream: ProbabilityStream, tmp: Path, timings: dict, start: float) -> None:
+    try:
+        predict(tmp / "unused.tif", sink=stream)
+    except BaseException as err:
+        stream.fail(err)  # wake the vectorizing thread
+        raise
+    finally:
+        timings["predict_s"] = time.monotonic() - start
+
+
+def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path):
+    """Vectorize ``source`` (a raster path or a ProbabilityStream) strip by strip into GeoParquet parts in ``tmp``.
+
+    Returns (part paths, the last table (for the schema when there is no part), number of buildings).
+    """
+    d = cfg.detect
+    parts, n_buildings = [], 0
+    table = buildings_table(np.array([], dtype=object), np.array([]), scene.crs)  # the schema, if none is found
+    strips = iter_buildings(source, d.threshold if d.threshold is not None else bundle.threshold,
+                            grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
+                            margin_m=d.max_building_m, regularize_m=d.regularize_m)
+    for k, found in enumerate(strips):  # one table part per strip: memory does not grow with the scene
+        if d.bbox:  # the buildings whose centroid is in the box, seen with image context around it
+            inside = centroids_in(found.polygons, found.crs, d.bbox)
+            found = Buildings(found.polygons[inside], found.confidence[inside], found.crs)
+        table = buildings_table(found.polygons, bundle.calibrate(found.confidence), found.crs,
+                                model_version=bundle.version, source=Path(scene_path).name,
+                                min_area_m2=d.min_area_m2, raw_confidence=found.confidence)
+        if len(table):
+            parts.append(tmp / f"part{k:06d}.parquet")
+            write_geoparquet(table, parts[-1])
+            n_buildings += len(table)
+    return parts, table, n_buildings
 
 
 def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_json: str | None = None,

@@ -8,6 +8,7 @@ building probability.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -157,13 +158,14 @@ def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray
 def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, region: Region | None = None,
                           window: int | None = None, halo_m: float | None = None, batch_size: int = 4,
                           device: str = "auto", progress: bool = True, engine: str = "torch", tta: int = 1,
-                          predictor: WindowPredictor | None = None) -> Path:
+                          predictor: WindowPredictor | None = None, sink=None) -> Path:
     """Write the building probability raster of ``region`` of ``scene`` to ``out_path`` (uint8 GeoTIFF).
 
     ``window`` is the model window in pixels (a multiple of 32), ``halo_m`` the overlap between
     neighbouring windows in metres on the ground; ``engine`` torch, onnx or auto (see :func:`select_engine`);
     ``tta`` 1, 2, 4 or 8 test-time flips / rotations averaged; ``predictor``, a model already loaded for
-    ``bundle`` (``device`` and ``engine`` are then unused), else one is built for this call.
+    ``bundle`` (``device`` and ``engine`` are then unused), else one is built for this call; ``sink``, a
+    :class:`~openfootprints.predict.stream.ProbabilityStream` to write the rows to instead of ``out_path``.
     Windows lie on one lattice over the whole scene, whatever the region, so a region's probabilities equal
     the same pixels of a whole-scene run (what makes ``detect.bbox`` and partitioned runs seamless).
     Memory: one strip of ``window`` rows of the region.
@@ -190,8 +192,8 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     col_starts = lattice_starts(scene.width, window, stride, region.col0, region.col1)
     left = col_starts[0]  # column of the strip's first pixel (≤ region.col0)
     profile = dict(driver="GTiff", width=region.width, height=region.height, count=1, dtype="uint8",
-                   crs=scene.crs, transform=scene.transform @ Affine.translation(region.col0, region.row0),
-                   compress="deflate", tiled=False, blockysize=16)
+                   crs=scene.crs, transform=region_transform(scene, region), compress="deflate", tiled=False,
+                   blockysize=16)
     acc = np.zeros((window, col_starts[-1] + window - left), np.float32)
     wsum = np.zeros_like(acc)
     valid_strip = np.zeros(acc.shape, bool)
@@ -201,7 +203,8 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     def read_row(row: int):
         return [read_padded(scene, row, col, window) for col in col_starts]
 
-    with rasterio.open(out_path, "w", **profile) as dst, ThreadPoolExecutor(1) as reader:
+    destination = contextlib.nullcontext(sink) if sink is not None else rasterio.open(out_path, "w", **profile)
+    with destination as dst, ThreadPoolExecutor(1) as reader:
         pending = reader.submit(read_row, row_starts[0])
         bar = tqdm(total=len(row_starts) * len(col_starts), desc="detect", unit="win", disable=not progress)
         for i, row in enumerate(row_starts):
@@ -225,6 +228,11 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
         bar.close()
         _emit_rows(dst, acc, wsum, valid_strip, top, window, left, region)
     return out_path
+
+
+def region_transform(scene: Scene, region: Region) -> Affine:
+    """The geotransform of the probability raster of ``region``."""
+    return scene.transform @ Affine.translation(region.col0, region.row0)
 
 
 def _predict_row(predictor: WindowPredictor, tiles: list[tuple[np.ndarray, np.ndarray]], batch_size: int,

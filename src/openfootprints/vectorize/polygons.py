@@ -10,6 +10,7 @@ warning). So every building comes out exactly once and whole, whatever the strip
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,7 +64,9 @@ def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, 
     """Yield the buildings strip by strip (see the module docstring). Sizes in metres on the ground;
     ``regularize_m`` > 0 makes near-rectangular outlines rectangles that stay within that distance
     (:func:`~openfootprints.vectorize.regularize.regularize`)."""
-    with rasterio.open(prob_path) as src:
+    # a path, or an open raster-like source (a ProbabilityStream being written by the predicting thread)
+    source = contextlib.nullcontext(prob_path) if hasattr(prob_path, "read") else rasterio.open(prob_path)
+    with source as src:
         res_m = pixel_size_m(src.crs, src.transform, src.width, src.height)
         grow_px = int(round(grow_m / res_m))
         margin0 = max(int(np.ceil(margin_m / res_m)), 2 * grow_px + 2)
