@@ -6,6 +6,7 @@ config beside them, and returns what it wrote.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -63,7 +64,8 @@ def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, thread
     """
     bundle = load_model(model_path)
     device = select_device(cfg.detect.device)
-    return WindowPredictor(bundle, device, select_engine(cfg.detect.engine, device, bundle), workdir, threads)
+    return WindowPredictor(bundle, device, select_engine(cfg.detect.engine, device, bundle), workdir, threads,
+                           compile=cfg.detect.compile)
 
 
 def open_for_model(cfg: DictConfig, scene_path: str, bundle: Bundle) -> Scene:
@@ -83,9 +85,16 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
     ``predictor``: the model already loaded by :func:`load_predictor` (``model_path`` is then unused).
     Returns a summary: counts, area in km², seconds per stage, energy and the output paths.
     """
+    with contextlib.ExitStack() as stack:
+        if predictor is None:  # loaded for this run (ONNX exported into a temporary folder when that engine runs)
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="openfootprints-model-"))
+            predictor = load_predictor(cfg, model_path, workdir)
+        return _detect_with(cfg, scene_path, predictor, Path(out), progress)
+
+
+def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, out: Path, progress: bool) -> dict:
     d = cfg.detect
-    out = Path(out)
-    bundle = predictor.bundle if predictor else load_model(model_path)
+    bundle = predictor.bundle
     scene = open_for_model(cfg, scene_path, bundle)
     bounds = degrees_to_crs(d.bbox, scene.crs) if d.bbox else None
     region = region_from_bounds(scene, bounds)
