@@ -24,7 +24,7 @@ def test_synth_train_detect_evaluate(tmp_path, capsys, monkeypatch):
 
     bundle = load_bundle("model.ofp")
     assert bundle.training["steps"] == 4 and bundle.resolution_m == pytest.approx(0.5, rel=1e-3)
-    assert bundle.label_erosion_m == pytest.approx(0.5) and len(bundle.data_fingerprint) == 16
+    assert bundle.label_erosion_m == pytest.approx(1.0) and len(bundle.data_fingerprint) == 16
     assert (tmp_path / "model.ofp.config.yaml").exists()
     run = mlflow.MlflowClient(f"file:{tmp_path / 'mlruns'}").get_run(bundle.training["mlflow_run_id"])
     assert run.data.params["train.batch_size"] == "4" and "val_pixel_iou" in run.data.metrics
