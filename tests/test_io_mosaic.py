@@ -85,3 +85,20 @@ def test_a_stac_item_pointing_at_a_missing_file_is_named(tmp_path):
     (tmp_path / "item.json").write_text(json.dumps(item))
     with pytest.raises(InputError, match="STAC item gone: .*gone.tif does not exist"):
         open_scene(tmp_path / "item.json")
+
+
+def test_a_files_empty_border_does_not_cover_its_neighbours_data(tmp_path):
+    from affine import Affine
+
+    (tmp_path / "parts").mkdir()
+    for k, (x0, value) in enumerate([(0, 100), (2, 200)]):  # 4 px wide files overlapping by 2 columns
+        data = np.full((1, 4, 4), value, np.uint8)
+        if k == 1:
+            data[:, :, :2] = 0  # the second file has no data where it overlaps the first
+        with rasterio.open(tmp_path / "parts" / f"f{k}.tif", "w", driver="GTiff", width=4, height=4, count=1,
+                           dtype="uint8", nodata=0, crs="EPSG:32630",
+                           transform=Affine(0.5, 0, 500000 + x0 * 0.5, 0, -0.5, 700000)) as dst:
+            dst.write(data)
+    mosaic = open_scene(tmp_path / "parts")
+    image, valid = mosaic.read(Window(0, 0, 6, 4))
+    assert image[0, 0].tolist() == [100, 100, 100, 100, 200, 200] and valid.all()

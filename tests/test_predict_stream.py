@@ -70,3 +70,12 @@ def test_a_prediction_error_is_reported_as_itself(capsys, tmp_path, tiny_bundle)
     err = capsys.readouterr().err
     assert "1 band(s) selected, but the model expects 3" in err and "Cancelled" not in err
     assert not (tmp_path / "b.parquet").exists()
+
+
+def test_a_writer_that_ends_early_makes_reads_fail_not_wait(tmp_path):
+    with ProbabilityStream(tmp_path / "p.u8", 5, 10, "EPSG:32630", Affine.identity()) as stream:
+        stream.write(np.ones((1, 4, 5), np.uint8), Window(0, 0, 5, 4))
+        stream.finish()
+        assert (stream.read(1, Window(0, 0, 5, 4)) == 1).all()
+        with pytest.raises(Cancelled, match="finished at row 4"):
+            stream.read(1, Window(0, 2, 5, 4))

@@ -183,6 +183,7 @@ def _predict_into_stream(predict, stream: ProbabilityStream, tmp: Path, timings:
         stream.fail(err)  # wake the vectorizing thread
         raise
     finally:
+        stream.finish()
         timings["predict_s"] = time.monotonic() - start
 
 

@@ -1,9 +1,9 @@
 """A folder (or list) of GeoTIFFs as one scene: a GDAL VRT mosaic, read window by window like any raster.
 
 The files must share CRS, pixel size, band count and pixel type, and lie on one pixel grid (as tiles of
-one orthophoto or satellite delivery do). The VRT gets an alpha band that is 255 where a file has data
-and 0 in the gaps between files and on each file's nodata value, so gaps read as invalid pixels. Where
-files overlap, the later one in name order wins.
+one orthophoto or satellite delivery do). The VRT gets an alpha band made of the files' own masks (nodata
+value, alpha band or internal mask): 0 in the gaps between files and wherever a file has no data, so those
+read as invalid pixels. Where files overlap, the later one in name order wins where it has data.
 """
 
 from __future__ import annotations
@@ -66,20 +66,21 @@ def mosaic_vrt(files: list[Path]) -> str:
     if gdal_type is None:
         raise InputError(f"{first['path']}: pixel type {first['dtype']} is not supported in a folder mosaic")
 
-    def source(kind: str, info: dict, band: int, offset: tuple[int, int], extra: str = "") -> str:
+    def source(info: dict, band: int | str, offset: tuple[int, int]) -> str:
+        # UseMaskBand: only the file's valid pixels (its nodata, alpha or internal mask) are copied, so a
+        # later file's empty border does not cover an earlier file's data
         w, h = info["width"], info["height"]
-        return (f"<{kind}><SourceFilename relativeToVRT=\"0\">{escape(str(info['path']))}</SourceFilename>"
+        return (f"<ComplexSource><SourceFilename relativeToVRT=\"0\">{escape(str(info['path']))}</SourceFilename>"
                 f"<SourceBand>{band}</SourceBand><SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{w}\" ySize=\"{h}\"/>"
-                f"<DstRect xOff=\"{offset[0]}\" yOff=\"{offset[1]}\" xSize=\"{w}\" ySize=\"{h}\"/>{extra}</{kind}>")
+                f"<DstRect xOff=\"{offset[0]}\" yOff=\"{offset[1]}\" xSize=\"{w}\" ySize=\"{h}\"/>"
+                f"<UseMaskBand>true</UseMaskBand></ComplexSource>")
 
     bands = []
     for b in range(1, first["count"] + 1):
         colour = f"<ColorInterp>{first['colorinterp'][b - 1]}</ColorInterp>"
-        sources = "".join(source("SimpleSource", i, b, o) for i, o in zip(infos, offsets))
+        sources = "".join(source(i, b, o) for i, o in zip(infos, offsets))
         bands.append(f"<VRTRasterBand dataType=\"{gdal_type}\" band=\"{b}\">{colour}{sources}</VRTRasterBand>")
-    alpha = "".join(source("ComplexSource", i, 1, o, (f"<NODATA>{i['nodata']!r}</NODATA>" if i["nodata"] is not None
-                                                    else "") + "<ScaleOffset>255</ScaleOffset><ScaleRatio>0</ScaleRatio>")
-                    for i, o in zip(infos, offsets))
+    alpha = "".join(source(i, "mask,1", o) for i, o in zip(infos, offsets))  # each file's mask: 0 or 255
     bands.append(f"<VRTRasterBand dataType=\"Byte\" band=\"{first['count'] + 1}\"><ColorInterp>Alpha</ColorInterp>"
                  f"{alpha}</VRTRasterBand>")
     return (f"<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\"><SRS>{escape(first['crs'])}</SRS>"

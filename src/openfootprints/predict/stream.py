@@ -31,6 +31,7 @@ class ProbabilityStream:
         self.name, self.width, self.height, self.crs, self.transform = str(path), width, height, crs, transform
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self._rows_done = 0
+        self._finished = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
 
@@ -41,7 +42,7 @@ class ProbabilityStream:
                 raise Cancelled(f"{self.name}: the reader stopped") from self._error
         row = int(window.row_off)
         data = np.ascontiguousarray(array.reshape(-1, self.width), np.uint8)
-        os.pwrite(self._fd, data.tobytes(), row * self.width)
+        _write_all(self._fd, memoryview(data).cast("B"), row * self.width)
         with self._cond:
             self._rows_done = max(self._rows_done, row + data.shape[0])
             self._cond.notify_all()
@@ -50,11 +51,18 @@ class ProbabilityStream:
         """(h, width) uint8 rows of a full-width ``window``, once they are written (the reader's side)."""
         r0, h = int(window.row_off), int(window.height)
         with self._cond:
-            self._cond.wait_for(lambda: self._rows_done >= r0 + h or self._error is not None)
+            self._cond.wait_for(lambda: self._rows_done >= r0 + h or self._error is not None or self._finished)
             if self._error is not None:
                 raise Cancelled(f"{self.name}: the writer stopped") from self._error
-        data = os.pread(self._fd, h * self.width, r0 * self.width)
-        return np.frombuffer(data, np.uint8).reshape(h, self.width)
+            if self._rows_done < r0 + h:
+                raise Cancelled(f"{self.name}: the writer finished at row {self._rows_done}, rows up to {r0 + h} asked")
+        return np.frombuffer(_read_all(self._fd, h * self.width, r0 * self.width), np.uint8).reshape(h, self.width)
+
+    def finish(self) -> None:
+        """The writer is done: reads of rows it never wrote raise instead of waiting."""
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
 
     def fail(self, error: BaseException) -> None:
         """Stop both sides: waiting reads and later writes raise :class:`Cancelled`."""
@@ -70,3 +78,19 @@ class ProbabilityStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _write_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        n = os.pwrite(fd, data, offset)
+        data, offset = data[n:], offset + n
+
+
+def _read_all(fd: int, size: int, offset: int) -> bytearray:
+    out = bytearray()
+    while len(out) < size:
+        chunk = os.pread(fd, min(size - len(out), 1 << 30), offset + len(out))
+        if not chunk:
+            raise OSError(f"short read: {len(out)} of {size} bytes at offset {offset}")
+        out += chunk
+    return out
