@@ -115,3 +115,18 @@ def test_an_area_outside_the_imagery_is_a_clear_error(tmp_path, tiny_scene, tiny
     assert main(["scale", str(tiny_scene[0]), "--model", str(tiny_bundle), "--out", str(tmp_path / "r"),
                  "scale.aoi=[10,10,11,11]"]) == 2
     assert "does not overlap the imagery" in capsys.readouterr().err
+
+
+def test_resuming_with_another_model_is_refused(tmp_path, tiny_scene, tiny_bundle):
+    from openfootprints.errors import InputError
+
+    cfg = load_config(SETTINGS)
+    cells, _ = engine.plan(cfg, str(tiny_scene[0]), str(tiny_bundle), tmp_path)
+    assert (tmp_path / "manifest.json").exists() and cells
+    other = tmp_path / "other.ofp"
+    other.write_bytes(tiny_bundle.read_bytes() + b"\0")
+    with pytest.raises(InputError, match="holds a run of another model or scene"):
+        engine.plan(cfg, str(tiny_scene[0]), str(other), tmp_path)
+    again, _ = engine.plan(load_config(SETTINGS + ["scale.aoi=" + str(list(cells[0].bbox)).replace(" ", "")]),
+                           str(tiny_scene[0]), str(tiny_bundle), tmp_path)
+    assert [c.quadkey for c in again] == [cells[0].quadkey]  # another area: planned again

@@ -13,11 +13,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mercantile
+import numpy as np
 import shapely
-from rasterio.warp import transform_bounds
+from pyproj import Geod
 
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_path
+from openfootprints.io.geo import to_lonlat
 from openfootprints.io.raster import Scene
 from openfootprints.io.vector import read_polygons
 
@@ -35,14 +37,16 @@ def cell_of(tile: mercantile.Tile) -> Cell:
     return Cell(mercantile.quadkey(tile), (b.west, b.south, b.east, b.north))
 
 
-def scene_lonlat_bounds(scene: Scene) -> tuple[float, float, float, float]:
-    """The scene's footprint in degrees [west, south, east, north]."""
-    return transform_bounds(scene.crs, "EPSG:4326", *scene.bounds, densify_pts=21)
+def scene_footprint(scene: Scene) -> shapely.Geometry:
+    """The scene's outline in degrees (its edges densified, so a UTM scene is not taken for its bounding box)."""
+    outline = shapely.segmentize(shapely.box(*scene.bounds), max_segment_length=max(scene.width, scene.height)
+                                 * abs(scene.transform.a) / 50)
+    return to_lonlat(np.array([outline]), scene.crs)[0]
 
 
 def area_of_interest(scene: Scene, aoi: str | list[float] | None) -> shapely.Geometry:
     """The area to cover, in degrees, clipped to the scene: a bbox [w, s, e, n], a polygon file, or (None) all of it."""
-    footprint = shapely.box(*scene_lonlat_bounds(scene))
+    footprint = scene_footprint(scene)
     if aoi is None:
         return footprint
     if isinstance(aoi, (list, tuple)):
@@ -58,6 +62,11 @@ def area_of_interest(scene: Scene, aoi: str | list[float] | None) -> shapely.Geo
     return clipped
 
 
+def area_km2(geometry: shapely.Geometry) -> float:
+    """Geodesic area (WGS84) of a geometry in degrees, in km²."""
+    return abs(Geod(ellps="WGS84").geometry_area_perimeter(geometry)[0]) / 1e6
+
+
 def cells_covering(area: shapely.Geometry, zoom: int) -> list[Cell]:
     """The quadkey cells at ``zoom`` whose tile intersects ``area`` (degrees), in quadkey order."""
     if not 0 <= zoom <= 22:
@@ -66,14 +75,15 @@ def cells_covering(area: shapely.Geometry, zoom: int) -> list[Cell]:
     cells = []
     for tile in mercantile.tiles(west, south, east, north, zoom):
         cell = cell_of(tile)
-        if shapely.box(*cell.bbox).intersects(area):
+        if shapely.box(*cell.bbox).intersection(area).area > 0:  # not cells that only touch it
             cells.append(cell)
     return sorted(cells, key=lambda c: c.quadkey)
 
 
-def write_manifest(path: Path, cells: list[Cell], scene: str, model: str, zoom: int) -> Path:
-    """The run's work units as JSON: what a resumed or distributed run reads back."""
-    record = {"scene": scene, "model": model, "zoom": zoom, "cells": [asdict(c) for c in cells]}
+def write_manifest(path: Path, cells: list[Cell], identity: dict) -> Path:
+    """The run's work units as JSON, with what identifies the run (scene, model, zoom, area): what a resumed
+    run reads back and checks."""
+    record = {**identity, "cells": [asdict(c) for c in cells]}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
     return path

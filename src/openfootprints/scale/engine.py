@@ -13,6 +13,7 @@ Engines: ``local`` (this process, the model loaded once) or ``ray`` (:mod:`openf
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,13 +23,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import shapely
 from omegaconf import DictConfig, OmegaConf
+
+from openfootprints.errors import InputError
 
 from openfootprints.io.atomic import atomic_path
 from openfootprints.io.provenance import write_resolved_config
 from openfootprints.model.onnx import load_model
 from openfootprints.pipeline import detect, load_predictor, open_for_model
-from openfootprints.scale.cells import Cell, area_of_interest, cells_covering, read_manifest, write_manifest
+from openfootprints.scale.cells import (Cell, area_km2, area_of_interest, cells_covering, read_manifest,
+                                        write_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +52,36 @@ def cell_output(out_dir: Path, cell: Cell) -> Path:
     return Path(out_dir) / "buildings" / f"cell={cell.quadkey}" / "part-0.parquet"
 
 
-def plan(cfg: DictConfig, scene_path: str, model_path: str, out_dir: Path) -> list[Cell]:
-    """The cells of the run: read back from ``OUT/manifest.json`` when resuming, else computed and written there."""
+def run_identity(cfg: DictConfig, scene_path: str, model_path: str) -> dict:
+    """What a run's cells depend on: the scene, the model file's content, the zoom and the area."""
+    digest = hashlib.sha256()
+    with open(model_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    aoi = cfg.scale.aoi
+    return {"scene": str(scene_path), "model": str(model_path), "model_sha256": digest.hexdigest()[:16],
+            "zoom": cfg.scale.zoom, "aoi": aoi if aoi is None or isinstance(aoi, str) else list(aoi)}
+
+
+def plan(cfg: DictConfig, scene_path: str, model_path: str, out_dir: Path) -> tuple[list[Cell], shapely.Geometry]:
+    """The cells of the run and the area they cover (degrees); the cells are written to ``OUT/manifest.json``.
+
+    Resuming (the manifest is there) needs the same model; a changed area or zoom plans again, keeping the
+    cells already written that are still wanted.
+    """
+    identity = run_identity(cfg, scene_path, model_path)
     manifest = out_dir / "manifest.json"
     if manifest.exists():
-        record = read_manifest(manifest)
-        if record["scene"] == str(scene_path) and record["zoom"] == cfg.scale.zoom:
-            return record["cells"]
-        log.warning("%s: made for another scene or zoom; planning again", manifest)
+        before = read_manifest(manifest)
+        if before.get("model_sha256") != identity["model_sha256"] or before.get("scene") != identity["scene"]:
+            raise InputError(f"{out_dir}: holds a run of another model or scene ({before.get('model')} on "
+                             f"{before.get('scene')}); write this one to a new --out folder")
     scene = open_for_model(cfg, scene_path, load_model(model_path))
-    aoi = cfg.scale.aoi
-    aoi = list(aoi) if aoi is not None and not isinstance(aoi, str) else aoi
-    cells = cells_covering(area_of_interest(scene, aoi), cfg.scale.zoom)
-    write_manifest(manifest, cells, str(scene_path), str(model_path), cfg.scale.zoom)
-    return cells
+    aoi = identity["aoi"]
+    area = area_of_interest(scene, aoi)
+    cells = cells_covering(area, cfg.scale.zoom)
+    write_manifest(manifest, cells, identity)
+    return cells, area
 
 
 def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
@@ -127,7 +148,7 @@ def scale(cfg: DictConfig, scene_path: str, model_path: str, out_dir: str | os.P
     out_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(cfg, out_dir / "config.yaml")
     start = time.monotonic()
-    cells = plan(cfg, scene_path, model_path, out_dir)
+    cells, area_of_run = plan(cfg, scene_path, model_path, out_dir)
     pending = [c for c in cells if not cell_output(out_dir, c).exists()]
     remove_staging(out_dir)
     log.info("scale: %d cells at zoom %d, %d to do", len(cells), cfg.scale.zoom, len(pending))
@@ -140,7 +161,8 @@ def scale(cfg: DictConfig, scene_path: str, model_path: str, out_dir: str | os.P
     seconds = time.monotonic() - start
     done = [r for r in results if r.error is None]
     failed = [{"quadkey": r.quadkey, "attempts": r.attempts, "error": r.error} for r in results if r.error]
-    area = sum(r.summary.get("area_km2", 0.0) for r in done)
+    done_cells = {r.quadkey for r in done}
+    area = sum(area_km2(shapely.box(*c.bbox).intersection(area_of_run)) for c in cells if c.quadkey in done_cells)
     summary = {"cells": len(cells), "cells_done_now": len(done), "cells_skipped": len(cells) - len(pending),
                "cells_failed": len(failed), "failures": failed,
                "buildings_now": sum(r.summary.get("buildings", 0) for r in done),

@@ -60,12 +60,13 @@ def start_ray(cfg: DictConfig):
 
 
 def actor_count(cfg: DictConfig, resources: dict) -> tuple[int, dict]:
-    """How many model actors, and the resources of each: one per GPU, else one per 2 CPU cores (at least one)."""
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+    """How many model actors, and the resources of each: one per GPU, else one per 2 CPU cores (at least one),
+    never more than the cluster can place (an actor that cannot be placed would wait for ever)."""
+    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
     if gpus:
-        n = cfg.scale.ray_actors or gpus
+        n = min(cfg.scale.ray_actors or gpus, gpus)
         return n, {"num_gpus": 1, "num_cpus": max(1, cpus // n)}
-    n = cfg.scale.ray_actors or max(1, cpus // 2)
+    n = min(cfg.scale.ray_actors or max(1, cpus // 2), cpus)
     return n, {"num_cpus": max(1, cpus // n)}
 
 
@@ -88,24 +89,27 @@ def run_ray(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell]
         cell = todo.pop(0)
         running[actor.detect.remote(str(scene_path), cell, str(out_dir))] = (actor, cell)
 
-    for actor in actors:  # one cell per actor to start; the next goes to whichever finishes first
-        if todo:
-            submit(actor)
-    while running:
-        ready, _ = ray.wait(list(running), num_returns=1)
-        actor, cell = running.pop(ready[0])
-        alive = True
-        try:
-            results.append(ray.get(ready[0]))
-        except ray.exceptions.RayActorError as err:  # it died more often than it may restart: retire it
-            alive = False
-            results.append(CellResult(cell.quadkey, retries + 1, error=f"{type(err).__name__}: {err}"))
-        log.info("cell %s: %s", cell.quadkey, results[-1].error or f"{results[-1].summary.get('buildings')} buildings")
-        if todo and alive:
-            submit(actor)
-        if todo and not running:  # every actor retired
-            results += [CellResult(c.quadkey, 0, error="no model actor left") for c in todo]
-            todo.clear()
-    for actor in actors:
-        ray.kill(actor)
+    try:
+        for actor in actors:  # one cell per actor to start; the next goes to whichever finishes first
+            if todo:
+                submit(actor)
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            actor, cell = running.pop(ready[0])
+            alive = True
+            try:
+                results.append(ray.get(ready[0]))
+            except ray.exceptions.RayError as err:  # lost object, out of memory, or an actor past its restarts
+                alive = not isinstance(err, ray.exceptions.RayActorError)  # a dead actor is retired
+                results.append(CellResult(cell.quadkey, retries + 1, error=f"{type(err).__name__}: {err}"))
+            log.info("cell %s: %s", cell.quadkey,
+                     results[-1].error or f"{results[-1].summary.get('buildings')} buildings")
+            if todo and alive:
+                submit(actor)
+            if todo and not running:  # every actor retired
+                results += [CellResult(c.quadkey, 0, error="no model actor left") for c in todo]
+                todo.clear()
+    finally:
+        for actor in actors:
+            ray.kill(actor)
     return results
