@@ -44,6 +44,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "diet": ("EL2N data diet: keep the 50 % hardest chips (10 % hardest dropped)", ["diet.keep=0.5"]),
     "noisy_student": ("noisy student: the baseline as teacher, one round, soft pseudo-labels on the whole scene",
                       []),
+    "recommended": ("erosion 1.0 m + gap weights + mixup (the parts that helped on their own)",
+                    ["data.label_erosion_m=1.0", "data.gap_weight_w0=10", "train.mixup_prob=0.5"]),
 }
 NEEDS_TEACHER = {"noisy_student": "baseline"}
 
