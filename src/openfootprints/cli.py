@@ -133,21 +133,24 @@ def cmd_synth(args, cfg: DictConfig) -> None:
           f"and {labels} ({n} buildings)")
 
 
+def labelled_pairs(command: str, args) -> list[tuple[str, str]]:
+    """The (imagery, labels) pairs of repeated ``--image``/``--labels`` arguments."""
+    if len(args.image) != len(args.labels):
+        raise InputError(f"{command}: {len(args.image)} --image but {len(args.labels)} --labels; give them in pairs")
+    return list(zip(args.image, args.labels))
+
+
 def cmd_train(args, cfg: DictConfig) -> None:
     from openfootprints.train.run import train
 
-    if len(args.image) != len(args.labels):
-        raise InputError(f"train: {len(args.image)} --image but {len(args.labels)} --labels; give them in pairs")
-    path = train(cfg, list(zip(args.image, args.labels)), args.out or cfg.train.out)
+    path = train(cfg, labelled_pairs("train", args), args.out or cfg.train.out)
     print(f"wrote model bundle {path}")
 
 
 def cmd_self_train(args, cfg: DictConfig) -> None:
     from openfootprints.train.selftrain import self_train
 
-    if len(args.image) != len(args.labels):
-        raise InputError(f"self-train: {len(args.image)} --image but {len(args.labels)} --labels; give them in pairs")
-    path = self_train(cfg, list(zip(args.image, args.labels)), args.unlabelled, args.teacher, args.out or cfg.train.out)
+    path = self_train(cfg, labelled_pairs("self-train", args), args.unlabelled, args.teacher, args.out or cfg.train.out)
     print(f"wrote student model bundle {path}")
 
 

@@ -158,6 +158,14 @@ def normalization_stats(sources: list[LabelledScene], blocks: list[tuple[int, Wi
     return pixels.mean(axis=1).tolist(), np.maximum(pixels.std(axis=1), 1e-6).tolist()
 
 
+def random_window(blocks: list[tuple[int, Window]], chip_px: int, rng: np.random.Generator) -> tuple[int, Window]:
+    """A ``chip_px`` square at a random place in a random block: (scene index, Window)."""
+    scene_idx, block = blocks[rng.integers(len(blocks))]
+    col = block.col_off + rng.integers(0, block.width - chip_px + 1)
+    row = block.row_off + rng.integers(0, block.height - chip_px + 1)
+    return scene_idx, Window(int(col), int(row), chip_px, chip_px)
+
+
 class ChipDataset(torch.utils.data.Dataset):
     """Chips of ``chip_px`` pixels from blocks of labelled scenes.
 
@@ -186,10 +194,7 @@ class ChipDataset(torch.utils.data.Dataset):
         return len(self.windows) if self.windows is not None else self.VIRTUAL_LENGTH
 
     def _random_window(self, rng: np.random.Generator) -> tuple[int, Window]:
-        scene_idx, block = self.blocks[rng.integers(len(self.blocks))]
-        col = block.col_off + rng.integers(0, block.width - self.chip_px + 1)
-        row = block.row_off + rng.integers(0, block.height - self.chip_px + 1)
-        return scene_idx, Window(int(col), int(row), self.chip_px, self.chip_px)
+        return random_window(self.blocks, self.chip_px, rng)
 
     def raw_chip(self, scene_idx: int, window: Window) -> RawChip:
         """The image, building ids and valid pixels of a working-grid window."""

@@ -15,6 +15,7 @@ import torch
 from rasterio.windows import Window
 
 from openfootprints.data.augment import Augmentation, flip_rotate, photometric_jitter
+from openfootprints.data.chips import random_window
 from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 
@@ -56,10 +57,7 @@ class PseudoChipDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, i])
-        scene_idx, block = self.blocks[rng.integers(len(self.blocks))]
-        col = int(block.col_off + rng.integers(0, block.width - self.chip_px + 1))
-        row = int(block.row_off + rng.integers(0, block.height - self.chip_px + 1))
-        window = Window(col, row, self.chip_px, self.chip_px)
+        scene_idx, window = random_window(self.blocks, self.chip_px, rng)
         source = self.sources[scene_idx]
         image, valid = source.scene.read(window)
         target = source.soft_target(window)[None]

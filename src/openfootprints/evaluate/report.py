@@ -24,6 +24,7 @@ from rasterio.windows import Window  # noqa: E402
 
 from openfootprints.evaluate.calibration import reliability  # noqa: E402
 from openfootprints.evaluate.metrics import Evaluation  # noqa: E402
+from openfootprints.io.raster import display_rgb  # noqa: E402
 
 N_CROPS = 8
 
@@ -88,9 +89,7 @@ def crop_png(scene, geom_scene_crs, predicted: np.ndarray, truth: np.ndarray, pa
     if col1 <= col0 or row1 <= row0:
         return None  # the building lies outside the imagery
     image, _ = scene.read(Window(col0, row0, col1 - col0, row1 - row0))
-    rgb = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
-    lo, hi = np.percentile(rgb, 1), np.percentile(rgb, 99)
-    rgb = np.clip((rgb - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    rgb = (display_rgb(image, percentiles=(1, 99)) * 255).astype(np.uint8).transpose(1, 2, 0)
     scale = size / max(rgb.shape[:2])
     picture = Image.fromarray(np.ascontiguousarray(rgb)).resize(
         (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))), Image.NEAREST)

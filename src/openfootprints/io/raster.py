@@ -137,3 +137,14 @@ def open_scene(path: str | os.PathLike, bands: list[int] | None = None, resoluti
     scene._dataset, scene._pid = ds, os.getpid()
     return scene
 
+
+
+def display_rgb(image: np.ndarray, valid: np.ndarray | None = None, percentiles: tuple[float, float] = (2, 98)
+                ) -> np.ndarray:
+    """A (C, H, W) image in file units as (3, H, W) float in [0, 1] for a picture: the first three bands (or the
+    first, grey), stretched between two percentiles of the valid pixels; 0 where not valid."""
+    rgb = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+    valid = np.ones(rgb.shape[1:], bool) if valid is None else valid
+    values = rgb[:, valid] if valid.any() else rgb.reshape(3, -1)
+    lo, hi = np.percentile(values, percentiles[0]), np.percentile(values, percentiles[1])
+    return np.where(valid, np.clip((rgb - lo) / max(hi - lo, 1e-6), 0, 1), 0.0)

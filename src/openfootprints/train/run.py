@@ -23,7 +23,7 @@ from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_outputs, atomic_path
 from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
-from openfootprints.io.raster import open_scene
+from openfootprints.io.raster import display_rgb, open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, save_bundle
 from openfootprints.model.unet import Architecture, build_unet
@@ -194,7 +194,7 @@ def data_diet(cfg: DictConfig, sources: list[LabelledScene], blocks: list, arch:
     write_scores(csv_path, sources, candidates, scores, kept)
     top = np.argsort(-scores, kind="stable")[: d.gallery]
     raws = [scoring.raw_chip(*candidates[i]) for i in top]
-    write_gallery(png_path, [display_image(r.image, r.valid) for r in raws], [r.ids > 0 for r in raws],
+    write_gallery(png_path, [display_rgb(r.image, r.valid) for r in raws], [r.ids > 0 for r in raws],
                   [float(scores[i]) for i in top],
                   [f"{Path(sources[candidates[i][0]].scene.path).name} col {candidates[i][1].col_off} "
                    f"row {candidates[i][1].row_off}" for i in top])
@@ -220,14 +220,6 @@ def write_scores(path: Path, sources: list[LabelledScene], windows: list, scores
     frame.loc[kept, "kept"] = True
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
-
-
-def display_image(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """A (C, H, W) chip in file units as (3, H, W) floats in [0, 1], stretched between the 2nd and 98th percentiles."""
-    rgb = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
-    values = rgb[:, valid] if valid.any() else rgb.reshape(3, -1)
-    lo, hi = np.percentile(values, 2), np.percentile(values, 98)
-    return np.where(valid, (rgb - lo) / max(hi - lo, 1e-6), 0.0)
 
 
 def pseudo_dataset(cfg: DictConfig, pseudo: list[tuple[str, str]], resolution: float, mean: list[float],
