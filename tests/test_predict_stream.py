@@ -79,3 +79,37 @@ def test_a_writer_that_ends_early_makes_reads_fail_not_wait(tmp_path):
         assert (stream.read(1, Window(0, 0, 5, 4)) == 1).all()
         with pytest.raises(Cancelled, match="finished at row 4"):
             stream.read(1, Window(0, 2, 5, 4))
+
+
+def test_a_ring_keeps_only_its_capacity_and_the_writer_waits_for_room(tmp_path):
+    rows = np.arange(40 * 6, dtype=np.uint8).reshape(40, 6)
+    with ProbabilityStream(tmp_path / "p.u8", 6, 40, "EPSG:32630", Affine.identity(), capacity_rows=10) as stream:
+        done = []
+
+        def writer():
+            for r in range(0, 40, 4):  # blocks of 4 rows wrap around the 10-row ring
+                stream.write(rows[r : r + 4][None], Window(0, r, 6, 4))
+            done.append(True)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        got = []
+        for top in range(0, 40, 5):
+            got.append(stream.read(1, Window(0, top, 6, 5)))
+            assert (stream.read(1, Window(2, top, 3, 5)) == rows[top : top + 5, 2:5]).all()  # a column window
+            time.sleep(0.02)
+            assert not done or top >= 30  # the writer cannot run more than 10 rows ahead of the released ones
+            stream.release(top + 5)
+        thread.join(5)
+        assert done and (np.concatenate(got) == rows).all()
+        assert (tmp_path / "p.u8").stat().st_size == 10 * 6  # the file never grew beyond the ring
+        with pytest.raises(ValueError, match="released"):
+            stream.read(1, Window(0, 0, 6, 1))
+
+
+def test_a_read_that_the_ring_cannot_hold_fails_instead_of_waiting(tmp_path):
+    with ProbabilityStream(tmp_path / "p.u8", 4, 40, "EPSG:32630", Affine.identity(), capacity_rows=8) as stream:
+        with pytest.raises(ValueError, match="do not fit a ring of 8"):
+            stream.read(1, Window(0, 0, 4, 9))
+        with pytest.raises(ValueError, match="does not fit"):
+            stream.write(np.zeros((1, 9, 4), np.uint8), Window(0, 0, 4, 9))

@@ -8,10 +8,14 @@ building probability.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
+import itertools
 import logging
 import math
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,7 @@ from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import OnnxNetwork, export_onnx
-from openfootprints.predict.windows import blend_weights, lattice_starts
+from openfootprints.predict.windows import blend_ramp, lattice_starts
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +180,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     :class:`~openfootprints.predict.stream.ProbabilityStream` to write the rows to instead of ``out_path``.
     Windows lie on one lattice over the whole scene, whatever the region, so a region's probabilities equal
     the same pixels of a whole-scene run (what makes ``detect.bbox`` and partitioned runs seamless).
-    Memory: one strip of ``window`` rows of the region.
+    Memory: one strip of ``window`` rows of the region (4 bytes per pixel), a few windows read ahead.
     """
     if len(scene.bands) != bundle.architecture.in_channels:
         raise InputError(f"{scene.path}: {len(scene.bands)} band(s) selected, but the model expects "
@@ -194,48 +198,73 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     if predictor is None:
         dev = select_device(device)
         predictor = WindowPredictor(bundle, dev, select_engine(engine, dev, bundle), Path(out_path).parent)
-    weights = blend_weights(window, halo)
+    ramp = blend_ramp(window, halo)
+    weights = np.outer(ramp, ramp)
     # windows on the scene's own lattice: any region gets, pixel for pixel, the probabilities of a whole-scene run
     row_starts = lattice_starts(scene.height, window, stride, region.row0, region.row1)
     col_starts = lattice_starts(scene.width, window, stride, region.col0, region.col1)
-    left = col_starts[0]  # column of the strip's first pixel (≤ region.col0)
+    left = col_starts[0]  # scene column of the strip's first column (≤ region.col0)
+    # every window adds outer(ramp, ramp), so the sum of weights at a pixel is (row sum) × (column sum)
+    row_sums = weight_sums(row_starts, ramp)  # scene rows from row_starts[0]
+    col_sums = weight_sums(col_starts, ramp)  # strip columns
     profile = dict(driver="GTiff", width=region.width, height=region.height, count=1, dtype="uint8",
                    crs=scene.crs, transform=region_transform(scene, region), compress="deflate", tiled=False,
                    blockysize=16)
-    acc = np.zeros((window, col_starts[-1] + window - left), np.float32)
-    wsum = np.zeros_like(acc)
+    acc = np.zeros((window, len(col_sums)), np.float32)
     valid_strip = np.zeros(acc.shape, bool)
     top = row_starts[0]  # scene row of the strip's first row
-    out_path = Path(out_path)
-
-    def read_row(row: int):
-        return [read_padded(scene, row, col, window) for col in col_starts]
-
+    emit = functools.partial(_emit_rows, acc=acc, valid=valid_strip, row_sums=row_sums, col_sums=col_sums,
+                             first_row=row_starts[0], left=left, region=region)
+    tiles = read_windows(scene, [(row, col) for row in row_starts for col in col_starts], window,
+                         depth=max(8, 2 * batch_size))
     destination = contextlib.nullcontext(sink) if sink is not None else rasterio.open(out_path, "w", **profile)
-    with destination as dst, ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(read_row, row_starts[0])
+    with destination as dst, contextlib.closing(tiles):
         bar = tqdm(total=len(row_starts) * len(col_starts), desc="detect", unit="win", disable=not progress)
-        for i, row in enumerate(row_starts):
-            tiles = pending.result()
-            if i + 1 < len(row_starts):
-                pending = reader.submit(read_row, row_starts[i + 1])
+        for row in row_starts:
             shift = row - top
             if shift:
-                _emit_rows(dst, acc, wsum, valid_strip, top, shift, left, region)
-                for a in (acc, wsum, valid_strip):
+                emit(dst, top=top, n=shift)
+                for a in (acc, valid_strip):
                     a[:-shift] = a[shift:]
                     a[-shift:] = 0
                 top = row
-            probs = _predict_row(predictor, tiles, batch_size, tta)
-            for col, prob, (_, valid) in zip(col_starts, probs, tiles):
-                c = col - left
-                acc[:, c : c + window] += prob * weights
-                wsum[:, c : c + window] += weights
-                valid_strip[:, c : c + window] |= valid
+            batch = []
+            for col in col_starts:
+                image, valid = next(tiles)
+                valid_strip[:, col - left : col - left + window] |= valid
+                if valid.any():  # windows with no valid pixel are not run
+                    batch.append((col - left, image, valid))
+                if len(batch) == batch_size or (col == col_starts[-1] and batch):
+                    _add_predictions(predictor, batch, acc, weights, tta)
+                    batch = []
             bar.update(len(col_starts))
         bar.close()
-        _emit_rows(dst, acc, wsum, valid_strip, top, window, left, region)
-    return out_path
+        emit(dst, top=top, n=window)
+    return Path(out_path)
+
+
+def read_windows(scene: Scene, starts: list[tuple[int, int]], size: int, depth: int) -> Iterator[tuple]:
+    """``read_padded`` of each (row, col) of ``starts`` in order, read up to ``depth`` windows ahead in a
+    background thread (memory: ``depth`` windows, whatever the scene's width)."""
+    with ThreadPoolExecutor(1) as reader:
+        todo = iter(starts)
+        ahead = collections.deque(reader.submit(read_padded, scene, row, col, size)
+                                  for row, col in itertools.islice(todo, depth))
+        while ahead:
+            tile = ahead.popleft().result()
+            following = next(todo, None)
+            if following is not None:
+                ahead.append(reader.submit(read_padded, scene, *following, size))
+            yield tile
+
+
+def weight_sums(starts: list[int], ramp: np.ndarray) -> np.ndarray:
+    """(starts[-1] + len(ramp) - starts[0],) float32: the sum of the windows' ``ramp`` along one axis, from
+    ``starts[0]``."""
+    sums = np.zeros(starts[-1] + len(ramp) - starts[0], np.float32)
+    for s in starts:
+        sums[s - starts[0] : s - starts[0] + len(ramp)] += ramp
+    return sums
 
 
 def region_transform(scene: Scene, region: Region) -> Affine:
@@ -243,27 +272,29 @@ def region_transform(scene: Scene, region: Region) -> Affine:
     return scene.transform @ Affine.translation(region.col0, region.row0)
 
 
-def _predict_row(predictor: WindowPredictor, tiles: list[tuple[np.ndarray, np.ndarray]], batch_size: int,
-                 tta: int = 1) -> list[np.ndarray]:
-    """Probabilities for one row of windows, in batches; windows with no valid pixel are skipped (zeros)."""
-    out: list[np.ndarray | None] = [None] * len(tiles)
-    todo = [k for k, (_, valid) in enumerate(tiles) if valid.any()]
-    for s in range(0, len(todo), batch_size):
-        ks = todo[s : s + batch_size]
-        batch = np.stack([predictor.normalize(*tiles[k]) for k in ks])
-        for k, p in zip(ks, predictor(batch, tta)):
-            out[k] = p
-    size = tiles[0][1].shape[0]
-    return [p if p is not None else np.zeros((size, size), np.float32) for p in out]
+def _add_predictions(predictor: WindowPredictor, batch: list[tuple[int, np.ndarray, np.ndarray]], acc: np.ndarray,
+                     weights: np.ndarray, tta: int = 1) -> None:
+    """Run one batch of (strip column, image, valid) windows and add their weighted probabilities to ``acc``."""
+    probs = predictor(np.stack([predictor.normalize(image, valid) for _, image, valid in batch]), tta)
+    size = weights.shape[1]
+    for (c, _, _), prob in zip(batch, probs):
+        acc[:, c : c + size] += prob * weights
 
 
-def _emit_rows(dst, acc, wsum, valid, top: int, n: int, left: int, region: Region) -> None:
+def _emit_rows(dst, top: int, n: int, acc, valid, row_sums, col_sums, first_row: int, left: int, region: Region,
+               chunk: int = 4096) -> None:
     """Write the strip's first ``n`` rows (scene rows ``top``…, strip columns from scene column ``left``), where
-    they fall in ``region``, as uint8 probabilities (0 outside valid pixels)."""
+    they fall in ``region``, as uint8 probabilities (0 outside valid pixels); ``chunk`` columns at a time so
+    temporaries stay small on wide scenes."""
     r0, r1 = max(top, region.row0), min(top + n, region.row1)
     if r1 <= r0:
         return
-    rows, cols = slice(r0 - top, r1 - top), slice(region.col0 - left, region.col1 - left)
-    prob = acc[rows, cols] / np.maximum(wsum[rows, cols], 1e-6)
-    prob = np.where(valid[rows, cols], prob, 0.0)
-    dst.write(np.round(prob * 255).astype(np.uint8)[None], window=Window(0, r0 - region.row0, region.width, r1 - r0))
+    rows = slice(r0 - top, r1 - top)
+    row_weight = row_sums[r0 - first_row : r1 - first_row, None]
+    out = np.empty((r1 - r0, region.width), np.uint8)
+    for c in range(0, region.width, chunk):
+        cols = slice(region.col0 - left + c, region.col0 - left + min(c + chunk, region.width))
+        prob = acc[rows, cols] / np.maximum(row_weight * col_sums[cols], 1e-6)
+        prob[~valid[rows, cols]] = 0.0
+        out[:, c : c + chunk] = np.round(prob * 255)
+    dst.write(out[None], window=Window(0, r0 - region.row0, region.width, r1 - r0))

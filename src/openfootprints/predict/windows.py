@@ -24,12 +24,16 @@ def lattice_starts(length: int, window: int, stride: int, lo: int, hi: int) -> l
     return [s for s in window_starts(0, length, window, stride) if s < hi and s + window > lo]
 
 
-def blend_weights(window: int, halo: int) -> np.ndarray:
-    """(window, window) float32 weights: 1 in the centre, falling linearly to near 0 over ``halo`` pixels at the edges.
-
-    Never exactly 0, so a pixel seen by one window only (at the scene border) keeps its prediction.
-    """
+def blend_ramp(window: int, halo: int) -> np.ndarray:
+    """(window,) float32 weights along one axis: 1 in the centre, falling linearly to near 0 over ``halo`` pixels
+    at both ends. Never exactly 0, so a pixel seen by one window only (at the scene border) keeps its prediction."""
     p = np.arange(window, dtype=np.float32)
     ramp = np.minimum(p + 0.5, window - p - 0.5) / max(halo, 1)
-    ramp = np.clip(ramp, 1e-3, 1.0)
+    return np.clip(ramp, 1e-3, 1.0)
+
+
+def blend_weights(window: int, halo: int) -> np.ndarray:
+    """(window, window) float32 weights of a window's prediction in the blend: ``outer(ramp, ramp)``
+    (:func:`blend_ramp`)."""
+    ramp = blend_ramp(window, halo)
     return np.outer(ramp, ramp)
