@@ -76,3 +76,30 @@ def test_a_worker_killed_mid_run_changes_nothing(tmp_path, tiny_scene, tiny_bund
     assert summary["cells_failed"] == 0 and summary["cells_done_now"] == summary["cells"]
     assert len(gpd.read_parquet(out / "buildings")) == summary["buildings_now"]
     assert_same_buildings(out, whole_run, open_scene(tiny_scene[0]).crs)
+
+
+def test_cells_whose_imagery_cannot_be_read_are_retried_reported_and_finished_by_a_rerun(
+        tmp_path, tiny_scene, tiny_bundle, whole_run, local_ray):
+    import rasterio
+    from rasterio.windows import Window
+
+    from openfootprints.io.mosaic import mosaic_vrt
+    from openfootprints.io.raster import open_scene
+
+    with rasterio.open(tiny_scene[0]) as src:  # the scene as two files, one of which goes missing
+        halves = {tmp_path / "west.tif": Window(0, 0, 128, 256), tmp_path / "east.tif": Window(128, 0, 128, 256)}
+        for path, window in halves.items():
+            with rasterio.open(path, "w", **{**src.profile, "width": 128,
+                                            "transform": src.window_transform(window)}) as dst:
+                dst.write(src.read(window=window))
+    mosaic = tmp_path / "mosaic.vrt"
+    mosaic.write_text(mosaic_vrt(list(halves)))
+    (tmp_path / "east.tif").rename(tmp_path / "away.tif")
+    cfg = load_config(SETTINGS + ["scale.engine=ray", "scale.retries=1"])
+    first = engine.scale(cfg, str(mosaic), str(tiny_bundle), tmp_path / "out")
+    assert first["cells_failed"] > 0 and first["cells_done_now"] > 0
+    assert all(f["attempts"] == 2 and "cannot read pixels" in f["error"] for f in first["failures"])
+    (tmp_path / "away.tif").rename(tmp_path / "east.tif")
+    second = engine.scale(cfg, str(mosaic), str(tiny_bundle), tmp_path / "out")
+    assert second["cells_done_now"] == first["cells_failed"] and second["cells_failed"] == 0
+    assert_same_buildings(tmp_path / "out", whole_run, open_scene(tiny_scene[0]).crs)

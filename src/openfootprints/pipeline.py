@@ -37,7 +37,7 @@ from openfootprints.io.raster import Scene, open_scene
 from openfootprints.io.vector import read_polygons, read_table, write_geoparquet, write_table_parts
 from openfootprints.model.bundle import Bundle, load_bundle, save_bundle
 from openfootprints.model.onnx import load_model
-from openfootprints.predict.probabilities import (WindowPredictor, predict_probabilities, region_from_bounds,
+from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, region_from_bounds,
                                                   region_transform, select_device, select_engine)
 from openfootprints.predict.stream import Cancelled, ProbabilityStream
 from openfootprints.vectorize.polygons import Buildings, iter_buildings
@@ -93,25 +93,37 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
 
 
 def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, out: Path, progress: bool) -> dict:
-    d = cfg.detect
     bundle = predictor.bundle
     scene = open_for_model(cfg, scene_path, bundle)
-    bounds = degrees_to_crs(d.bbox, scene.crs) if d.bbox else None
-    region = region_from_bounds(scene, bounds)
-    # a building whose centroid is in the box can reach out of it by up to its size: vectorize that much around it
-    # (the windows' own context comes from the scene-wide window lattice)
-    margin_px = math.ceil(d.max_building_m / scene.resolution_m)
-    context = region.grown(margin_px, scene.height, scene.width) if bounds else region
+    region, context = detection_area(cfg, scene)
     timings = {}
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
         n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, out, timings, progress, predictor)
-    area_km2 = region.width * region.height * scene.resolution_m**2 / 1e6
-    total = timings["total_s"]
-    summary = {"buildings": n_buildings, "area_km2": round(area_km2, 4), **{k: round(v, 2) for k, v in timings.items()},
-               "km2_per_hour": round(area_km2 / total * 3600, 1) if total else None, **energy, "output": str(out),
-               "config": str(config_path_beside(out))}
-    log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, area_km2, total)
+    summary = detect_summary(scene, region, n_buildings, timings, energy, out)
+    log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, summary["area_km2"], summary["total_s"])
     return summary
+
+
+def detection_area(cfg: DictConfig, scene: Scene) -> tuple[Region, Region]:
+    """(region, context) in the scene's grid: the rectangle of ``detect.bbox`` (the whole scene without one),
+    and the one predicted and vectorized for it — grown by ``detect.max_building_m``, since a building whose
+    centroid is in the box can reach out of it by up to its size (the windows' own context comes from the
+    scene-wide window lattice)."""
+    d = cfg.detect
+    bounds = degrees_to_crs(d.bbox, scene.crs) if d.bbox else None
+    region = region_from_bounds(scene, bounds)
+    if bounds is None:
+        return region, region
+    return region, region.grown(math.ceil(d.max_building_m / scene.resolution_m), scene.height, scene.width)
+
+
+def detect_summary(scene: Scene, region: Region, n_buildings: int, timings: dict, energy: dict, out: Path) -> dict:
+    """What ``detect`` reports: buildings, km², seconds per stage, km²/h, energy and the output paths."""
+    area_km2 = region.width * region.height * scene.resolution_m**2 / 1e6
+    total = timings.get("total_s")
+    return {"buildings": n_buildings, "area_km2": round(area_km2, 4), **{k: round(v, 2) for k, v in timings.items()},
+            "km2_per_hour": round(area_km2 / total * 3600, 1) if total else None, **energy, "output": str(out),
+            "config": str(config_path_beside(out))}
 
 
 def centroids_in(polygons: np.ndarray, crs, bbox: tuple[float, float, float, float]) -> np.ndarray:
@@ -163,12 +175,7 @@ def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: di
                 if producer.exception() is not None:
                     raise producer.exception()
         vectorized = time.monotonic()
-        finals = ([d.probabilities] if d.probabilities else []) + [config_path_beside(out), out]
-        with atomic_outputs(*finals) as tmps:
-            if d.probabilities:
-                rio_copy(source, tmps[0], driver="COG", compress="deflate", overview_resampling="average")
-            write_resolved_config(cfg, tmps[-2])
-            write_table_parts(parts, tmps[-1], empty=table)
+        write_outputs(cfg, out, parts, table, probabilities=source if d.probabilities else None)
     end = time.monotonic()
     timings["vectorize_s"] = vectorized - (start + timings["predict_s"])
     timings["write_s"] = end - vectorized
@@ -185,6 +192,27 @@ def _predict_into_stream(predict, stream: ProbabilityStream, tmp: Path, timings:
     finally:
         stream.finish()
         timings["predict_s"] = time.monotonic() - start
+
+
+def write_outputs(cfg: DictConfig, out: Path, parts: list[Path], table, probabilities: Path | None = None) -> None:
+    """Write the buildings table (from its GeoParquet ``parts``; ``table`` gives the schema when there is none),
+    the resolved config beside it and, when given, the probability raster as a COG at ``detect.probabilities``:
+    all of them or, on error, none."""
+    finals = ([cfg.detect.probabilities] if probabilities else []) + [config_path_beside(out), out]
+    with atomic_outputs(*finals) as tmps:
+        if probabilities:
+            rio_copy(probabilities, tmps[0], driver="COG", compress="deflate", overview_resampling="average")
+        write_resolved_config(cfg, tmps[-2])
+        write_table_parts(parts, tmps[-1], empty=table)
+
+
+def vectorize_and_write(cfg: DictConfig, bundle: Bundle, scene: Scene, scene_path: str, source, out: Path) -> int:
+    """The vectorize and write stages alone, from a probability ``source`` already predicted (a raster path or a
+    raster-like object); returns the number of buildings written to ``out``."""
+    with tempfile.TemporaryDirectory(prefix="openfootprints-") as tmp:
+        parts, table, n_buildings = _vectorize_into_parts(cfg, bundle, scene, scene_path, source, Path(tmp))
+        write_outputs(cfg, out, parts, table)
+    return n_buildings
 
 
 def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path):

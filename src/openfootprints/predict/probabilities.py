@@ -170,39 +170,30 @@ def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray
 def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, region: Region | None = None,
                           window: int | None = None, halo_m: float | None = None, batch_size: int = 4,
                           device: str = "auto", progress: bool = True, engine: str = "torch", tta: int = 1,
-                          predictor: WindowPredictor | None = None, sink=None) -> Path:
+                          predictor: WindowPredictor | None = None, sink=None,
+                          tiles: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """Write the building probability raster of ``region`` of ``scene`` to ``out_path`` (uint8 GeoTIFF).
 
     ``window`` is the model window in pixels (a multiple of 32), ``halo_m`` the overlap between
     neighbouring windows in metres on the ground; ``engine`` torch, onnx or auto (see :func:`select_engine`);
     ``tta`` 1, 2, 4 or 8 test-time flips / rotations averaged; ``predictor``, a model already loaded for
     ``bundle`` (``device`` and ``engine`` are then unused), else one is built for this call; ``sink``, a
-    :class:`~openfootprints.predict.stream.ProbabilityStream` to write the rows to instead of ``out_path``.
+    :class:`~openfootprints.predict.stream.ProbabilityStream` (or ``ProbabilityArray``) to write the rows to
+    instead of ``out_path``; ``tiles``, the windows already read by :func:`read_tiles` (else they are read here).
     Windows lie on one lattice over the whole scene, whatever the region, so a region's probabilities equal
     the same pixels of a whole-scene run (what makes ``detect.bbox`` and partitioned runs seamless).
     Memory: one strip of ``window`` rows of the region (4 bytes per pixel), a few windows read ahead.
     """
-    if len(scene.bands) != bundle.architecture.in_channels:
-        raise InputError(f"{scene.path}: {len(scene.bands)} band(s) selected, but the model expects "
-                         f"{bundle.architecture.in_channels} (bands {bundle.bands})")
-    region = region or Region(0, scene.height, 0, scene.width)
-    window = window or bundle.window
-    if window % 32:
-        raise InputError(f"detect.window_px={window}: must be a multiple of 32")
-    halo = int(round((bundle.halo_m if halo_m is None else halo_m) / scene.resolution_m))
-    stride = window - 2 * halo
     if tta not in (1, 2, 4, 8):
         raise InputError(f"detect.tta={tta}: must be 1, 2, 4 or 8")
-    if stride <= 0:
-        raise InputError(f"detect.halo_m: an overlap of {halo} px per side leaves no stride in a {window} px window")
+    region = region or Region(0, scene.height, 0, scene.width)
+    grid = window_grid(scene, bundle, region, window, halo_m)
+    window, row_starts, col_starts = grid.window, grid.row_starts, grid.col_starts
     if predictor is None:
         dev = select_device(device)
         predictor = WindowPredictor(bundle, dev, select_engine(engine, dev, bundle), Path(out_path).parent)
-    ramp = blend_ramp(window, halo)
+    ramp = blend_ramp(window, grid.halo)
     weights = np.outer(ramp, ramp)
-    # windows on the scene's own lattice: any region gets, pixel for pixel, the probabilities of a whole-scene run
-    row_starts = lattice_starts(scene.height, window, stride, region.row0, region.row1)
-    col_starts = lattice_starts(scene.width, window, stride, region.col0, region.col1)
     left = col_starts[0]  # scene column of the strip's first column (≤ region.col0)
     # every window adds outer(ramp, ramp), so the sum of weights at a pixel is (row sum) × (column sum)
     row_sums = weight_sums(row_starts, ramp)  # scene rows from row_starts[0]
@@ -215,10 +206,12 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     top = row_starts[0]  # scene row of the strip's first row
     emit = functools.partial(_emit_rows, acc=acc, valid=valid_strip, row_sums=row_sums, col_sums=col_sums,
                              first_row=row_starts[0], left=left, region=region)
-    tiles = read_windows(scene, [(row, col) for row in row_starts for col in col_starts], window,
-                         depth=max(8, 2 * batch_size))
+    if tiles is None:
+        tiles = read_windows(scene, grid.starts(), window, depth=max(8, 2 * batch_size))
+    else:
+        tiles = zip(*tiles)
     destination = contextlib.nullcontext(sink) if sink is not None else rasterio.open(out_path, "w", **profile)
-    with destination as dst, contextlib.closing(tiles):
+    with destination as dst:
         bar = tqdm(total=len(row_starts) * len(col_starts), desc="detect", unit="win", disable=not progress)
         for row in row_starts:
             shift = row - top
@@ -241,6 +234,48 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
         bar.close()
         emit(dst, top=top, n=window)
     return Path(out_path)
+
+
+@dataclass
+class WindowGrid:
+    """The model windows over a region: their size and overlap (``halo``) in pixels, and the starts (scene
+    rows and columns) of the windows of the scene-wide lattice that touch the region."""
+
+    window: int
+    halo: int
+    row_starts: list[int]
+    col_starts: list[int]
+
+    def starts(self) -> list[tuple[int, int]]:
+        """(row, col) of every window, row by row."""
+        return [(row, col) for row in self.row_starts for col in self.col_starts]
+
+
+def window_grid(scene: Scene, bundle: Bundle, region: Region, window: int | None = None,
+                halo_m: float | None = None) -> WindowGrid:
+    """The windows that predict ``region``: ``window`` px (default the bundle's, a multiple of 32) overlapping
+    by ``halo_m`` metres on the ground (default the bundle's), on one lattice over the whole scene, so a
+    region's probabilities equal the same pixels of a whole-scene run."""
+    if len(scene.bands) != bundle.architecture.in_channels:
+        raise InputError(f"{scene.path}: {len(scene.bands)} band(s) selected, but the model expects "
+                         f"{bundle.architecture.in_channels} (bands {bundle.bands})")
+    window = window or bundle.window
+    if window % 32:
+        raise InputError(f"detect.window_px={window}: must be a multiple of 32")
+    halo = int(round((bundle.halo_m if halo_m is None else halo_m) / scene.resolution_m))
+    stride = window - 2 * halo
+    if stride <= 0:
+        raise InputError(f"detect.halo_m: an overlap of {halo} px per side leaves no stride in a {window} px window")
+    return WindowGrid(window, halo, lattice_starts(scene.height, window, stride, region.row0, region.row1),
+                      lattice_starts(scene.width, window, stride, region.col0, region.col1))
+
+
+def read_tiles(scene: Scene, grid: WindowGrid) -> tuple[np.ndarray, np.ndarray]:
+    """Every window of ``grid``, in order: images (N, bands, window, window) in the file's pixel type and
+    valid masks (N, window, window) bool — the reading stage on its own, for engines that read on other
+    workers than the model's."""
+    tiles = [read_padded(scene, row, col, grid.window) for row, col in grid.starts()]
+    return np.stack([image for image, _ in tiles]), np.stack([valid for _, valid in tiles])
 
 
 def read_windows(scene: Scene, starts: list[tuple[int, int]], size: int, depth: int) -> Iterator[tuple]:

@@ -126,6 +126,26 @@ class ProbabilityStream:
         return runs
 
 
+class ProbabilityArray:
+    """A (height, width) uint8 probability raster held in memory: the sink of a prediction and the source of a
+    vectorization run apart (on different workers of a cluster), with the attributes of a rasterio dataset
+    that both use. Pickles as its array and georeference."""
+
+    def __init__(self, name: str, width: int, height: int, crs, transform):
+        self.name, self.width, self.height, self.crs, self.transform = name, width, height, crs, transform
+        self.array = np.zeros((height, width), np.uint8)
+
+    def write(self, array: np.ndarray, window: Window) -> None:
+        """Write full-width rows (1, h, width) at ``window.row_off``."""
+        rows = array.reshape(-1, self.width)
+        self.array[int(window.row_off) : int(window.row_off) + rows.shape[0]] = rows
+
+    def read(self, band: int, window: Window) -> np.ndarray:
+        """(h, w) uint8 pixels of ``window``."""
+        r0, c0 = int(window.row_off), int(window.col_off)
+        return self.array[r0 : r0 + int(window.height), c0 : c0 + int(window.width)]
+
+
 def _write_all(fd: int, data: memoryview, offset: int) -> None:
     while len(data):
         n = os.pwrite(fd, data, offset)

@@ -13,6 +13,7 @@ Engines: ``local`` (this process, the model loaded once) or ``ray`` (:mod:`openf
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,23 +94,28 @@ def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
     return one
 
 
-def detect_cell(cfg: DictConfig, scene_path: str, model_path: str, cell: Cell, out_dir: Path,
-                predictor=None) -> dict:
-    """Detect one cell and rename its table into place; returns ``detect``'s summary plus the quadkey.
-
-    Written first into a hidden staging folder beside the output (same filesystem), so the cell's file
-    appears whole or not at all.
-    """
+@contextlib.contextmanager
+def staged_cell_output(out_dir: Path, cell: Cell) -> Iterator[Path]:
+    """Yield the path to write a cell's table to: a hidden staging folder beside its final place (same
+    filesystem), renamed into place when the block succeeds, so the cell's file appears whole or not at all."""
     final = cell_output(out_dir, cell)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{cell.quadkey}.", dir=final.parent))
     try:
-        summary = detect(cell_config(cfg, cell), scene_path, model_path, str(staging / final.name), progress=False,
-                         predictor=predictor)
+        yield staging / final.name
         os.replace(staging / final.name, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {**summary, "quadkey": cell.quadkey, "output": str(final)}
+
+
+def detect_cell(cfg: DictConfig, scene_path: str, model_path: str, cell: Cell, out_dir: Path,
+                predictor=None) -> dict:
+    """Detect one cell (all stages in this process) and rename its table into place; returns ``detect``'s
+    summary plus the quadkey."""
+    with staged_cell_output(out_dir, cell) as staged:
+        summary = detect(cell_config(cfg, cell), scene_path, model_path, str(staged), progress=False,
+                         predictor=predictor)
+    return {**summary, "quadkey": cell.quadkey, "output": str(cell_output(out_dir, cell))}
 
 
 def remove_staging(out_dir: Path) -> None:
@@ -142,6 +149,17 @@ def with_retries(job, cell: Cell, retries: int) -> CellResult:
     return CellResult(cell.quadkey, retries + 1, error=error)
 
 
+def stage_seconds(results: list[CellResult]) -> dict:
+    """Seconds spent per stage (``read_s``, ``predict_s``, ``vectorize_s``, …) summed over the cells, on
+    whichever workers ran them."""
+    totals: dict = {}
+    for result in results:
+        for key, value in result.summary.items():
+            if key.endswith("_s") and key != "total_s":
+                totals[key] = round(totals.get(key, 0.0) + value, 2)
+    return totals
+
+
 def scale(cfg: DictConfig, scene_path: str, model_path: str, out_dir: str | os.PathLike) -> dict:
     """Run (or resume) detection over the area of interest; returns and writes ``OUT/summary.json``."""
     out_dir = Path(out_dir)
@@ -168,6 +186,7 @@ def scale(cfg: DictConfig, scene_path: str, model_path: str, out_dir: str | os.P
                "buildings_now": sum(r.summary.get("buildings", 0) for r in done),
                "area_km2_now": round(area, 4), "seconds": round(seconds, 1),
                "km2_per_hour": round(area / seconds * 3600, 1) if seconds and area else None,
+               "seconds_by_stage": stage_seconds(done),
                "energy_kwh": round(sum(r.summary.get("energy_kwh") or 0.0 for r in done), 6),
                "emissions_kg_co2e": round(sum(r.summary.get("emissions_kg_co2e") or 0.0 for r in done), 6),
                "engine": cfg.scale.engine, "output": str(out_dir / "buildings")}

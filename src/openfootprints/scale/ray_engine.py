@@ -1,50 +1,130 @@
-"""The Ray engine of ``openfootprints scale``: the same cell function, run by a pool of model actors.
+"""The Ray engine of ``openfootprints scale``: each cell's stages on the workers that suit them.
 
-Each actor loads the model once (on a GPU when the cluster has them) and detects whole cells with
-:func:`openfootprints.scale.engine.detect_cell`, so the output is the local engine's, cell for cell.
-Ray's own fault tolerance is used as it is meant to be: an actor whose process dies is restarted
-(``max_restarts``) and the cell it was working on is resubmitted to it (``max_task_retries``); an error
-raised by the cell itself is retried inside the actor (``scale.retries``). A cell whose retries run out
-comes back as a failure, to be reported. Cells are handed out as actors finish, so a slow cell does not
-hold up the others.
+A cell goes through three Ray calls chained by their object references, so the pixels never pass through
+the driver:
+
+1. :func:`read_cell`, a task on a CPU worker: the cell's windows read from the imagery;
+2. :meth:`CellPredictor.predict`, on one of a pool of model actors (each holds the model once, on a GPU
+   when the cluster has them): the blended probabilities of the cell;
+3. :func:`vectorize_cell`, a task on a CPU worker: the buildings whose centroid is in the cell, written
+   and renamed into place.
+
+They are the stage functions of ``detect`` (:mod:`openfootprints.pipeline`,
+:mod:`openfootprints.predict.probabilities`), on the same windows, so the output is the local engine's,
+building for building. Ray's own fault tolerance does what it is meant to: a task whose worker dies is run
+again (``max_retries``), an actor whose process dies is restarted (``max_restarts``) and its call resubmitted
+(``max_task_retries``). A cell whose stage raises is started again up to ``scale.retries`` times, then
+reported. At most two cells per model actor are in flight, which bounds the object store's use.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import rasterio
 from omegaconf import DictConfig, OmegaConf
 
+from openfootprints.energy import energy_meter
 from openfootprints.errors import InputError
+from openfootprints.io.raster import Scene
+from openfootprints.model.bundle import Bundle
+from openfootprints.predict.probabilities import Region, predict_probabilities, read_tiles, region_transform, window_grid
+from openfootprints.predict.stream import ProbabilityArray
 from openfootprints.scale.cells import Cell
-from openfootprints.scale.engine import CellResult
+from openfootprints.scale.engine import CellResult, cell_config, cell_output, staged_cell_output
 
 log = logging.getLogger(__name__)
 
 
-class CellDetector:
-    """A Ray actor holding the model; ``detect`` runs one cell (with retries) and returns a :class:`CellResult`."""
+@dataclass
+class CellTiles:
+    """A cell's windows as read: images (N, bands, window, window) and valid masks (N, window, window)."""
+
+    scene: Scene
+    region: Region  # the cell, in the scene's grid
+    context: Region  # what is predicted and vectorized for it
+    images: np.ndarray
+    valid: np.ndarray
+    timings: dict
+    energy_kwh: float
+
+
+@dataclass
+class CellProbabilities:
+    """A cell's probability raster over its context, with what came before it."""
+
+    scene: Scene
+    region: Region
+    probabilities: ProbabilityArray
+    timings: dict
+    energy_kwh: float
+
+
+def read_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell) -> CellTiles:
+    """Stage 1 (CPU worker): read the windows that predict the cell's context."""
+    from openfootprints.pipeline import detection_area, open_for_model
+
+    one = cell_config(OmegaConf.create(cfg), cell)
+    start = time.monotonic()
+    with energy_meter(one.tracking.country, one.tracking.energy) as energy, \
+            rasterio.Env(GDAL_CACHEMAX=one.detect.gdal_cache_mb * 2**20):
+        scene = open_for_model(one, scene_path, bundle)
+        region, context = detection_area(one, scene)
+        images, valid = read_tiles(scene, window_grid(scene, bundle, context, one.detect.window_px, one.detect.halo_m))
+    return CellTiles(scene, region, context, images, valid, {"read_s": time.monotonic() - start},
+                     energy.get("energy_kwh", 0.0))
+
+
+class CellPredictor:
+    """Stage 2, a Ray actor holding the model: the probabilities of a cell's context from its windows."""
 
     def __init__(self, cfg: dict, model_path: str, threads: int | None):
-        import tempfile
-
         from openfootprints.pipeline import load_predictor
 
-        self.cfg, self.model_path = OmegaConf.create(cfg), model_path
+        self.cfg = OmegaConf.create(cfg)
         self.workdir = tempfile.mkdtemp(prefix="openfootprints-actor-")
         self.predictor = load_predictor(self.cfg, model_path, self.workdir, threads)
 
     def pid(self) -> int:
         return os.getpid()
 
-    def detect(self, scene_path: str, cell: Cell, out_dir: str) -> CellResult:
-        from openfootprints.scale import engine
+    def predict(self, tiles: CellTiles) -> CellProbabilities:
+        d, scene, context = self.cfg.detect, tiles.scene, tiles.context
+        start = time.monotonic()
+        sink = ProbabilityArray(f"{scene.path} (cell)", context.width, context.height, scene.crs,
+                                region_transform(scene, context))
+        with energy_meter(self.cfg.tracking.country, self.cfg.tracking.energy) as energy:
+            predict_probabilities(scene, self.predictor.bundle, "unused.tif", region=context, window=d.window_px,
+                                  halo_m=d.halo_m, batch_size=d.batch_size, progress=False, tta=d.tta,
+                                  predictor=self.predictor, sink=sink, tiles=(tiles.images, tiles.valid))
+        return CellProbabilities(scene, tiles.region, sink, {**tiles.timings, "predict_s": time.monotonic() - start},
+                                 tiles.energy_kwh + energy.get("energy_kwh", 0.0))
 
-        return engine.with_retries(lambda: engine.detect_cell(self.cfg, scene_path, self.model_path, cell,
-                                                              Path(out_dir), self.predictor),
-                                   cell, self.cfg.scale.retries)
+
+def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predicted: CellProbabilities,
+                   out_dir: str) -> dict:
+    """Stage 3 (CPU worker): vectorize, keep the buildings whose centroid is in the cell, write the cell's table
+    and rename it into place; returns the cell's summary (as ``detect``'s, plus the quadkey)."""
+    from openfootprints.pipeline import detect_summary, vectorize_and_write
+
+    one = cell_config(OmegaConf.create(cfg), cell)
+    start = time.monotonic()
+    with energy_meter(one.tracking.country, one.tracking.energy) as energy, \
+            staged_cell_output(Path(out_dir), cell) as staged:
+        n_buildings = vectorize_and_write(one, bundle, predicted.scene, scene_path, predicted.probabilities, staged)
+    timings = {**predicted.timings, "vectorize_s": time.monotonic() - start}
+    timings["total_s"] = sum(timings.values())
+    kwh = predicted.energy_kwh + energy.get("energy_kwh", 0.0)
+    summary = detect_summary(predicted.scene, predicted.region, n_buildings, timings,
+                             {"energy_kwh": kwh} if one.tracking.energy else {}, cell_output(Path(out_dir), cell))
+    return {**summary, "quadkey": cell.quadkey}
 
 
 def start_ray(cfg: DictConfig):
@@ -60,14 +140,17 @@ def start_ray(cfg: DictConfig):
 
 
 def actor_count(cfg: DictConfig, resources: dict) -> tuple[int, dict]:
-    """How many model actors, and the resources of each: one per GPU, else one per 2 CPU cores (at least one),
-    never more than the cluster can place (an actor that cannot be placed would wait for ever)."""
+    """How many model actors, and the resources of each: one per GPU (with one CPU to feed it); without GPUs,
+    half the cluster's CPUs in actors of 2 (the other half reads and vectorizes). Always at least one CPU is
+    left to the reading and vectorizing tasks, and never more actors than the cluster can place (an actor that
+    cannot be placed would wait for ever)."""
     gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
     if gpus:
-        n = min(cfg.scale.ray_actors or gpus, gpus)
-        return n, {"num_gpus": 1, "num_cpus": max(1, cpus // n)}
-    n = min(cfg.scale.ray_actors or max(1, cpus // 2), cpus)
-    return n, {"num_cpus": max(1, cpus // n)}
+        n = min(cfg.scale.ray_actors or gpus, gpus, max(1, cpus - 1))
+        return n, {"num_gpus": 1, "num_cpus": 1}
+    budget = max(1, min(cpus // 2, cpus - 1))
+    n = min(cfg.scale.ray_actors or max(1, budget // 2), budget)
+    return n, {"num_cpus": max(1, budget // n)}
 
 
 def run_ray(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell], out_dir: Path,
@@ -75,40 +158,57 @@ def run_ray(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell]
     """Detect ``cells`` on Ray; ``on_start(actors)`` is called once the actors exist (tests use it)."""
     if not cells:
         return []
+    from openfootprints.model.onnx import load_model
+
     ray = start_ray(cfg)
     n, resources = actor_count(cfg, ray.cluster_resources())
-    retries = max(1, cfg.scale.retries)
-    remote = ray.remote(max_restarts=retries, max_task_retries=retries, **resources)(CellDetector)
+    ray_retries = max(1, cfg.scale.retries)
+    remote_actor = ray.remote(max_restarts=ray_retries, max_task_retries=ray_retries, **resources)(CellPredictor)
+    read = ray.remote(num_cpus=1, max_retries=ray_retries)(read_cell)
+    vectorize = ray.remote(num_cpus=1, max_retries=ray_retries)(vectorize_cell)
     plain = OmegaConf.to_container(cfg, resolve=True)
-    actors = [remote.remote(plain, str(model_path), resources["num_cpus"]) for _ in range(min(n, len(cells)))]
+    bundle = ray.put(load_model(model_path))
+    actors = [remote_actor.remote(plain, str(model_path), resources["num_cpus"]) for _ in range(min(n, len(cells)))]
     if on_start:
         on_start(actors)
-    todo, running, results = list(cells), {}, []
+    todo = collections.deque(cells)
+    attempts = collections.Counter()
+    busy = {actor: 0 for actor in actors}  # cells in flight per live actor
+    running, results = {}, []
 
-    def submit(actor) -> None:
-        cell = todo.pop(0)
-        running[actor.detect.remote(str(scene_path), cell, str(out_dir))] = (actor, cell)
+    def submit(cell: Cell) -> None:
+        actor = min(busy, key=busy.get)
+        attempts[cell.quadkey] += 1
+        tiles = read.remote(plain, str(scene_path), bundle, cell)
+        done = vectorize.remote(plain, str(scene_path), bundle, cell, actor.predict.remote(tiles), str(out_dir))
+        running[done] = (cell, actor)
+        busy[actor] += 1
 
     try:
-        for actor in actors:  # one cell per actor to start; the next goes to whichever finishes first
-            if todo:
-                submit(actor)
-        while running:
+        while todo or running:
+            while todo and busy and len(running) < 2 * len(busy):
+                submit(todo.popleft())
+            if not running:  # every actor retired
+                results += [CellResult(c.quadkey, attempts[c.quadkey], error="no model actor left") for c in todo]
+                break
             ready, _ = ray.wait(list(running), num_returns=1)
-            actor, cell = running.pop(ready[0])
-            alive = True
+            cell, actor = running.pop(ready[0])
+            if actor in busy:
+                busy[actor] -= 1
             try:
-                results.append(ray.get(ready[0]))
-            except ray.exceptions.RayError as err:  # lost object, out of memory, or an actor past its restarts
-                alive = not isinstance(err, ray.exceptions.RayActorError)  # a dead actor is retired
-                results.append(CellResult(cell.quadkey, retries + 1, error=f"{type(err).__name__}: {err}"))
+                results.append(CellResult(cell.quadkey, attempts[cell.quadkey], summary=ray.get(ready[0])))
+            except ray.exceptions.RayError as err:  # a stage raised, or an actor is past its restarts
+                if isinstance(err, ray.exceptions.RayActorError):
+                    busy.pop(actor, None)  # a dead actor is retired
+                cause = getattr(err, "cause", None) or err  # a stage's own exception, not Ray's wrapper
+                error = f"{type(cause).__name__}: {cause}"
+                log.warning("cell %s, attempt %d: %s", cell.quadkey, attempts[cell.quadkey], error)
+                if attempts[cell.quadkey] <= cfg.scale.retries:
+                    todo.append(cell)
+                    continue
+                results.append(CellResult(cell.quadkey, attempts[cell.quadkey], error=error))
             log.info("cell %s: %s", cell.quadkey,
                      results[-1].error or f"{results[-1].summary.get('buildings')} buildings")
-            if todo and alive:
-                submit(actor)
-            if todo and not running:  # every actor retired
-                results += [CellResult(c.quadkey, 0, error="no model actor left") for c in todo]
-                todo.clear()
     finally:
         for actor in actors:
             ray.kill(actor)
