@@ -1,11 +1,18 @@
-"""Probability raster in, building polygons out: instances, confidence, simplification, in strips.
+"""Probability raster in, building polygons out: instances, confidence, simplification, in tiles.
 
 Instances are the 4-connected components of ``probability ≥ threshold``, each grown back by the
-label erosion used in training (without merging into neighbours). The raster is read in full-width
-strips that overlap; an instance belongs to the strip that holds its top row, and is only accepted when
-the strip shows it whole (if it touches the strip's edge the overlap is doubled and the strip redone, up
-to 64 times the configured overlap or 16 strips; a region taller than that is kept as seen, with a
-warning). So every building comes out exactly once and whole, whatever the strip size, with bounded memory.
+label erosion used in training (without merging into neighbours). The raster is vectorized in tiles of
+``strip_px`` rows × ``tile_px`` columns, row of tiles by row of tiles, each read with a margin on all four
+sides. An instance belongs to the tile that holds its first pixel in raster order (the leftmost of its top
+row: one of its own pixels, unlike its bounding box's corner, which an L-shaped instance leaves empty
+and no tile would see), and is only accepted when the view shows it whole, with the neighbours it grows
+against. If it reaches the view's bottom, left or right edge the margin is doubled and the tile redone
+(the top edge cannot cut it: its rows start in the tile and the margin exceeds the growing's reach). The
+margin grows to ``MAX_MARGIN_FACTOR`` times its start at most, so a stream is looked back on a bounded
+number of rows; a region larger than that (1.2 km for a 150 m margin) is no building and is kept as seen,
+with a warning. So every building comes out exactly once and whole, identical to one tile over the whole
+raster, whatever the tile size; and memory is bounded by the tile, not the raster's width: a view holds
+(strip_px + 2 margin) × (tile_px + 2 margin) pixels of probability (uint8), comparison (bool) and labels (int32).
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ from affine import Affine
 import shapely
 from rasterio.features import shapes
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 from scipy import ndimage
 from skimage.segmentation import expand_labels
 
@@ -30,7 +36,7 @@ from openfootprints.vectorize.regularize import regularize
 
 
 log = logging.getLogger(__name__)
-MAX_MARGIN_FACTOR = 64  # the strip overlap grows to 64× its start or 16 strips before cut instances are accepted
+MAX_MARGIN_FACTOR = 8  # the margin grows to 8× its start before cut instances are accepted (a stream's look-back)
 
 
 @dataclass
@@ -42,15 +48,28 @@ class Buildings:
     crs: object
 
 
+@dataclass(frozen=True)
+class _Rules:
+    """How one raster's pixels become instances and polygons."""
+
+    level: int  # uint8 probability at or above which a pixel is a building pixel
+    grow_px: int  # pixels each instance is grown by
+    min_pixels: float  # instances with fewer pixels are dropped
+    simplify_map: float  # simplification tolerance, map units
+    regularize_map: float  # regularization tolerance, map units (0: off)
+
+
 def vectorize(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
-              min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0) -> Buildings:
+              min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0, *,
+              tile_px: int | None = 8192) -> Buildings:
     """All buildings of a probability raster (uint8, value/255 = probability)."""
     polys, confs = [], []
     crs = None
-    for strip in iter_buildings(prob_path, threshold, grow_m, simplify_m, min_area_m2, strip_px, margin_m):
-        polys.append(strip.polygons)
-        confs.append(strip.confidence)
-        crs = strip.crs
+    for tile in iter_buildings(prob_path, threshold, grow_m, simplify_m, min_area_m2, strip_px, margin_m,
+                               tile_px=tile_px):
+        polys.append(tile.polygons)
+        confs.append(tile.confidence)
+        crs = tile.crs
     if crs is None:
         with rasterio.open(prob_path) as src:
             crs = src.crs
@@ -60,71 +79,108 @@ def vectorize(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simpl
 
 def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
                    min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0,
-                   regularize_m: float = 0.0) -> Iterator[Buildings]:
-    """Yield the buildings strip by strip (see the module docstring). Sizes in metres on the ground;
-    ``regularize_m`` > 0 makes near-rectangular outlines rectangles that stay within that distance
-    (:func:`~openfootprints.vectorize.regularize.regularize`)."""
+                   regularize_m: float = 0.0, *, tile_px: int | None = 8192) -> Iterator[Buildings]:
+    """Yield the buildings tile by tile: ``strip_px`` rows × ``tile_px`` columns (None or 0: the full width),
+    left to right, then down (see the module docstring). Sizes in metres on the ground; ``regularize_m`` > 0
+    makes near-rectangular outlines rectangles that stay within that distance
+    (:func:`~openfootprints.vectorize.regularize.regularize`).
+
+    ``prob_path`` is a path or an open raster-like source (``read(1, window=...)`` of any window); if it has
+    a ``release(row)`` method, it is called after each row of tiles with a row above which nothing will be
+    read again.
+    """
+    if strip_px <= 0 or (tile_px or 0) < 0:
+        raise ValueError(f"strip_px must be > 0 and tile_px ≥ 0 (or None), got {strip_px} and {tile_px}")
     # a path, or an open raster-like source (a ProbabilityStream being written by the predicting thread)
     source = contextlib.nullcontext(prob_path) if hasattr(prob_path, "read") else rasterio.open(prob_path)
     with source as src:
         res_m = pixel_size_m(src.crs, src.transform, src.width, src.height)
         grow_px = int(round(grow_m / res_m))
-        margin0 = max(int(np.ceil(margin_m / res_m)), 2 * grow_px + 2)
-        level = int(np.clip(np.ceil(threshold * 255), 1, 255))
-        min_pixels = 0.5 * min_area_m2 / res_m**2
-        simplify_map = simplify_m / res_m * abs(src.transform.a)
-        regularize_map = regularize_m / res_m * abs(src.transform.a)
-        margin_cap = max(MAX_MARGIN_FACTOR * margin0, 16 * strip_px)
+        margin0 = max(int(np.ceil(margin_m / res_m)), 2 * grow_px + 2)  # > the growing's reach: see _tile
+        rules = _Rules(level=int(np.clip(np.ceil(threshold * 255), 1, 255)), grow_px=grow_px,
+                       min_pixels=0.5 * min_area_m2 / res_m**2,
+                       simplify_map=simplify_m / res_m * abs(src.transform.a),
+                       regularize_map=regularize_m / res_m * abs(src.transform.a))
+        margin_cap = MAX_MARGIN_FACTOR * margin0
+        tile_px = tile_px or max(src.width, 1)
+        release = getattr(src, "release", None)
         for top in range(0, src.height, strip_px):
             bottom = min(top + strip_px, src.height)
-            margin = margin0
-            while True:
-                last_try = margin >= margin_cap
-                result = _strip(src, top, bottom, margin, level, grow_px, min_pixels, simplify_map, regularize_map,
-                                accept_cut=last_try)
-                if result is not None:
-                    yield Buildings(*result, src.crs)
-                    break
-                margin = min(2 * margin, margin_cap)
+            for left in range(0, src.width, tile_px):
+                tile = (top, bottom, left, min(left + tile_px, src.width))
+                yield Buildings(*_whole_tile(src, tile, margin0, margin_cap, rules), src.crs)
+            if release is not None:
+                release(max(0, bottom - margin_cap))  # every later view starts at or below this row
 
 
-def _strip(src, top: int, bottom: int, margin: int, level: int, grow_px: int, min_pixels: float,
-           simplify_map: float, regularize_map: float = 0.0, accept_cut: bool = False):
-    """Buildings whose top row is in [top, bottom); None when one of them is cut by the strip's edge.
+def _whole_tile(src, tile: tuple[int, int, int, int], margin0: int, margin_cap: int, rules: _Rules):
+    """The polygons and confidences of the buildings ``tile`` owns, its margin doubled while one is cut."""
+    margin = margin0
+    while True:
+        found = _tile(src, tile, margin, rules, accept_cut=margin >= margin_cap)
+        if found is not None:
+            return found
+        margin = min(2 * margin, margin_cap)
 
-    With ``accept_cut`` (the overlap has reached its cap) a cut instance is kept as seen, with a warning.
+
+def _tile(src, tile: tuple[int, int, int, int], margin: int, rules: _Rules, accept_cut: bool = False):
+    """Buildings whose first pixel is in ``tile`` = (top, bottom, left, right) (pixels, ends excluded), seen in a
+    view grown by ``margin`` px on each side; None when one of them is cut by the view's edge.
+
+    With ``accept_cut`` (the margin has reached its cap) a cut instance is kept as seen, with a warning.
     """
+    top, bottom, left, right = tile
     v0, v1 = max(0, top - margin), min(src.height, bottom + margin)
-    window = Window(0, v0, src.width, v1 - v0)
-    prob = src.read(1, window=window)
-    labels, n = ndimage.label(prob >= level)
+    c0, c1 = max(0, left - margin), min(src.width, right + margin)
+    prob = src.read(1, window=Window(c0, v0, c1 - c0, v1 - v0))
+    if prob.shape != (v1 - v0, c1 - c0):
+        raise ValueError(f"{src.name}: rows {v0}–{v1}, columns {c0}–{c1} read as an array of shape {prob.shape}")
+    labels, n = ndimage.label(prob >= rules.level)
+    empty = np.array([], dtype=object), np.array([], np.float32)
     if n == 0:
-        return np.array([], dtype=object), np.array([], np.float32)
+        return empty
     boxes = ndimage.find_objects(labels)
-    first_row = np.array([b[0].start for b in boxes]) + v0
-    last_row = np.array([b[0].stop for b in boxes]) + v0
-    owned = (first_row >= top) & (first_row < bottom)
-    cut = owned & (last_row + 2 * grow_px + 1 >= v1) & (v1 < src.height)  # whole, with the neighbours it grows against
+    ids = _owned(labels, boxes, tile, v0, c0)
+    # whole, with the neighbours it grows against. The top edge cannot cut: an owned instance's rows are
+    # ≥ top and the margin (≥ 2 grow_px + 2) is beyond the reach pad below, or the view starts at row 0.
+    pad = 2 * rules.grow_px + 1
+    last_row, first_col, last_col = (np.array([(boxes[i - 1][0].stop, boxes[i - 1][1].start, boxes[i - 1][1].stop)
+                                               for i in ids]).reshape(-1, 3) + (v0, c0, c0)).T
+    cut = (((last_row + pad >= v1) & (v1 < src.height)) | ((last_col + pad >= c1) & (c1 < src.width))
+           | ((first_col - pad <= c0) & (c0 > 0)))
     if cut.any():
         if not accept_cut:
             return None
-        log.warning("%s: %d region(s) of probability ≥ threshold taller than %d px starting in rows %d–%d are cut "
-                    "at the strip edge", src.name, int(cut.sum()), margin, top, bottom)
-    ids = np.flatnonzero(owned) + 1
-    # per-instance pixel counts and probability sums, on each instance's box (no strip-sized temporaries)
+        log.warning("%s: %d region(s) of probability ≥ threshold larger than %d px starting in rows %d–%d, columns "
+                    "%d–%d are cut at the tile edge", src.name, int(cut.sum()), margin, top, bottom, left, right)
+    # per-instance pixel counts and probability sums, on each instance's box (no tile-sized temporaries)
     stats = np.array([_pixels_and_sum(prob, labels, boxes[i - 1], i) for i in ids], np.float64).reshape(-1, 2)
-    keep = stats[:, 0] >= min_pixels
+    keep = stats[:, 0] >= rules.min_pixels
     ids, stats = ids[keep], stats[keep]
     if len(ids) == 0:
-        return np.array([], dtype=object), np.array([], np.float32)
+        return empty
     confidence = (stats[:, 1] / stats[:, 0] / 255).astype(np.float32)
-    view_transform = window_transform(window, src.transform)
-    polygons = np.array([_outline(labels, boxes[i - 1], i, grow_px, view_transform) for i in ids], dtype=object)
-    if simplify_map > 0:
-        polygons = shapely.simplify(polygons, simplify_map, preserve_topology=True)
-    if regularize_map > 0:
-        polygons = regularize(polygons, regularize_map)
+    polygons = np.array([_outline(labels, boxes[i - 1], i, rules.grow_px, src.transform, (v0, c0)) for i in ids],
+                        dtype=object)
+    if rules.simplify_map > 0:
+        polygons = shapely.simplify(polygons, rules.simplify_map, preserve_topology=True)
+    if rules.regularize_map > 0:
+        polygons = regularize(polygons, rules.regularize_map)
     return polygons, confidence
+
+
+def _owned(labels: np.ndarray, boxes: list, tile: tuple[int, int, int, int], v0: int, c0: int) -> np.ndarray:
+    """(k,) labels of the instances whose first pixel in raster order (the leftmost of their top row) is in
+    ``tile``; ``labels`` is the view whose top-left pixel is (``v0``, ``c0``) in the raster."""
+    top, bottom, left, right = tile
+    first_row, col0, col1 = (np.array([(b[0].start, b[1].start, b[1].stop) for b in boxes]) + (v0, c0, c0)).T
+    owned = (first_row >= top) & (first_row < bottom) & (col0 < right) & (col1 > left)
+    # the first pixel is within the box's columns: look it up where these straddle a side of the tile
+    for i in np.flatnonzero(owned & ((col0 < left) | (col1 > right))):
+        rows, cols = boxes[i]
+        first_col = c0 + cols.start + int(np.argmax(labels[rows.start, cols] == i + 1))
+        owned[i] = left <= first_col < right
+    return np.flatnonzero(owned) + 1
 
 
 def _pixels_and_sum(prob: np.ndarray, labels: np.ndarray, box: tuple[slice, slice], label: int) -> tuple[int, int]:
@@ -132,11 +188,13 @@ def _pixels_and_sum(prob: np.ndarray, labels: np.ndarray, box: tuple[slice, slic
     return int(inside.sum()), int(prob[box][inside].sum(dtype=np.int64))
 
 
-def _outline(labels: np.ndarray, box: tuple[slice, slice], label: int, grow_px: int, transform) -> shapely.Polygon:
+def _outline(labels: np.ndarray, box: tuple[slice, slice], label: int, grow_px: int, transform: Affine,
+             offset: tuple[int, int]) -> shapely.Polygon:
     """The polygon of one instance, grown by ``grow_px`` without entering its neighbours.
 
+    ``labels`` is a view whose top-left pixel is ``offset`` = (row, column) in the raster of ``transform``.
     Growing is done on a crop around the instance that holds every label within ``2 × grow_px`` of
-    it, which gives exactly the result of growing the whole strip, at a fraction of the memory.
+    it, which gives exactly the result of growing the whole view, at a fraction of the memory.
     """
     pad = 2 * grow_px + 1
     r0, r1 = max(0, box[0].start - pad), min(labels.shape[0], box[0].stop + pad)
@@ -145,9 +203,10 @@ def _outline(labels: np.ndarray, box: tuple[slice, slice], label: int, grow_px: 
     if grow_px > 0:
         crop = expand_labels(crop, grow_px)
     mask = crop == label
+    # the crop's place in raster pixels: the same coordinates, to the bit, whichever view it was seen in
+    crop_transform = transform @ Affine.translation(offset[1] + c0, offset[0] + r0)
     pieces = [shapely.geometry.shape(geom) for geom, _ in
-              shapes(mask.astype(np.uint8), mask=mask, connectivity=4,
-                     transform=transform @ Affine.translation(c0, r0))]
+              shapes(mask.astype(np.uint8), mask=mask, connectivity=4, transform=crop_transform)]
     return _one_polygon(pieces)
 
 
