@@ -31,7 +31,7 @@ from openfootprints.evaluate.calibration import (expected_calibration_error, fit
 from openfootprints.evaluate.metrics import Evaluation, evaluate, format_table, select_in_bounds
 from openfootprints.export.buildings import buildings_table
 from openfootprints.io.atomic import atomic_outputs
-from openfootprints.io.geo import degrees_to_crs, to_lonlat
+from openfootprints.io.geo import degrees_to_crs, pixel_size_m, to_lonlat
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import Scene, open_scene
 from openfootprints.io.vector import read_polygons, read_table, write_geoparquet, write_table_parts
@@ -40,7 +40,7 @@ from openfootprints.model.onnx import load_model
 from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, region_from_bounds,
                                                   region_transform, select_device, select_engine)
 from openfootprints.predict.stream import Cancelled, ProbabilityStream
-from openfootprints.vectorize.polygons import Buildings, iter_buildings
+from openfootprints.vectorize.polygons import Buildings, iter_buildings, rows_in_use
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,13 @@ def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: di
             timings["predict_s"] = time.monotonic() - start
             parts, table, n_buildings = _vectorize_into_parts(cfg, bundle, scene, scene_path, str(source), Path(tmp))
         else:
+            # a ring of rows: what vectorization reads between releases, and room for the next rows of windows
+            transform = region_transform(scene, context)
+            res_m = pixel_size_m(scene.crs, transform, context.width, context.height)  # as the vectorizer sees it
+            rows = rows_in_use(res_m, bundle.label_erosion_m, d.max_building_m) + 2 * (d.window_px or bundle.window)
             with ProbabilityStream(Path(tmp) / "probabilities.u8", context.width, context.height, scene.crs,
-                                   region_transform(scene, context)) as stream, ThreadPoolExecutor(1) as pool:
+                                   transform, capacity_rows=rows) as stream, \
+                    ThreadPoolExecutor(1) as pool:
                 producer = pool.submit(_predict_into_stream, predict, stream, Path(tmp), timings, start)
                 try:
                     parts, table, n_buildings = _vectorize_into_parts(cfg, bundle, scene, scene_path, stream,
