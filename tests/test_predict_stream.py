@@ -113,3 +113,26 @@ def test_a_read_that_the_ring_cannot_hold_fails_instead_of_waiting(tmp_path):
             stream.read(1, Window(0, 0, 4, 9))
         with pytest.raises(ValueError, match="does not fit"):
             stream.write(np.zeros((1, 9, 4), np.uint8), Window(0, 0, 4, 9))
+
+
+def test_detect_on_a_scene_taller_than_its_ring_gives_the_buildings_of_the_sequential_run(tmp_path, tiny_bundle,
+                                                                                       monkeypatch):
+    from openfootprints import pipeline
+    from openfootprints.synth.scene import SceneSpec, write_scene
+    from openfootprints.vectorize.polygons import rows_in_use
+
+    scene = tmp_path / "tall.tif"
+    write_scene(SceneSpec(width=128, height=1600, seed=5, building_density=3.0), scene, tmp_path / "labels.geojson")
+    rings = []
+    real = pipeline.ProbabilityStream
+    monkeypatch.setattr(pipeline, "ProbabilityStream", lambda *a, **k: rings.append(real(*a, **k)) or rings[-1])
+    settings = ["--quiet", "detect.threshold=0.45", "detect.window_px=64", "detect.halo_m=8", "tracking.energy=false",
+                "detect.max_building_m=2"]
+    beside, after = tmp_path / "beside.parquet", tmp_path / "after.parquet"
+    assert main(["detect", str(scene), "--model", str(tiny_bundle), "--out", str(beside), *settings]) == 0
+    assert rings and rings[0].capacity < 1600 and rings[0].capacity == rows_in_use(0.5, 0.5, 2) + 2 * 64
+    assert main(["detect", str(scene), "--model", str(tiny_bundle), "--out", str(after), *settings,
+                 f"detect.probabilities={tmp_path / 'p.tif'}"]) == 0
+    a, b = gpd.read_parquet(beside), gpd.read_parquet(after)
+    assert len(a) > 20 and len(a) == len(b)
+    assert a.geometry.geom_equals_exact(b.geometry, tolerance=1e-9).all()
