@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,37 @@ def tiny_bundle(tmp_path_factory) -> Path:
     bundle = Bundle(architecture=arch, bands=[1, 2, 3], mean=[120.0] * 3, std=[40.0] * 3, resolution_m=0.5,
                     window=128, halo_m=8.0, state_dict=net.state_dict())
     return save_bundle(bundle, tmp_path_factory.mktemp("model") / "tiny.ofp")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """A local S3 server for the session (moto in server mode, a real S3-protocol endpoint): ``127.0.0.1:PORT``."""
+    moto_server = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_endpoint, monkeypatch) -> str:
+    """A new, empty bucket on the local S3 server, with the environment GDAL and pyarrow read pointing at it:
+    its URL, ``s3://NAME``. Each test gets its own name, so nothing GDAL cached about another test's objects
+    applies."""
+    import pyarrow.fs as pafs
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_S3_ENDPOINT": s3_endpoint, "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",  # GDAL
+           "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no listing of the bucket to look for side-car files
+           "AWS_ENDPOINT_URL": f"http://{s3_endpoint}"}  # pyarrow (and boto3)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    pafs.S3FileSystem(endpoint_override=f"http://{s3_endpoint}", allow_bucket_creation=True).create_dir(name)
+    return f"s3://{name}"

@@ -28,6 +28,35 @@ def monkeypatch_module():
         yield patch
 
 
+def test_ray_workers_read_and_write_s3(s3_bucket, tiny_scene, tiny_bundle, tmp_path, monkeypatch):
+    """One cell on Ray with the scene and the output in S3 (a moto server): the workers read and write the bucket
+    themselves and give the local engine's buildings. Ray gets its own instance here, started once the bucket's
+    environment is set, since workers take the environment of the Ray instance they belong to."""
+    from openfootprints.io.raster import open_scene
+    from openfootprints.scale.cells import area_of_interest, cells_covering
+
+    from test_scale_cloud import bucket_fs, keys, upload
+
+    monkeypatch.setenv("RAY_worker_niceness", "0")
+    scene = upload(tiny_scene[0], s3_bucket, "scene.tif")
+    cell = cells_covering(area_of_interest(open_scene(tiny_scene[0]), None), 19)[0]
+    one_cell = SETTINGS + ["scale.aoi=" + str(list(cell.bbox)).replace(" ", "")]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        summary = engine.scale(load_config(one_cell + ["scale.engine=ray"]), scene, str(tiny_bundle),
+                               f"{s3_bucket}/run")
+    finally:
+        ray.shutdown()
+    assert summary["cells"] == summary["cells_done_now"] == 1 and summary["cells_failed"] == 0
+    assert keys(s3_bucket, "run/buildings") == {f"run/buildings/cell={cell.quadkey}/part-0.parquet"}
+    local = engine.scale(load_config(one_cell), str(tiny_scene[0]), str(tiny_bundle), tmp_path / "local")
+    fs, name = bucket_fs(s3_bucket)
+    a = gpd.read_parquet(f"{name}/run/buildings", filesystem=fs).sort_values(["latitude", "longitude"])
+    b = gpd.read_parquet(tmp_path / "local" / "buildings").sort_values(["latitude", "longitude"])
+    assert local["buildings_now"] == summary["buildings_now"] == len(a) > 0
+    assert a.drop(columns="geometry").reset_index(drop=True).equals(b.drop(columns="geometry").reset_index(drop=True))
+
+
 @pytest.fixture(scope="module")
 def local_ray(monkeypatch_module):
     monkeypatch_module.setenv("RAY_worker_niceness", "0")  # Ray nices workers by default: slow on a busy machine

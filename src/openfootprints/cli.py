@@ -181,7 +181,7 @@ def cmd_scale(args, cfg: DictConfig) -> None:
     print(json.dumps(summary, indent=2))
     if summary["cells_failed"]:
         raise InputError(f"scale: {summary['cells_failed']} cell(s) failed after {cfg.scale.retries} retries "
-                         f"(listed in {Path(args.out) / 'summary.json'}); run the same command again to retry them")
+                         f"(listed in {args.out.rstrip('/')}/summary.json); run the same command again to retry them")
 
 
 def cmd_calibrate(args, cfg: DictConfig) -> None:
@@ -277,10 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scale", help="detect over an area of interest in quadkey cells (local or Ray), resumable",
                        **common)
-    p.add_argument("scene", help="imagery: GeoTIFF/COG/VRT, a folder of GeoTIFFs, or an XYZ tile folder")
+    p.add_argument("scene", help="imagery: GeoTIFF/COG/VRT (a path, or an s3:// or gs:// URL), a folder of "
+                                 "GeoTIFFs, or an XYZ tile folder")
     p.add_argument("--model", required=True, help="model bundle (.ofp) or its ONNX export (.onnx)")
-    p.add_argument("--out", required=True, help="output folder: buildings/cell=<quadkey>/part-0.parquet, "
-                                                "manifest.json, summary.json")
+    p.add_argument("--out", required=True, help="output folder (a path, s3://bucket/prefix or gs://bucket/prefix): "
+                                                "buildings/cell=<quadkey>/part-0.parquet, manifest.json, summary.json")
     p.set_defaults(func=cmd_scale)
 
     p = sub.add_parser("evaluate", help="score detected buildings against true footprints at IoU ≥ 0.5", **common)

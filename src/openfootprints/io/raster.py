@@ -24,6 +24,7 @@ from openfootprints.errors import InputError
 from openfootprints.io.geo import pixel_size_m
 from openfootprints.io.mosaic import mosaic_vrt, raster_files, raster_folder_vrt
 from openfootprints.io.stac import is_stac, stac_rasters
+from openfootprints.io.storage import is_url
 from openfootprints.io.xyz import is_tile_folder, tile_folder_vrt
 
 RESAMPLE_TOLERANCE = 0.05  # resample only when the ground resolution differs by more than 5 %
@@ -99,8 +100,13 @@ def open_scene(path: str | os.PathLike, bands: list[int] | None = None, resoluti
 
     ``bands`` are 1-based band indexes (default: all colour bands, the alpha band left out);
     ``resolution_m`` resamples to that ground resolution in metres per pixel when it differs from the file's.
+    ``path`` can be a URL of a GeoTIFF / COG / VRT in object storage (``s3://…``, ``gs://…``, ``/vsis3/…``,
+    ``/vsigs/…``), read by GDAL with its usual environment variables (``AWS_ACCESS_KEY_ID``, ``AWS_S3_ENDPOINT``,
+    ``GOOGLE_APPLICATION_CREDENTIALS``, …).
     """
     path = str(path)
+    if is_url(path):  # s3://, gs://, /vsis3/ …: GDAL reads it, with credentials from the environment
+        return scene_of(path, path, bands, resolution_m)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or folder")
     source = path
@@ -113,10 +119,19 @@ def open_scene(path: str | os.PathLike, bands: list[int] | None = None, resoluti
             source = raster_folder_vrt(path)
         else:
             raise InputError(f"{path}: a folder, but neither GeoTIFFs nor an XYZ tile folder (<z>/<x>/<y>.<ext>)")
+    return scene_of(path, source, bands, resolution_m)
+
+
+def scene_of(path: str, source: str, bands: list[int] | None, resolution_m: float | None) -> Scene:
+    """:func:`open_scene` once the source to open is known (a path, a URL or VRT XML)."""
     try:
         ds = rasterio.open(source)
     except RasterioIOError as err:
-        raise InputError(f"{path}: not a readable raster ({str(err).splitlines()[0]})") from err
+        reason = (str(err).strip().splitlines() or ["unknown error"])[0]
+        if is_url(path):
+            raise InputError(f"{path}: cannot open ({reason}); check the URL and the storage credentials "
+                             "(AWS_* or GOOGLE_APPLICATION_CREDENTIALS environment variables)") from err
+        raise InputError(f"{path}: not a readable raster ({reason})") from err
     if ds.crs is None:
         raise InputError(f"{path}: the raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs) and retry")
     if ds.transform == Affine.identity() or ds.transform.b != 0 or ds.transform.d != 0:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import mercantile
 import numpy as np
@@ -18,7 +17,6 @@ import shapely
 from pyproj import Geod
 
 from openfootprints.errors import InputError
-from openfootprints.io.atomic import atomic_path
 from openfootprints.io.geo import to_lonlat
 from openfootprints.io.raster import Scene
 from openfootprints.io.vector import read_polygons
@@ -80,16 +78,14 @@ def cells_covering(area: shapely.Geometry, zoom: int) -> list[Cell]:
     return sorted(cells, key=lambda c: c.quadkey)
 
 
-def write_manifest(path: Path, cells: list[Cell], identity: dict) -> Path:
+def manifest_json(cells: list[Cell], identity: dict) -> str:
     """The run's work units as JSON, with what identifies the run (scene, model, zoom, area): what a resumed
     run reads back and checks."""
-    record = {**identity, "cells": [asdict(c) for c in cells]}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=1))
-    return path
+    return json.dumps({**identity, "cells": [asdict(c) for c in cells]}, indent=1)
 
 
-def read_manifest(path: Path) -> dict:
-    record = json.loads(Path(path).read_text())
+def parse_manifest(text: str) -> dict:
+    """A manifest's JSON back into a record with :class:`Cell` objects."""
+    record = json.loads(text)
     record["cells"] = [Cell(c["quadkey"], tuple(c["bbox"])) for c in record["cells"]]
     return record

@@ -3,39 +3,36 @@
 Each cell runs :func:`openfootprints.pipeline.detect` with ``detect.bbox`` set to the cell: the windows lie
 on the scene's own lattice and a margin of ``detect.max_building_m`` is vectorized around the cell, and the
 cell keeps the buildings whose centroid it holds, so a building that straddles a cell border comes out
-once and whole, exactly as in a single run over the scene. A cell's table is renamed into place when it
-is complete (``OUT/buildings/cell=<quadkey>/part-0.parquet``, a GeoParquet dataset partitioned by cell):
-a re-run skips the cells already there. A failing cell is retried ``scale.retries`` times, then reported
-in the summary and the exit status, never dropped silently.
+once and whole, exactly as in a single run over the scene. A cell's table appears whole when it is complete
+(``OUT/buildings/cell=<quadkey>/part-0.parquet``, a GeoParquet dataset partitioned by cell): renamed into place
+in a local folder, put as one object in object storage (``OUT`` can be ``s3://bucket/prefix`` or
+``gs://bucket/prefix``, see :class:`openfootprints.io.storage.Storage`). A re-run skips the cells already there.
+A failing cell is retried ``scale.retries`` times, then reported in the summary and the exit status, never
+dropped silently.
 
 Engines: ``local`` (this process, the model loaded once) or ``ray`` (:mod:`openfootprints.scale.ray_engine`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import shapely
 from omegaconf import DictConfig, OmegaConf
 
 from openfootprints.errors import InputError
-
-from openfootprints.io.atomic import atomic_path
 from openfootprints.io.provenance import write_resolved_config
+from openfootprints.io.storage import Storage
 from openfootprints.model.onnx import load_model
 from openfootprints.pipeline import detect, load_predictor, open_for_model
-from openfootprints.scale.cells import (Cell, area_km2, area_of_interest, cells_covering, read_manifest,
-                                        write_manifest)
+from openfootprints.scale.cells import (Cell, area_km2, area_of_interest, cells_covering, manifest_json,
+                                        parse_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +47,15 @@ class CellResult:
     error: str | None = None
 
 
-def cell_output(out_dir: Path, cell: Cell) -> Path:
-    return Path(out_dir) / "buildings" / f"cell={cell.quadkey}" / "part-0.parquet"
+def cell_key(cell: Cell) -> str:
+    """Where a cell's table goes in the run's folder."""
+    return f"buildings/cell={cell.quadkey}/part-0.parquet"
+
+
+def cell_summary(summary: dict, cell: Cell, out: Storage) -> dict:
+    """A cell's summary from ``detect``'s: its quadkey, where its table is, and the run's config (a cell's config is
+    the run's with ``detect.bbox`` the cell)."""
+    return {**summary, "quadkey": cell.quadkey, "output": out.uri(cell_key(cell)), "config": out.uri("config.yaml")}
 
 
 def run_identity(cfg: DictConfig, scene_path: str, model_path: str) -> dict:
@@ -65,24 +69,25 @@ def run_identity(cfg: DictConfig, scene_path: str, model_path: str) -> dict:
             "zoom": cfg.scale.zoom, "aoi": aoi if aoi is None or isinstance(aoi, str) else list(aoi)}
 
 
-def plan(cfg: DictConfig, scene_path: str, model_path: str, out_dir: Path) -> tuple[list[Cell], shapely.Geometry]:
+def plan(cfg: DictConfig, scene_path: str, model_path: str, out: Storage | str | os.PathLike
+         ) -> tuple[list[Cell], shapely.Geometry]:
     """The cells of the run and the area they cover (degrees); the cells are written to ``OUT/manifest.json``.
 
     Resuming (the manifest is there) needs the same model; a changed area or zoom plans again, keeping the
     cells already written that are still wanted.
     """
+    out = out if isinstance(out, Storage) else Storage(out)
     identity = run_identity(cfg, scene_path, model_path)
-    manifest = out_dir / "manifest.json"
-    if manifest.exists():
-        before = read_manifest(manifest)
+    if out.exists("manifest.json"):
+        before = parse_manifest(out.read_text("manifest.json"))
         if before.get("model_sha256") != identity["model_sha256"] or before.get("scene") != identity["scene"]:
-            raise InputError(f"{out_dir}: holds a run of another model or scene ({before.get('model')} on "
+            raise InputError(f"{out.root}: holds a run of another model or scene ({before.get('model')} on "
                              f"{before.get('scene')}); write this one to a new --out folder")
     scene = open_for_model(cfg, scene_path, load_model(model_path))
     aoi = identity["aoi"]
     area = area_of_interest(scene, aoi)
     cells = cells_covering(area, cfg.scale.zoom)
-    write_manifest(manifest, cells, identity)
+    out.write_text("manifest.json", manifest_json(cells, identity))
     return cells, area
 
 
@@ -94,43 +99,23 @@ def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
     return one
 
 
-@contextlib.contextmanager
-def staged_cell_output(out_dir: Path, cell: Cell) -> Iterator[Path]:
-    """Yield the path to write a cell's table to: a hidden staging folder beside its final place (same
-    filesystem), renamed into place when the block succeeds, so the cell's file appears whole or not at all."""
-    final = cell_output(out_dir, cell)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{cell.quadkey}.", dir=final.parent))
-    try:
-        yield staging / final.name
-        os.replace(staging / final.name, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def detect_cell(cfg: DictConfig, scene_path: str, model_path: str, cell: Cell, out_dir: Path,
+def detect_cell(cfg: DictConfig, scene_path: str, model_path: str, cell: Cell, out: Storage,
                 predictor=None) -> dict:
-    """Detect one cell (all stages in this process) and rename its table into place; returns ``detect``'s
-    summary plus the quadkey."""
-    with staged_cell_output(out_dir, cell) as staged:
+    """Detect one cell (all stages in this process) and put its table in place, whole; returns ``detect``'s
+    summary for the cell (:func:`cell_summary`)."""
+    with out.staged(cell_key(cell)) as staged:
         summary = detect(cell_config(cfg, cell), scene_path, model_path, str(staged), progress=False,
                          predictor=predictor)
-    return {**summary, "quadkey": cell.quadkey, "output": str(cell_output(out_dir, cell))}
+    return cell_summary(summary, cell, out)
 
 
-def remove_staging(out_dir: Path) -> None:
-    """Remove the hidden staging folders that an interrupted run left beside the cell tables."""
-    for folder in (Path(out_dir) / "buildings").glob("cell=*/.*"):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def run_local(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell], out_dir: Path) -> list[CellResult]:
+def run_local(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell], out: Storage) -> list[CellResult]:
     """Every cell in this process, the model loaded once; each retried up to ``scale.retries`` times."""
     with tempfile.TemporaryDirectory(prefix="openfootprints-model-") as workdir:
         predictor = load_predictor(cfg, model_path, workdir)
         results = []
         for k, cell in enumerate(cells):
-            results.append(with_retries(lambda c=cell: detect_cell(cfg, scene_path, model_path, c, out_dir, predictor),
+            results.append(with_retries(lambda c=cell: detect_cell(cfg, scene_path, model_path, c, out, predictor),
                                         cell, cfg.scale.retries))
             log.info("cell %s (%d/%d): %s", cell.quadkey, k + 1, len(cells),
                      results[-1].error or f"{results[-1].summary.get('buildings')} buildings")
@@ -161,21 +146,24 @@ def stage_seconds(results: list[CellResult]) -> dict:
 
 
 def scale(cfg: DictConfig, scene_path: str, model_path: str, out_dir: str | os.PathLike) -> dict:
-    """Run (or resume) detection over the area of interest; returns and writes ``OUT/summary.json``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(cfg, out_dir / "config.yaml")
+    """Run (or resume) detection over the area of interest; returns and writes ``OUT/summary.json``.
+
+    ``scene_path`` and ``out_dir`` can be local paths or ``s3://`` / ``gs://`` URLs."""
+    out = Storage(out_dir)
     start = time.monotonic()
-    cells, area_of_run = plan(cfg, scene_path, model_path, out_dir)
-    pending = [c for c in cells if not cell_output(out_dir, c).exists()]
-    remove_staging(out_dir)
+    cells, area_of_run = plan(cfg, scene_path, model_path, out)  # bad imagery or model: stops here, nothing written
+    with out.staged("config.yaml") as tmp:
+        write_resolved_config(cfg, tmp)
+    written = out.files("buildings")  # one listing, not a request per cell
+    pending = [c for c in cells if cell_key(c) not in written]
+    out.remove_staging("buildings/cell=*/.*")  # what an interrupted run left (local folders only)
     log.info("scale: %d cells at zoom %d, %d to do", len(cells), cfg.scale.zoom, len(pending))
     if cfg.scale.engine == "ray":
         from openfootprints.scale.ray_engine import run_ray
 
-        results = run_ray(cfg, scene_path, model_path, pending, out_dir)
+        results = run_ray(cfg, scene_path, model_path, pending, out)
     else:
-        results = run_local(cfg, scene_path, model_path, pending, out_dir)
+        results = run_local(cfg, scene_path, model_path, pending, out)
     seconds = time.monotonic() - start
     done = [r for r in results if r.error is None]
     failed = [{"quadkey": r.quadkey, "attempts": r.attempts, "error": r.error} for r in results if r.error]
@@ -189,7 +177,6 @@ def scale(cfg: DictConfig, scene_path: str, model_path: str, out_dir: str | os.P
                "seconds_by_stage": stage_seconds(done),
                "energy_kwh": round(sum(r.summary.get("energy_kwh") or 0.0 for r in done), 6),
                "emissions_kg_co2e": round(sum(r.summary.get("emissions_kg_co2e") or 0.0 for r in done), 6),
-               "engine": cfg.scale.engine, "output": str(out_dir / "buildings")}
-    with atomic_path(out_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+               "engine": cfg.scale.engine, "output": out.uri("buildings")}
+    out.write_text("summary.json", json.dumps(summary, indent=2))
     return summary

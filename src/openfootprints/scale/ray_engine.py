@@ -7,7 +7,8 @@ the driver:
 2. :meth:`CellPredictor.predict`, on one of a pool of model actors (each holds the model once, on a GPU
    when the cluster has them): the blended probabilities of the cell;
 3. :func:`vectorize_cell`, a task on a CPU worker: the buildings whose centroid is in the cell, written
-   and renamed into place.
+   and put in place whole (renamed into a local folder, or one object put into ``s3://`` / ``gs://``, by the
+   worker itself).
 
 They are the stage functions of ``detect`` (:mod:`openfootprints.pipeline`,
 :mod:`openfootprints.predict.probabilities`), on the same windows, so the output is the local engine's,
@@ -25,7 +26,6 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -34,11 +34,12 @@ from omegaconf import DictConfig, OmegaConf
 from openfootprints.energy import energy_meter
 from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
+from openfootprints.io.storage import Storage
 from openfootprints.model.bundle import Bundle
 from openfootprints.predict.probabilities import Region, predict_probabilities, read_tiles, region_transform, window_grid
 from openfootprints.predict.stream import ProbabilityArray
 from openfootprints.scale.cells import Cell
-from openfootprints.scale.engine import CellResult, cell_config, cell_output, staged_cell_output
+from openfootprints.scale.engine import CellResult, cell_config, cell_key, cell_summary
 
 log = logging.getLogger(__name__)
 
@@ -111,20 +112,21 @@ class CellPredictor:
 def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predicted: CellProbabilities,
                    out_dir: str) -> dict:
     """Stage 3 (CPU worker): vectorize, keep the buildings whose centroid is in the cell, write the cell's table
-    and rename it into place; returns the cell's summary (as ``detect``'s, plus the quadkey)."""
+    and put it in place whole, from this worker (``out_dir``: a path or an ``s3://`` / ``gs://`` URL); returns the
+    cell's summary (as ``detect``'s, see :func:`openfootprints.scale.engine.cell_summary`)."""
     from openfootprints.pipeline import detect_summary, vectorize_and_write
 
+    out = Storage(out_dir)
     one = cell_config(OmegaConf.create(cfg), cell)
     start = time.monotonic()
-    with energy_meter(one.tracking.country, one.tracking.energy) as energy, \
-            staged_cell_output(Path(out_dir), cell) as staged:
+    with energy_meter(one.tracking.country, one.tracking.energy) as energy, out.staged(cell_key(cell)) as staged:
         n_buildings = vectorize_and_write(one, bundle, predicted.scene, scene_path, predicted.probabilities, staged)
     timings = {**predicted.timings, "vectorize_s": time.monotonic() - start}
     timings["total_s"] = sum(timings.values())
     kwh = predicted.energy_kwh + energy.get("energy_kwh", 0.0)
     summary = detect_summary(predicted.scene, predicted.region, n_buildings, timings,
-                             {"energy_kwh": kwh} if one.tracking.energy else {}, cell_output(Path(out_dir), cell))
-    return {**summary, "quadkey": cell.quadkey}
+                             {"energy_kwh": kwh} if one.tracking.energy else {}, staged)
+    return cell_summary(summary, cell, out)
 
 
 def start_ray(cfg: DictConfig):
@@ -153,9 +155,10 @@ def actor_count(cfg: DictConfig, resources: dict) -> tuple[int, dict]:
     return n, {"num_cpus": max(1, budget // n)}
 
 
-def run_ray(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell], out_dir: Path,
+def run_ray(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell], out: Storage,
             on_start=None) -> list[CellResult]:
-    """Detect ``cells`` on Ray; ``on_start(actors)`` is called once the actors exist (tests use it)."""
+    """Detect ``cells`` on Ray, their tables written to ``out`` by the workers; ``on_start(actors)`` is called once
+    the actors exist (tests use it)."""
     if not cells:
         return []
     from openfootprints.model.onnx import load_model
@@ -180,7 +183,7 @@ def run_ray(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell]
         actor = min(busy, key=busy.get)
         attempts[cell.quadkey] += 1
         tiles = read.remote(plain, str(scene_path), bundle, cell)
-        done = vectorize.remote(plain, str(scene_path), bundle, cell, actor.predict.remote(tiles), str(out_dir))
+        done = vectorize.remote(plain, str(scene_path), bundle, cell, actor.predict.remote(tiles), out.root)
         running[done] = (cell, actor)
         busy[actor] += 1
 
