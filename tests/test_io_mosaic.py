@@ -102,3 +102,17 @@ def test_a_files_empty_border_does_not_cover_its_neighbours_data(tmp_path):
     mosaic = open_scene(tmp_path / "parts")
     image, valid = mosaic.read(Window(0, 0, 6, 4))
     assert image[0, 0].tolist() == [100, 100, 100, 100, 200, 200] and valid.all()
+
+
+def test_a_list_of_scenes_reads_as_one_mosaic_and_names_a_missing_entry(tmp_path, tiny_scene):
+    cut_into_files(tiny_scene[0], tmp_path / "parts")
+    listing = tmp_path / "scenes.txt"
+    listing.write_text("# the four quadrants\nparts/part0.tif\nparts/part1.tif\n\n" +
+                       f"{tmp_path / 'parts' / 'part2.tif'}  # absolute\nparts/part3.tif\n")
+    whole, mosaic = open_scene(tiny_scene[0]), open_scene(listing)
+    assert (mosaic.width, mosaic.height) == (whole.width, whole.height)
+    window = Window(100, 90, 64, 64)
+    assert np.array_equal(whole.read(window)[0], mosaic.read(window)[0])
+    listing.write_text("parts/part0.tif\nparts/gone.tif\n")
+    with pytest.raises(InputError, match=r"scenes.txt, line 2: .*gone.tif: no such file"):
+        open_scene(listing)

@@ -33,6 +33,8 @@ from openfootprints import __version__
 from openfootprints.errors import InputError
 
 log = logging.getLogger("openfootprints")
+SCENE_HELP = ("imagery: a GeoTIFF/COG/VRT (a path, or an s3:// or gs:// URL), a folder of GeoTIFFs, an XYZ tile "
+              "folder, a local STAC catalog or item collection, or a .txt list of scenes (one per line)")
 
 
 def load_config(overrides: list[str]) -> DictConfig:
@@ -268,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_self_train)
 
     p = sub.add_parser("detect", help="find buildings in a scene, write the buildings table", **common)
-    p.add_argument("scene", help="imagery: GeoTIFF/COG/VRT or XYZ tile folder")
+    p.add_argument("scene", help=SCENE_HELP)
     p.add_argument("--model", required=True, help="model bundle (.ofp) or its ONNX export (.onnx)")
     p.add_argument("--out", help="buildings table: .parquet (default: SCENE_buildings.parquet here), .geojson, "
                                  ".fgb, .gpkg or .csv")
@@ -277,8 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scale", help="detect over an area of interest in quadkey cells (local or Ray), resumable",
                        **common)
-    p.add_argument("scene", help="imagery: GeoTIFF/COG/VRT (a path, or an s3:// or gs:// URL), a folder of "
-                                 "GeoTIFFs, or an XYZ tile folder")
+    p.add_argument("scene", help=SCENE_HELP)
     p.add_argument("--model", required=True, help="model bundle (.ofp) or its ONNX export (.onnx)")
     p.add_argument("--out", required=True, help="output folder (a path, s3://bucket/prefix or gs://bucket/prefix): "
                                                 "buildings/cell=<quadkey>/part-0.parquet, manifest.json, summary.json")

@@ -38,7 +38,30 @@ def raster_folder_vrt(path: str | os.PathLike) -> str:
     return mosaic_vrt(files)
 
 
-def mosaic_vrt(files: list[Path]) -> str:
+def raster_list(path: str | os.PathLike) -> list[str]:
+    """The rasters named in a text file of scenes: one path or URL per line (blank lines and ``#`` comments
+    skipped), relative paths taken from the list's folder; ``s3://`` and ``gs://`` URLs as GDAL names them
+    (``/vsis3/``, ``/vsigs/``), since a VRT's sources are opened by GDAL itself."""
+    folder = Path(path).resolve().parent
+    names = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        for scheme, prefix in (("s3://", "/vsis3/"), ("gs://", "/vsigs/")):
+            if name.startswith(scheme):
+                name = prefix + name[len(scheme):]
+        if not name.startswith("/vsi") and "://" not in name:
+            name = str(folder / name)
+            if not os.path.exists(name):
+                raise InputError(f"{path}, line {number}: {name}: no such file")
+        names.append(name)
+    if not names:
+        raise InputError(f"{path}: the list of scenes names no raster")
+    return names
+
+
+def mosaic_vrt(files: list[Path | str]) -> str:
     """VRT XML mosaicking ``files`` (one CRS, pixel size, band count, pixel type, pixel grid), plus an alpha band."""
     infos = [_describe(f) for f in files]
     first = infos[0]

@@ -22,7 +22,7 @@ from rasterio.windows import Window
 
 from openfootprints.errors import InputError
 from openfootprints.io.geo import pixel_size_m
-from openfootprints.io.mosaic import mosaic_vrt, raster_files, raster_folder_vrt
+from openfootprints.io.mosaic import mosaic_vrt, raster_files, raster_folder_vrt, raster_list
 from openfootprints.io.stac import is_stac, stac_rasters
 from openfootprints.io.storage import is_url
 from openfootprints.io.xyz import is_tile_folder, tile_folder_vrt
@@ -100,7 +100,8 @@ def open_scene(path: str | os.PathLike, bands: list[int] | None = None, resoluti
 
     ``bands`` are 1-based band indexes (default: all colour bands, the alpha band left out);
     ``resolution_m`` resamples to that ground resolution in metres per pixel when it differs from the file's.
-    ``path`` can be a URL of a GeoTIFF / COG / VRT in object storage (``s3://…``, ``gs://…``, ``/vsis3/…``,
+    ``path`` can be a file, a folder of GeoTIFFs or XYZ tiles, a local STAC catalog or item collection, a text
+    file listing scenes (one path or URL per line; all of these as one mosaic), or a URL of a GeoTIFF / COG / VRT in object storage (``s3://…``, ``gs://…``, ``/vsis3/…``,
     ``/vsigs/…``), read by GDAL with its usual environment variables (``AWS_ACCESS_KEY_ID``, ``AWS_S3_ENDPOINT``,
     ``GOOGLE_APPLICATION_CREDENTIALS``, …).
     """
@@ -112,6 +113,8 @@ def open_scene(path: str | os.PathLike, bands: list[int] | None = None, resoluti
     source = path
     if is_stac(path):
         source = mosaic_vrt(stac_rasters(path))
+    elif path.lower().endswith(".txt"):  # a list of scenes, one path or URL per line
+        source = mosaic_vrt(raster_list(path))
     elif os.path.isdir(path):
         if is_tile_folder(path):
             source = tile_folder_vrt(path)
