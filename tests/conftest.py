@@ -18,6 +18,15 @@ from openfootprints.synth.scene import SceneSpec, write_scene
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Exported models are cached in a folder of this test session, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("cache")
+        patch.setenv("OPENFOOTPRINTS_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def tiny_scene(tmp_path_factory) -> tuple[Path, Path]:
     """A 256×256 px synthetic scene at 0.5 m in UTM and its footprints (GeoJSON)."""

@@ -65,3 +65,21 @@ def test_detect_with_onnx_and_torch_gives_the_same_buildings(tmp_path, capsys, t
 def test_export_command(tmp_path, capsys, tiny_bundle):
     assert main(["export", str(tiny_bundle), "--out", str(tmp_path / "x.onnx")]) == 0
     assert "wrote" in capsys.readouterr().out and (tmp_path / "x.onnx").stat().st_size > 10_000
+
+
+def test_a_bundle_is_exported_once_in_a_child_process_and_then_taken_from_the_cache(tmp_path, tiny_bundle,
+                                                                                  monkeypatch):
+    from openfootprints.model import onnx
+
+    monkeypatch.setenv("OPENFOOTPRINTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx, "export_onnx", lambda *a: pytest.fail("exported in this process"))
+    first = onnx.cached_onnx(tiny_bundle, tmp_path / "fallback")  # the child does not see the patch
+    assert first.parent == tmp_path / "cache" / "onnx" and first.exists()
+    assert onnx.read_onnx_metadata(first).architecture == load_bundle(tiny_bundle).architecture
+    monkeypatch.setattr(onnx, "export_in_child", lambda *a: pytest.fail("exported again"))
+    assert onnx.cached_onnx(tiny_bundle, tmp_path / "fallback") == first
+    (tmp_path / "fallback").mkdir()
+    (tmp_path / "a-file").write_text("")  # a cache that cannot be made: this run only, into the fallback folder
+    monkeypatch.setenv("OPENFOOTPRINTS_CACHE", str(tmp_path / "a-file" / "cache"))
+    monkeypatch.setattr(onnx, "export_in_child", lambda model, path: path.write_bytes(b"onnx"))
+    assert onnx.cached_onnx(tiny_bundle, tmp_path / "fallback").parent == tmp_path / "fallback"

@@ -36,7 +36,7 @@ from openfootprints.io.provenance import config_path_beside, write_resolved_conf
 from openfootprints.io.raster import Scene, open_scene
 from openfootprints.io.vector import read_polygons, read_table, write_geoparquet, write_table_parts
 from openfootprints.model.bundle import Bundle, load_bundle, save_bundle
-from openfootprints.model.onnx import load_model
+from openfootprints.model.onnx import cached_onnx, load_model
 from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, region_from_bounds,
                                                   region_transform, select_device, select_engine)
 from openfootprints.predict.stream import Cancelled, ProbabilityStream
@@ -58,14 +58,16 @@ def json_safe(value):
 
 def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, threads: int | None = None) -> WindowPredictor:
     """The model at ``model_path`` ready to run many scenes (a service): loaded once, on the device and engine of
-    ``cfg.detect``; a bundle that runs on ONNX Runtime is exported once, into ``workdir``.
+    ``cfg.detect``; a bundle that runs on ONNX Runtime is exported once and cached (:func:`cached_onnx`; into
+    ``workdir`` when the cache cannot be written).
 
     ``threads`` caps ONNX Runtime's threads (default: all cores).
     """
     bundle = load_model(model_path)
     device = select_device(cfg.detect.device)
-    return WindowPredictor(bundle, device, select_engine(cfg.detect.engine, device, bundle), workdir, threads,
-                           compile=cfg.detect.compile)
+    engine = select_engine(cfg.detect.engine, device, bundle)
+    exported = cached_onnx(model_path, workdir) if engine == "onnx" and not bundle.training.get("onnx_path") else None
+    return WindowPredictor(bundle, device, engine, workdir, threads, compile=cfg.detect.compile, onnx_file=exported)
 
 
 def open_for_model(cfg: DictConfig, scene_path: str, bundle: Bundle) -> Scene:

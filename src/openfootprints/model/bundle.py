@@ -96,6 +96,15 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     return Bundle(**fields)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def fingerprint_files(paths: list[str | os.PathLike]) -> str:
     """A short SHA-256 over the training files: name, size and the first and last MiB of each."""
     digest = hashlib.sha256()

@@ -9,6 +9,8 @@ under ``openfootprints_bundle``, so ``detect`` can use the ONNX file in place of
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
 import os
 import warnings
 from pathlib import Path
@@ -18,9 +20,10 @@ import torch
 
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_path
-from openfootprints.model.bundle import FORMAT_VERSION, Bundle, load_bundle
+from openfootprints.model.bundle import FORMAT_VERSION, Bundle, file_sha256, load_bundle
 from openfootprints.model.unet import Architecture
 
+log = logging.getLogger(__name__)
 METADATA_KEY = "openfootprints_bundle"
 OPSET = 18
 
@@ -42,6 +45,50 @@ def export_onnx(bundle: Bundle, path: str | os.PathLike) -> Path:
         meta.value = json.dumps({"format_version": FORMAT_VERSION, **bundle.metadata()})
         onnx.save(model, str(tmp))
     return Path(path)
+
+
+def cache_dir() -> Path:
+    """Where exported models are kept between runs: ``$OPENFOOTPRINTS_CACHE``, else
+    ``$XDG_CACHE_HOME/openfootprints``, else ``~/.cache/openfootprints``."""
+    if os.environ.get("OPENFOOTPRINTS_CACHE"):
+        return Path(os.environ["OPENFOOTPRINTS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "openfootprints"
+
+
+def cached_onnx(model_path: str | os.PathLike, fallback_dir: str | os.PathLike) -> Path:
+    """The ONNX export of the bundle at ``model_path``: from the cache (keyed by the file's SHA-256, the torch
+    version and the opset), or exported now in a child process and kept there for the next run (into
+    ``fallback_dir`` when the cache cannot be written). A child, because exporting leaves about 0.5 GiB in the
+    exporting process that a long detection would carry to its end."""
+    name = f"{file_sha256(model_path)[:16]}-torch{torch.__version__}-opset{OPSET}.onnx".replace("+", "_")
+    path = cache_dir() / "onnx" / name
+    if path.exists():
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        log.warning("%s: cannot keep the ONNX export there (%s); exporting for this run only", path.parent, err)
+        path = Path(fallback_dir) / name
+    export_in_child(model_path, path)
+    return path
+
+
+def export_in_child(model_path: str | os.PathLike, path: Path) -> None:
+    """:func:`export_onnx` of the bundle at ``model_path`` to ``path``, in a child process (in this one when it is
+    a daemonic process, which may not have children: a service's worker)."""
+    if multiprocessing.current_process().daemon:
+        export_onnx(load_bundle(model_path), path)
+        return
+    child = multiprocessing.get_context("spawn").Process(target=_export_file, args=(str(model_path), str(path)),
+                                                         name="openfootprints-onnx-export")
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"{model_path}: the ONNX export failed in its child process (exit status {child.exitcode})")
+
+
+def _export_file(model_path: str, path: str) -> None:
+    export_onnx(load_bundle(model_path), path)
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> Bundle:

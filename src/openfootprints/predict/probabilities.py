@@ -91,19 +91,19 @@ class WindowPredictor:
     ``engine`` is ``torch`` (the bundle's network on ``device``; bf16 autocast on CUDA) or ``onnx``
     (ONNX Runtime on the CPU, from the bundle's exported ONNX file or one exported now into ``workdir``);
     ``threads`` caps ONNX Runtime's threads (default: all cores); ``compile`` wraps the PyTorch network in
-    ``torch.compile``. On CUDA the network runs channels-last from pinned host memory. Built once, it can run
+    ``torch.compile``; ``onnx_file``, the bundle already exported (else it is exported into ``workdir``). On CUDA the network runs channels-last from pinned host memory. Built once, it can run
     any number of scenes.
     """
 
     def __init__(self, bundle: Bundle, device: torch.device, engine: str = "torch", workdir: str | Path | None = None,
-                 threads: int | None = None, compile: bool = False):
+                 threads: int | None = None, compile: bool = False, onnx_file: str | Path | None = None):
         self.bundle, self.device, self.engine = bundle, device, engine
         self.mean = np.asarray(bundle.mean, np.float32)[:, None, None]
         self.std = np.asarray(bundle.std, np.float32)[:, None, None]
         onnx_path = bundle.training.get("onnx_path")
         if engine == "onnx":
             if onnx_path is None:
-                onnx_path = export_onnx(bundle, Path(workdir or tempfile.gettempdir()) / "model.onnx")
+                onnx_path = onnx_file or export_onnx(bundle, Path(workdir or tempfile.gettempdir()) / "model.onnx")
             self.onnx = OnnxNetwork(onnx_path, threads)
         elif onnx_path is not None:
             raise InputError(f"{onnx_path}: an ONNX model runs with detect.engine=onnx (or auto on the CPU)")

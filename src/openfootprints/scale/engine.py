@@ -15,7 +15,6 @@ Engines: ``local`` (this process, the model loaded once) or ``ray`` (:mod:`openf
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from openfootprints.errors import InputError
 from openfootprints.io.provenance import write_resolved_config
 from openfootprints.io.storage import Storage
+from openfootprints.model.bundle import file_sha256
 from openfootprints.model.onnx import load_model
 from openfootprints.pipeline import detect, load_predictor, open_for_model
 from openfootprints.scale.cells import (Cell, area_km2, area_of_interest, cells_covering, manifest_json,
@@ -60,12 +60,8 @@ def cell_summary(summary: dict, cell: Cell, out: Storage) -> dict:
 
 def run_identity(cfg: DictConfig, scene_path: str, model_path: str) -> dict:
     """What a run's cells depend on: the scene, the model file's content, the zoom and the area."""
-    digest = hashlib.sha256()
-    with open(model_path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
     aoi = cfg.scale.aoi
-    return {"scene": str(scene_path), "model": str(model_path), "model_sha256": digest.hexdigest()[:16],
+    return {"scene": str(scene_path), "model": str(model_path), "model_sha256": file_sha256(model_path)[:16],
             "zoom": cfg.scale.zoom, "aoi": aoi if aoi is None or isinstance(aoi, str) else list(aoi)}
 
 
