@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -74,17 +75,12 @@ def cached_onnx(model_path: str | os.PathLike, fallback_dir: str | os.PathLike) 
 
 
 def export_in_child(model_path: str | os.PathLike, path: Path) -> None:
-    """:func:`export_onnx` of the bundle at ``model_path`` to ``path``, in a child process (in this one when it is
-    a daemonic process, which may not have children: a service's worker)."""
-    if multiprocessing.current_process().daemon:
-        export_onnx(load_bundle(model_path), path)
-        return
-    child = multiprocessing.get_context("spawn").Process(target=_export_file, args=(str(model_path), str(path)),
-                                                         name="openfootprints-onnx-export")
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise RuntimeError(f"{model_path}: the ONNX export failed in its child process (exit status {child.exitcode})")
+    """:func:`export_onnx` of the bundle at ``model_path`` to ``path``, in a child Python process."""
+    code = "import sys; from openfootprints.model.onnx import _export_file; _export_file(sys.argv[1], sys.argv[2])"
+    done = subprocess.run([sys.executable, "-c", code, str(model_path), str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"{model_path}: the ONNX export failed in its child process: {last}")
 
 
 def _export_file(model_path: str, path: str) -> None:
