@@ -289,3 +289,18 @@ def test_a_source_that_ignores_the_columns_asked_is_an_error():
 
     with pytest.raises(ValueError, match="columns"):
         list(iter_buildings(FullRows(np.zeros((64, 200), np.uint8)), tile_px=64, strip_px=64, margin_m=5.0))
+
+
+def test_sizes_in_pixels_come_from_the_given_ground_resolution_the_same_for_any_part(tmp_path):
+    p = np.zeros((200, 300), np.float32)
+    p[50:52, 60:65] = 0.9  # 10 px = 2.5 m² at 0.5 m: exactly the area limit below
+    p[120:140, 200:230] = 0.9
+    whole = write_prob(tmp_path / "whole.tif", p)
+    with rasterio.open(tmp_path / "part.tif", "w", driver="GTiff", width=250, height=150, count=1, dtype="uint8",
+                       crs="EPSG:32630", transform=TRANSFORM * Affine.translation(40, 30)) as dst:
+        dst.write(np.round(p[30:180, 40:290] * 255).astype(np.uint8)[None])  # another centre, another ground scale
+    kwargs = dict(threshold=0.5, grow_m=0.5, simplify_m=0.25, min_area_m2=5.0)  # kept: ≥ 0.5 × 5 m² in pixels
+    assert len(vectorize(whole, res_m=0.5, **kwargs).polygons) == 2
+    assert len(vectorize(whole, res_m=0.4999, **kwargs).polygons) == 1  # 10 px < 10.004 px: dropped
+    a, b = vectorize(whole, res_m=0.5, **kwargs), vectorize(str(tmp_path / "part.tif"), res_m=0.5, **kwargs)
+    assert [g.wkb for g in polygons(a)] == [g.wkb for g in polygons(b)]

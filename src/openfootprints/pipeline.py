@@ -31,7 +31,7 @@ from openfootprints.evaluate.calibration import (expected_calibration_error, fit
 from openfootprints.evaluate.metrics import Evaluation, evaluate, format_table, select_in_bounds
 from openfootprints.export.buildings import buildings_table
 from openfootprints.io.atomic import atomic_outputs
-from openfootprints.io.geo import degrees_to_crs, pixel_size_m, to_lonlat
+from openfootprints.io.geo import degrees_to_crs, to_lonlat
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import Scene, open_scene
 from openfootprints.io.vector import read_polygons, read_table, write_geoparquet, write_table_parts
@@ -163,11 +163,10 @@ def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: di
             parts, table, n_buildings = _vectorize_into_parts(cfg, bundle, scene, scene_path, str(source), Path(tmp))
         else:
             # a ring of rows: what vectorization reads between releases, and room for the next rows of windows
-            transform = region_transform(scene, context)
-            res_m = pixel_size_m(scene.crs, transform, context.width, context.height)  # as the vectorizer sees it
-            rows = rows_in_use(res_m, bundle.label_erosion_m, d.max_building_m) + 2 * (d.window_px or bundle.window)
+            rows = rows_in_use(scene.resolution_m, bundle.label_erosion_m, d.max_building_m) + \
+                2 * (d.window_px or bundle.window)
             with ProbabilityStream(Path(tmp) / "probabilities.u8", context.width, context.height, scene.crs,
-                                   transform, capacity_rows=rows) as stream, \
+                                   region_transform(scene, context), capacity_rows=rows) as stream, \
                     ThreadPoolExecutor(1) as pool:
                 producer = pool.submit(_predict_into_stream, predict, stream, Path(tmp), timings, start)
                 try:
@@ -232,7 +231,7 @@ def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path):
     table = buildings_table(np.array([], dtype=object), np.array([]), scene.crs)  # the schema, if none is found
     strips = iter_buildings(source, d.threshold if d.threshold is not None else bundle.threshold,
                             grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
-                            margin_m=d.max_building_m, regularize_m=d.regularize_m)
+                            margin_m=d.max_building_m, regularize_m=d.regularize_m, res_m=scene.resolution_m)
     for k, found in enumerate(strips):  # one table part per strip: memory does not grow with the scene
         if d.bbox:  # the buildings whose centroid is in the box, seen with image context around it
             inside = centroids_in(found.polygons, found.crs, d.bbox)

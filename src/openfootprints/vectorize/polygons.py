@@ -72,12 +72,12 @@ def _first_margin(res_m: float, grow_m: float, margin_m: float) -> int:
 
 def vectorize(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
               min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0, *,
-              tile_px: int | None = 8192) -> Buildings:
+              tile_px: int | None = 8192, res_m: float | None = None) -> Buildings:
     """All buildings of a probability raster (uint8, value/255 = probability)."""
     polys, confs = [], []
     crs = None
     for tile in iter_buildings(prob_path, threshold, grow_m, simplify_m, min_area_m2, strip_px, margin_m,
-                               tile_px=tile_px):
+                               tile_px=tile_px, res_m=res_m):
         polys.append(tile.polygons)
         confs.append(tile.confidence)
         crs = tile.crs
@@ -90,7 +90,8 @@ def vectorize(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simpl
 
 def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
                    min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0,
-                   regularize_m: float = 0.0, *, tile_px: int | None = 8192) -> Iterator[Buildings]:
+                   regularize_m: float = 0.0, *, tile_px: int | None = 8192,
+                   res_m: float | None = None) -> Iterator[Buildings]:
     """Yield the buildings tile by tile: ``strip_px`` rows × ``tile_px`` columns (None or 0: the full width),
     left to right, then down (see the module docstring). Sizes in metres on the ground; ``regularize_m`` > 0
     makes near-rectangular outlines rectangles that stay within that distance
@@ -98,14 +99,16 @@ def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, 
 
     ``prob_path`` is a path or an open raster-like source (``read(1, window=...)`` of any window); if it has
     a ``release(row)`` method, it is called after each row of tiles with a row above which nothing will be
-    read again.
+    read again. ``res_m``: the ground size of a pixel that turns the sizes into pixels (default: measured at
+    the raster's centre). Pass the whole scene's when vectorizing a part of it, so that every part uses the
+    same pixel thresholds and tolerances as a whole-scene run (the ground scale varies across a projection).
     """
     if strip_px <= 0 or (tile_px or 0) < 0:
         raise ValueError(f"strip_px must be > 0 and tile_px ≥ 0 (or None), got {strip_px} and {tile_px}")
     # a path, or an open raster-like source (a ProbabilityStream being written by the predicting thread)
     source = contextlib.nullcontext(prob_path) if hasattr(prob_path, "read") else rasterio.open(prob_path)
     with source as src:
-        res_m = pixel_size_m(src.crs, src.transform, src.width, src.height)
+        res_m = res_m or pixel_size_m(src.crs, src.transform, src.width, src.height)
         grow_px = int(round(grow_m / res_m))
         margin0 = _first_margin(res_m, grow_m, margin_m)
         rules = _Rules(level=int(np.clip(np.ceil(threshold * 255), 1, 255)), grow_px=grow_px,
