@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/python bench/evaluate_1m.py
 	$(BIN)/python bench/cpu_engines.py --model demo_output/model.ofp
 	$(BIN)/python bench/detect_memory.py --model demo_output/model.ofp
+	$(BIN)/python bench/vectorize_speed.py
 
 clean:
 	rm -rf $(VENV) demo_output mlruns .pytest_cache web/node_modules $(VIEWER) $(VIEWER:.js=.css)
