@@ -14,6 +14,7 @@ import functools
 import itertools
 import logging
 import math
+import os
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -98,13 +99,18 @@ class WindowPredictor:
     def __init__(self, bundle: Bundle, device: torch.device, engine: str = "torch", workdir: str | Path | None = None,
                  threads: int | None = None, compile: bool = False, onnx_file: str | Path | None = None):
         self.bundle, self.device, self.engine = bundle, device, engine
+        self.runs = 1  # batches run at once (from as many threads)
         self.mean = np.asarray(bundle.mean, np.float32)[:, None, None]
         self.std = np.asarray(bundle.std, np.float32)[:, None, None]
         onnx_path = bundle.training.get("onnx_path")
         if engine == "onnx":
             if onnx_path is None:
                 onnx_path = onnx_file or export_onnx(bundle, Path(workdir or tempfile.gettempdir()) / "model.onnx")
-            self.onnx = OnnxNetwork(onnx_path, threads)
+            # two runs at once of half the threads each: a thread taken away by reading or vectorizing then
+            # stalls one run, not both of a single run's halves
+            total = threads or os.cpu_count() or 1
+            self.runs = 2 if total >= 2 else 1
+            self.onnx = OnnxNetwork(onnx_path, max(1, total // self.runs))
         elif onnx_path is not None:
             raise InputError(f"{onnx_path}: an ONNX model runs with detect.engine=onnx (or auto on the CPU)")
         else:
@@ -174,6 +180,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
                           tiles: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """Write the building probability raster of ``region`` of ``scene`` to ``out_path`` (uint8 GeoTIFF).
 
+    ``batch_size`` is the number of windows in flight at once (split between the predictor's concurrent runs);
     ``window`` is the model window in pixels (a multiple of 32), ``halo_m`` the overlap between
     neighbouring windows in metres on the ground; ``engine`` torch, onnx or auto (see :func:`select_engine`);
     ``tta`` 1, 2, 4 or 8 test-time flips / rotations averaged; ``predictor``, a model already loaded for
@@ -211,11 +218,13 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     else:
         tiles = zip(*tiles)
     destination = contextlib.nullcontext(sink) if sink is not None else rasterio.open(out_path, "w", **profile)
-    with destination as dst:
+    per_run = max(1, batch_size // predictor.runs)  # batch_size windows in flight, split between the runs
+    with destination as dst, BatchRunner(predictor, acc, weights, tta) as runner:
         bar = tqdm(total=len(row_starts) * len(col_starts), desc="detect", unit="win", disable=not progress)
         for row in row_starts:
             shift = row - top
             if shift:
+                runner.drain()
                 emit(dst, top=top, n=shift)
                 for a in (acc, valid_strip):
                     a[:-shift] = a[shift:]
@@ -227,11 +236,12 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
                 valid_strip[:, col - left : col - left + window] |= valid
                 if valid.any():  # windows with no valid pixel are not run
                     batch.append((col - left, image, valid))
-                if len(batch) == batch_size or (col == col_starts[-1] and batch):
-                    _add_predictions(predictor, batch, acc, weights, tta)
+                if len(batch) == per_run or (col == col_starts[-1] and batch):
+                    runner.submit(batch)
                     batch = []
             bar.update(len(col_starts))
         bar.close()
+        runner.drain()
         emit(dst, top=top, n=window)
     return Path(out_path)
 
@@ -307,13 +317,48 @@ def region_transform(scene: Scene, region: Region) -> Affine:
     return scene.transform @ Affine.translation(region.col0, region.row0)
 
 
-def _add_predictions(predictor: WindowPredictor, batch: list[tuple[int, np.ndarray, np.ndarray]], acc: np.ndarray,
-                     weights: np.ndarray, tta: int = 1) -> None:
-    """Run one batch of (strip column, image, valid) windows and add their weighted probabilities to ``acc``."""
-    probs = predictor(np.stack([predictor.normalize(image, valid) for _, image, valid in batch]), tta)
-    size = weights.shape[1]
-    for (c, _, _), prob in zip(batch, probs):
-        acc[:, c : c + size] += prob * weights
+class BatchRunner:
+    """Runs batches of (strip column, image, valid) windows, up to ``predictor.runs`` at once in threads, and adds
+    their weighted probabilities to the strip ``acc`` in the order they were submitted: the same sums, to the
+    bit, as one batch after the other."""
+
+    def __init__(self, predictor: WindowPredictor, acc: np.ndarray, weights: np.ndarray, tta: int = 1):
+        self.predictor, self.acc, self.weights, self.tta = predictor, acc, weights, tta
+        self.pool = ThreadPoolExecutor(predictor.runs) if predictor.runs > 1 else None
+        self.pending: collections.deque = collections.deque()
+
+    def submit(self, batch: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        if self.pool is None:
+            self._add(batch, self._probabilities(batch))
+            return
+        self.pending.append((batch, self.pool.submit(self._probabilities, batch)))
+        while len(self.pending) > self.predictor.runs:
+            self._add_oldest()
+
+    def drain(self) -> None:
+        """Wait for every batch submitted and add it: the strip is then complete for them."""
+        while self.pending:
+            self._add_oldest()
+
+    def _add_oldest(self) -> None:
+        batch, future = self.pending.popleft()
+        self._add(batch, future.result())
+
+    def _probabilities(self, batch) -> np.ndarray:
+        return self.predictor(np.stack([self.predictor.normalize(image, valid) for _, image, valid in batch]),
+                              self.tta)
+
+    def _add(self, batch, probs: np.ndarray) -> None:
+        size = self.weights.shape[1]
+        for (c, _, _), prob in zip(batch, probs):
+            self.acc[:, c : c + size] += prob * self.weights
+
+    def __enter__(self) -> BatchRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _emit_rows(dst, top: int, n: int, acc, valid, row_sums, col_sums, first_row: int, left: int, region: Region,
