@@ -222,17 +222,18 @@ def vectorize_and_write(cfg: DictConfig, bundle: Bundle, scene: Scene, scene_pat
 
 
 def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path):
-    """Vectorize ``source`` (a raster path or a ProbabilityStream) strip by strip into GeoParquet parts in ``tmp``.
+    """Vectorize ``source`` (a raster path or a raster-like stream or array) tile by tile into GeoParquet parts in
+    ``tmp``.
 
     Returns (part paths, the last table (for the schema when there is no part), number of buildings).
     """
     d = cfg.detect
     parts, n_buildings = [], 0
     table = buildings_table(np.array([], dtype=object), np.array([]), scene.crs)  # the schema, if none is found
-    strips = iter_buildings(source, d.threshold if d.threshold is not None else bundle.threshold,
+    tiles = iter_buildings(source, d.threshold if d.threshold is not None else bundle.threshold,
                             grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
                             margin_m=d.max_building_m, regularize_m=d.regularize_m, res_m=scene.resolution_m)
-    for k, found in enumerate(strips):  # one table part per strip: memory does not grow with the scene
+    for k, found in enumerate(tiles):  # one table part per tile: memory does not grow with the scene
         if d.bbox:  # the buildings whose centroid is in the box, seen with image context around it
             inside = centroids_in(found.polygons, found.crs, d.bbox)
             found = Buildings(found.polygons[inside], found.confidence[inside], found.crs)

@@ -32,7 +32,7 @@ from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import OnnxNetwork, export_onnx
-from openfootprints.predict.windows import blend_ramp, lattice_starts
+from openfootprints.predict.windows import blend_ramp, blend_weights, lattice_starts
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ class WindowPredictor:
     ``engine`` is ``torch`` (the bundle's network on ``device``; bf16 autocast on CUDA) or ``onnx``
     (ONNX Runtime on the CPU, from the bundle's exported ONNX file or one exported now into ``workdir``);
     ``threads`` caps ONNX Runtime's threads (default: all cores); ``compile`` wraps the PyTorch network in
-    ``torch.compile``; ``onnx_file``, the bundle already exported (else it is exported into ``workdir``). On CUDA the network runs channels-last from pinned host memory. Built once, it can run
-    any number of scenes.
+    ``torch.compile``; ``onnx_file``, the bundle already exported (else it is exported into ``workdir``). On
+    CUDA the network runs channels-last from pinned host memory. Built once, it can run any number of scenes.
     """
 
     def __init__(self, bundle: Bundle, device: torch.device, engine: str = "torch", workdir: str | Path | None = None,
@@ -199,8 +199,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     if predictor is None:
         dev = select_device(device)
         predictor = WindowPredictor(bundle, dev, select_engine(engine, dev, bundle), Path(out_path).parent)
-    ramp = blend_ramp(window, grid.halo)
-    weights = np.outer(ramp, ramp)
+    ramp, weights = blend_ramp(window, grid.halo), blend_weights(window, grid.halo)
     left = col_starts[0]  # scene column of the strip's first column (≤ region.col0)
     # every window adds outer(ramp, ramp), so the sum of weights at a pixel is (row sum) × (column sum)
     row_sums = weight_sums(row_starts, ramp)  # scene rows from row_starts[0]
