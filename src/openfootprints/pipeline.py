@@ -150,8 +150,7 @@ def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: di
     """
     d = cfg.detect
     start = time.monotonic()
-    # GDAL's block cache defaults to 5 % of RAM and would grow with the scene; bound it
-    with rasterio.Env(GDAL_CACHEMAX=d.gdal_cache_mb * 2**20), \
+    with gdal_env(cfg), \
             tempfile.TemporaryDirectory(prefix="openfootprints-") as tmp:
         predict = functools.partial(predict_probabilities, scene, bundle, region=context, window=d.window_px,
                                     halo_m=d.halo_m, batch_size=d.batch_size, device=d.device, progress=progress,
@@ -187,6 +186,12 @@ def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: di
     timings["write_s"] = end - vectorized
     timings["total_s"] = end - start
     return n_buildings
+
+
+def gdal_env(cfg: DictConfig) -> rasterio.Env:
+    """GDAL settings for reading a scene: its block cache defaults to 5 % of RAM and would grow with the scene, so
+    it is bounded to ``detect.gdal_cache_mb``."""
+    return rasterio.Env(GDAL_CACHEMAX=cfg.detect.gdal_cache_mb * 2**20)
 
 
 def _predict_into_stream(predict, stream: ProbabilityStream, tmp: Path, timings: dict, start: float) -> None:

@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 from omegaconf import DictConfig, OmegaConf
 
 from openfootprints.energy import energy_meter
@@ -70,12 +69,12 @@ class CellProbabilities:
 
 def read_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell) -> CellTiles:
     """Stage 1 (CPU worker): read the windows that predict the cell's context."""
-    from openfootprints.pipeline import detection_area, open_for_model
+    from openfootprints.pipeline import detection_area, gdal_env, open_for_model
 
     one = cell_config(OmegaConf.create(cfg), cell)
     start = time.monotonic()
     with energy_meter(one.tracking.country, one.tracking.energy) as energy, \
-            rasterio.Env(GDAL_CACHEMAX=one.detect.gdal_cache_mb * 2**20):
+            gdal_env(one):
         scene = open_for_model(one, scene_path, bundle)
         region, context = detection_area(one, scene)
         images, valid = read_tiles(scene, window_grid(scene, bundle, context, one.detect.window_px, one.detect.halo_m))
