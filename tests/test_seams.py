@@ -79,3 +79,48 @@ def test_no_building_is_lost_or_doubled_over_the_whole_scene(tmp_path, border_sc
     assert len(found) == len(truth)
     assert sorted(matched.tolist()) == list(range(len(truth)))  # each true building found exactly once
     assert iou.min() > 0.99  # and whole
+
+
+# terraced houses sharing walls across the borders and corners of 64 and 128 px windows: (col0, row0, col1, row1)
+TERRACES = [(40 + 16 * k, 56, 56 + 16 * k, 76) for k in range(6)] + [(180, 110 + 18 * k, 204, 128 + 18 * k)
+                                                                    for k in range(5)] + [
+    (240, 240, 258, 258), (258, 240, 276, 258), (240, 258, 258, 276), (258, 258, 276, 276)]
+
+
+@pytest.fixture(scope="module")
+def terrace_scene(tmp_path_factory):
+    """A scene whose per-pixel 'energy' is low on every house's outline (so on shared walls) and high inside."""
+    image = np.full((3, SIZE, SIZE), 40, np.uint8)
+    for c0, r0, c1, r1 in TERRACES:
+        image[:, r0:r1, c0:c1] = 150  # outline: footprint, not seed
+    for c0, r0, c1, r1 in TERRACES:
+        image[:, r0 + 2:r1 - 2, c0 + 2:c1 - 2] = 255  # core: seed
+    path = tmp_path_factory.mktemp("terraces") / "scene.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8",
+                       crs="EPSG:32630", transform=from_origin(500000, 800000, 0.5, 0.5)) as dst:
+        dst.write(image)
+    return path
+
+
+def seeded_buildings(tmp_path, scene_path, bundle_path, window: int, halo_m: float, name: str):
+    scene, bundle = open_scene(scene_path), load_bundle(bundle_path)
+    probs = predict_probabilities(scene, bundle, tmp_path / f"{name}.tif", window=window, halo_m=halo_m,
+                                  batch_size=4, progress=False)
+    found = list(iter_buildings(str(probs), 0.5, grow_m=1.5, simplify_m=0.0, strip_px=100, margin_m=10.0,
+                                tile_px=90, seed_threshold=0.75))
+    polygons = np.concatenate([f.polygons for f in found])
+    order = np.lexsort((shapely.get_y(shapely.centroid(polygons)), shapely.get_x(shapely.centroid(polygons))))
+    return polygons[order]
+
+
+@pytest.mark.parametrize("window, halo_m", [(128, 8.0), (64, 4.0)])
+def test_touching_buildings_are_split_identically_across_window_and_tile_borders(tmp_path, terrace_scene, tiny_bundle,
+                                                                                  per_pixel_model, window, halo_m):
+    single = seeded_buildings(tmp_path, terrace_scene, tiny_bundle, SIZE, 0.0, "single")
+    tiled = seeded_buildings(tmp_path, terrace_scene, tiny_bundle, window, halo_m, "tiled")
+    transform = from_origin(500000, 800000, 0.5, 0.5)
+    truth = np.array([shapely.box(*(transform @ (c0, r1)), *(transform @ (c1, r0))) for c0, r0, c1, r1 in TERRACES])
+    assert len(single) == len(tiled) == len(TERRACES)
+    assert all(shapely.equals(a, b) for a, b in zip(single, tiled))
+    matched, iou = greedy_match(np.ones(len(tiled)), len(truth), overlapping_pairs(tiled, truth), 0.5)
+    assert sorted(matched.tolist()) == list(range(len(truth))) and iou.min() > 0.95

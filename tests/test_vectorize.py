@@ -304,3 +304,52 @@ def test_sizes_in_pixels_come_from_the_given_ground_resolution_the_same_for_any_
     assert len(vectorize(whole, res_m=0.4999, **kwargs).polygons) == 1  # 10 px < 10.004 px: dropped
     a, b = vectorize(whole, res_m=0.5, **kwargs), vectorize(str(tmp_path / "part.tif"), res_m=0.5, **kwargs)
     assert [g.wkb for g in polygons(a)] == [g.wkb for g in polygons(b)]
+
+
+def touching_rows() -> tuple[np.ndarray, list]:
+    """(200, 260) building ids of 4 rows of terraced houses that share walls (8–16 px wide, 14–22 px deep, some
+    rows with gaps of 1 px), and their pixel boxes (col0, row0, col1, row1)."""
+    rng = np.random.default_rng(5)
+    boxes, row0 = [], 10
+    for r in range(4):
+        depth, col = int(rng.integers(14, 23)), 10
+        while col < 230:
+            width = int(rng.integers(8, 17))
+            boxes.append((col, row0, col + width, row0 + depth))
+            col += width + (1 if r == 3 else 0)
+        row0 += depth + 20
+    from openfootprints.data.chips import building_ids
+
+    ids = building_ids(np.array([shapely.box(*b) for b in boxes]), Affine.identity(), (200, 260))
+    return ids, boxes
+
+
+def test_touching_buildings_come_out_apart_from_the_energy_target(tmp_path):
+    from openfootprints.data.chips import energy_target
+
+    ids, boxes = touching_rows()
+    path = write_prob(tmp_path / "p.tif", energy_target(ids, ramp_px=4))
+    found = vectorize(path, threshold=0.5, seed_threshold=0.75, grow_m=4 * RES, simplify_m=0)
+    truth = [shapely.box(*(TRANSFORM @ (c0, r1)), *(TRANSFORM @ (c1, r0))) for c0, r0, c1, r1 in boxes]
+    assert len(found.polygons) == len(truth) > 60
+    tree = shapely.STRtree(found.polygons)
+    for t in truth:  # each terraced house once, whole
+        best = max(found.polygons[tree.query(t)], key=lambda p: p.intersection(t).area / p.union(t).area)
+        assert best.intersection(t).area / best.union(t).area > 0.9
+    eroded = vectorize(write_prob(tmp_path / "m.tif", (ids > 0).astype(np.float32)), simplify_m=0)
+    in_last_row = sum(1 for b in boxes if b[1] == boxes[-1][1])
+    assert len(eroded.polygons) == 3 + in_last_row  # the plain mask: each row of shared walls one blob
+
+
+@pytest.mark.parametrize("tile_px, strip_px", [(64, 64), (96, 1024), (None, 37)])
+def test_seeded_instances_are_identical_in_any_tile(tmp_path, tile_px, strip_px):
+    from openfootprints.data.chips import energy_target
+
+    ids, boxes = touching_rows()
+    path = write_prob(tmp_path / "p.tif", energy_target(ids, ramp_px=4))
+    kw = dict(threshold=0.5, seed_threshold=0.75, grow_m=4 * RES, simplify_m=0.0, margin_m=10.0)
+    reference = vectorize(path, strip_px=4096, tile_px=None, **kw)
+    found = vectorize(path, strip_px=strip_px, tile_px=tile_px, **kw)
+    assert len(found.polygons) == len(reference.polygons) == len(boxes)
+    assert canonical(found)[0] == canonical(reference)[0]
+    assert np.array_equal(canonical(found)[1], canonical(reference)[1])

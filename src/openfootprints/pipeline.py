@@ -237,6 +237,7 @@ def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path):
     table = buildings_table(np.array([], dtype=object), np.array([]), scene.crs)  # the schema, if none is found
     tiles = iter_buildings(source, d.threshold if d.threshold is not None else bundle.threshold,
                             grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
+                            seed_threshold=bundle.seed_threshold,
                             margin_m=d.max_building_m, regularize_m=d.regularize_m, res_m=scene.resolution_m)
     for k, found in enumerate(tiles):  # one table part per tile: memory does not grow with the scene
         if d.bbox:  # the buildings whose centroid is in the box, seen with image context around it

@@ -1,4 +1,5 @@
-"""Augmentation of training chips: flips and rotations, photometric jitter, mosaic, copy-paste.
+"""Augmentation of training chips: flips and rotations, photometric jitter, sensor degradation (coarser
+ground resolution, blur, noise, saturation), mosaic, copy-paste.
 
 Mosaic and copy-paste change which buildings a chip holds, so they work on a :class:`RawChip` (image in the
 file's units, building ids, valid pixels) before its targets are made: the mask, label erosion and gap
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 
@@ -28,6 +31,15 @@ class Augmentation:
     mosaic_prob: float = 0.0
     copy_paste_prob: float = 0.0
     copy_paste_max: int = 8
+    zoom: float = 0.0  # chips read over 1/(1 + zoom) … (1 + zoom) times their ground size (building scale)
+    coarsen: float = 1.0  # image degraded to up to this many times the training ground resolution, then back
+    blur_px: float = 0.0  # Gaussian blur σ up to this, pixels
+    noise: float = 0.0  # Gaussian noise σ up to this, standard deviations of the normalized image
+    saturation: float = 0.0  # colour saturation scaled within 1 ± this
+
+    @property
+    def degrades(self) -> bool:
+        return self.coarsen > 1 or self.blur_px > 0 or self.noise > 0 or self.saturation > 0
 
 
 @dataclass
@@ -62,6 +74,30 @@ def photometric_jitter(image: np.ndarray, valid: np.ndarray, strength: float, rn
     contrast = np.float32(rng.uniform(1 - strength, 1 + strength))
     mean = image[:, valid].mean() if valid.any() else 0.0
     out = (image * gain + offset - mean) * contrast + mean
+    return np.where(valid, out, 0.0).astype(np.float32)
+
+
+def degrade(image: np.ndarray, valid: np.ndarray, aug: Augmentation, rng: np.random.Generator) -> np.ndarray:
+    """A normalized (C, H, W) image as another sensor might have seen it, each step with probability ½:
+    coarser (resampled to a ground resolution up to ``aug.coarsen`` times the chip's and back, antialiased),
+    blurred (σ up to ``aug.blur_px``), less or more saturated, noisier. Nodata pixels stay 0.
+    """
+    c, h, w = image.shape
+    out = torch.from_numpy(image)[None]
+    if aug.coarsen > 1 and rng.random() < 0.5:
+        factor = rng.uniform(1.0, aug.coarsen)
+        small = (max(1, round(h / factor)), max(1, round(w / factor)))
+        out = F.interpolate(F.interpolate(out, size=small, mode="bilinear", antialias=True, align_corners=False),
+                            size=(h, w), mode="bilinear", align_corners=False)
+    out = out[0].numpy()
+    if aug.blur_px > 0 and rng.random() < 0.5:
+        out = ndimage.gaussian_filter(out, sigma=(0, *[rng.uniform(0, aug.blur_px)] * 2))
+    if aug.saturation > 0 and c >= 3 and rng.random() < 0.5:
+        grey = out[:3].mean(axis=0, keepdims=True)
+        out = out.copy()
+        out[:3] = grey + (out[:3] - grey) * rng.uniform(1 - aug.saturation, 1 + aug.saturation)
+    if aug.noise > 0 and rng.random() < 0.5:
+        out = out + rng.normal(0, rng.uniform(0, aug.noise), size=out.shape).astype(np.float32)
     return np.where(valid, out, 0.0).astype(np.float32)
 
 

@@ -14,22 +14,26 @@ import geopandas as gpd
 import numpy as np
 import shapely
 import torch
+from affine import Affine
 from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 from scipy import ndimage
 
-from openfootprints.data.augment import Augmentation, RawChip, copy_paste, flip_rotate, mosaic, photometric_jitter
+from openfootprints.data.augment import (Augmentation, RawChip, copy_paste, degrade, flip_rotate, mosaic,
+                                         photometric_jitter)
 from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 
 
 @dataclass
 class LabelledScene:
-    """A scene and its building polygons in the scene's CRS."""
+    """A scene and its building polygons in the scene's CRS; ``weight`` scales how often its chips are drawn
+    (per square metre of imagery, against the other scenes)."""
 
     scene: Scene
     polygons: gpd.GeoSeries
+    weight: float = 1.0
 
     def __post_init__(self):
         self._tree = shapely.STRtree(self.polygons.to_numpy())
@@ -73,6 +77,23 @@ def shrink_each(ids: np.ndarray, erode_px: int = 0) -> np.ndarray:
 def building_mask(polygons: np.ndarray, transform, shape: tuple[int, int], erode_px: int = 0) -> np.ndarray:
     """Burn polygons into a (h, w) uint8 mask, each building shrunk by ``erode_px`` pixels (see :func:`shrink_each`)."""
     return shrink_each(building_ids(polygons, transform, shape), erode_px)
+
+
+def energy_target(ids: np.ndarray, ramp_px: float) -> np.ndarray:
+    """(h, w) float32 target in [0, 1] that sees each building's border, shared walls included.
+
+    0 on background; on building pixels ``0.5 + 0.5 · min(d / ramp_px, 1)``, where d (pixels, ≥ 1) is the
+    distance to the nearest pixel that is not of the same building (background or a neighbour). So every
+    building pixel is above 0.5 (the footprint), the value rises from the outline inwards and a wall shared by
+    two buildings stays low: detection seeds instances where it is high and grows them over the footprint
+    (the energy of the deep watershed transform, Bai & Urtasun 2017, as a single output).
+    """
+    edge = (ndimage.grey_erosion(ids, size=3, mode="nearest") != ids) | (
+        ndimage.grey_dilation(ids, size=3, mode="nearest") != ids)
+    inner = (ids > 0) & ~edge
+    depth = ndimage.distance_transform_edt(inner) + 1.0  # ≥ 1 on building pixels: 1 on the outline
+    ramp = np.minimum(depth / max(ramp_px, 1.0), 1.0)
+    return np.where(ids > 0, 0.5 + 0.5 * ramp, 0.0).astype(np.float32)
 
 
 def gap_weights(ids: np.ndarray, w0: float, sigma_px: float) -> np.ndarray:
@@ -158,74 +179,121 @@ def normalization_stats(sources: list[LabelledScene], blocks: list[tuple[int, Wi
     return pixels.mean(axis=1).tolist(), np.maximum(pixels.std(axis=1), 1e-6).tolist()
 
 
-def random_window(blocks: list[tuple[int, Window]], chip_px: int, rng: np.random.Generator) -> tuple[int, Window]:
-    """A ``chip_px`` square at a random place in a random block: (scene index, Window)."""
-    scene_idx, block = blocks[rng.integers(len(blocks))]
-    col = block.col_off + rng.integers(0, block.width - chip_px + 1)
-    row = block.row_off + rng.integers(0, block.height - chip_px + 1)
-    return scene_idx, Window(int(col), int(row), chip_px, chip_px)
+def block_probabilities(sources: list[LabelledScene], blocks: list[tuple[int, Window]]) -> np.ndarray:
+    """(n,) probability of drawing each block: its valid ground area (m², from a coarse read of the mask) times
+    its scene's weight, so that scenes are sampled in proportion to the labelled imagery they hold."""
+    area = np.zeros(len(blocks))
+    for k, (idx, block) in enumerate(blocks):
+        scene = sources[idx].scene
+        src = Window(block.col_off * scene.scale, block.row_off * scene.scale, block.width * scene.scale,
+                     block.height * scene.scale)
+        valid = scene.dataset.dataset_mask(window=src, out_shape=(16, 16)) > 0
+        area[k] = valid.mean() * block.width * block.height * scene.resolution_m**2 * sources[idx].weight
+    if area.sum() <= 0:
+        raise InputError("train: the training blocks hold no valid pixels (or every scene has weight 0)")
+    return area / area.sum()
+
+
+def random_window(blocks: list[tuple[int, Window]], chip_px: int, rng: np.random.Generator,
+                  probabilities: np.ndarray | None = None) -> tuple[int, Window]:
+    """A ``chip_px`` square at a random place in a random block (drawn with ``probabilities``, else uniformly):
+    (scene index, Window). A block smaller than the chip gives a chip its size (no chip spans two blocks)."""
+    scene_idx, block = blocks[rng.choice(len(blocks), p=probabilities)]
+    size = min(chip_px, int(block.width), int(block.height))
+    col = block.col_off + rng.integers(0, block.width - size + 1)
+    row = block.row_off + rng.integers(0, block.height - size + 1)
+    return scene_idx, Window(int(col), int(row), size, size)
 
 
 class ChipDataset(torch.utils.data.Dataset):
     """Chips of ``chip_px`` pixels from blocks of labelled scenes.
 
-    In random mode (``windows=None``) item ``i`` is a chip at a random place in a random block, the
-    place drawn from a generator seeded with ``(seed, i)``: use it with a sampler that draws indexes.
-    With ``windows`` given (a fixed list of ``(scene index, Window)``), item ``i`` is that window.
-    Each item is ``(image (C, H, W) float32 normalized, mask (1, H, W) float32, weight (1, H, W) float32)``;
-    the weight is 0 on nodata and, with ``gap_w0`` > 0, raised in the gaps between buildings
-    (:func:`gap_weights`, ``gap_sigma_px`` in pixels). ``augment`` applies to random mode only.
+    In random mode (``windows=None``) item ``i`` is a chip at a random place in a random block (blocks drawn
+    with ``probabilities``, else uniformly), the place drawn from a generator seeded with ``(seed, i)``: use it
+    with a sampler that draws indexes. A random chip with less than ``min_valid`` valid pixels is drawn again
+    (up to 8 times), so scenes of scattered tiles give chips on their imagery. With ``windows`` given (a fixed
+    list of ``(scene index, Window)``), item ``i`` is that window.
+    Each item is ``(image (C, H, W) float32 normalized, target (1, H, W) float32, weight (1, H, W) float32)``.
+    The target is ``target="eroded"``: the building mask, each building shrunk by ``erode_px``; or
+    ``"energy"``: :func:`energy_target` with ``ramp_px``. The weight is 0 on nodata and, with ``gap_w0`` > 0,
+    raised in the gaps between buildings (:func:`gap_weights`, ``gap_sigma_px`` in pixels). ``augment`` applies
+    to random mode only.
     """
 
     VIRTUAL_LENGTH = 2**31 - 1
+    TARGETS = ("eroded", "energy")
 
     def __init__(self, sources: list[LabelledScene], blocks: list[tuple[int, Window]], chip_px: int,
                  mean: list[float], std: list[float], erode_px: int = 0, seed: int = 0,
                  augment: Augmentation | None = None, windows: list[tuple[int, Window]] | None = None,
-                 gap_w0: float = 0.0, gap_sigma_px: float = 5.0):
+                 gap_w0: float = 0.0, gap_sigma_px: float = 5.0, target: str = "eroded", ramp_px: float = 5.0,
+                 probabilities: np.ndarray | None = None, min_valid: float = 0.0):
+        if target not in self.TARGETS:
+            raise InputError(f"data.target={target}: must be one of {', '.join(self.TARGETS)}")
         self.sources, self.blocks, self.chip_px = sources, blocks, chip_px
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
         self.erode_px, self.seed, self.windows = erode_px, seed, windows
         self.augment = augment if windows is None else None
         self.gap_w0, self.gap_sigma_px = gap_w0, gap_sigma_px
+        self.target, self.ramp_px = target, ramp_px
+        self.probabilities, self.min_valid = probabilities, min_valid
 
     def __len__(self) -> int:
         return len(self.windows) if self.windows is not None else self.VIRTUAL_LENGTH
 
-    def _random_window(self, rng: np.random.Generator) -> tuple[int, Window]:
-        return random_window(self.blocks, self.chip_px, rng)
+    def _random_chip(self, rng: np.random.Generator) -> RawChip:
+        """A random chip of ``chip_px`` pixels, over a ground size zoomed by the augmentation, on imagery."""
+        zoom = self.augment.zoom if self.augment else 0.0
+        for _ in range(8):
+            size = round(self.chip_px * np.exp(rng.uniform(-np.log1p(zoom), np.log1p(zoom)))) if zoom else self.chip_px
+            chip = self.raw_chip(*random_window(self.blocks, size, rng, self.probabilities),
+                                 out_px=self.chip_px)
+            if chip.valid.mean() >= self.min_valid:
+                break
+        return chip
 
-    def raw_chip(self, scene_idx: int, window: Window) -> RawChip:
-        """The image, building ids and valid pixels of a working-grid window."""
+    def raw_chip(self, scene_idx: int, window: Window, out_px: int | None = None) -> RawChip:
+        """The image, building ids and valid pixels of a working-grid window, resampled to ``out_px`` pixels
+        a side when given (a zoom: buildings look larger or smaller)."""
         source = self.sources[scene_idx]
-        image, valid = source.scene.read(window)
-        ids = building_ids(source.polygons_in(window), window_transform(window, source.scene.transform),
-                           (int(window.height), int(window.width)))
+        shape = (out_px, out_px) if out_px else (int(window.height), int(window.width))
+        image, valid = source.scene.read(window, out_shape=shape)
+        transform = window_transform(window, source.scene.transform) @ Affine.scale(window.width / shape[1],
+                                                                                      window.height / shape[0])
+        ids = building_ids(source.polygons_in(window), transform, shape)
         return RawChip(image.astype(np.float32, copy=False), ids, valid)
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, i])
         if self.windows is not None:
             return self.targets(self.raw_chip(*self.windows[i]), rng)
-        chip = self.raw_chip(*self._random_window(rng))
+        chip = self._random_chip(rng)
         aug = self.augment
         if aug and aug.mosaic_prob > 0 and rng.random() < aug.mosaic_prob:
-            chip = mosaic([chip] + [self.raw_chip(*self._random_window(rng)) for _ in range(3)], rng)
+            chip = mosaic([chip] + [self._random_chip(rng) for _ in range(3)], rng)
         if aug and aug.copy_paste_prob > 0 and rng.random() < aug.copy_paste_prob:
-            chip, _ = copy_paste(chip, self.raw_chip(*self._random_window(rng)), rng, aug.copy_paste_max)
+            chip, _ = copy_paste(chip, self._random_chip(rng), rng, aug.copy_paste_max)
         return self.targets(chip, rng)
 
+    def target_of(self, ids: np.ndarray) -> np.ndarray:
+        """(h, w) float32 training target of a chip's building ids (see the class docstring)."""
+        if self.target == "energy":
+            return energy_target(ids, self.ramp_px)
+        return shrink_each(ids, self.erode_px).astype(np.float32)
+
     def targets(self, chip: RawChip, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalized image, mask (buildings shrunk by ``erode_px``) and loss weight of a chip, then flips and jitter."""
-        mask = shrink_each(chip.ids, self.erode_px)
+        """Normalized image, target and loss weight of a chip, then sensor degradation, flips and jitter."""
+        mask = self.target_of(chip.ids)
         weight = chip.valid.astype(np.float32)
         if self.gap_w0 > 0:
             weight *= gap_weights(chip.ids, self.gap_w0, self.gap_sigma_px)
         image = np.where(chip.valid, (chip.image - self.mean) / self.std, 0.0).astype(np.float32)
+        if self.augment and self.augment.degrades:
+            image = degrade(image, chip.valid, self.augment, rng)
         if self.augment and self.augment.jitter > 0:
             image = photometric_jitter(image, chip.valid, self.augment.jitter, rng)
-        mask, weight = mask[None].astype(np.float32), weight[None]
+        mask, weight = mask[None], weight[None]
         if self.augment and self.augment.flips:
             image, mask, weight = flip_rotate([image, mask, weight], rng)
         return torch.from_numpy(image), torch.from_numpy(mask), torch.from_numpy(weight)

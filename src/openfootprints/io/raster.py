@@ -76,16 +76,19 @@ class Scene:
         right, bottom = self.transform @ (window.col_off + window.width, window.row_off + window.height)
         return shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
 
-    def read(self, window: Window, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    def read(self, window: Window, dtype: str = "float32", out_shape: tuple[int, int] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         """Read a working-grid window that lies inside the scene.
 
         Returns ``(image, valid)``: image (bands, h, w) in the file's units, as ``dtype`` (float32 by
-        default; ``None`` keeps the file's pixel type); valid bool (h, w).
+        default; ``None`` keeps the file's pixel type); valid bool (h, w). ``(h, w)`` is the window's size,
+        or ``out_shape`` (pixels) when given: the window resampled to that many pixels (a zoom).
         """
-        h, w = int(window.height), int(window.width)
+        h, w = out_shape or (int(window.height), int(window.width))
+        zoomed = (h, w) != (int(window.height), int(window.width))
         src = Window(window.col_off * self.scale, window.row_off * self.scale,
                      window.width * self.scale, window.height * self.scale)
-        resampling = Resampling.bilinear if self.scale != 1.0 else Resampling.nearest
+        resampling = Resampling.bilinear if self.scale != 1.0 or zoomed else Resampling.nearest
         try:
             image = self.dataset.read(self.bands, window=src, out_shape=(len(self.bands), h, w),
                                       resampling=resampling, out_dtype=dtype)

@@ -29,7 +29,10 @@ class Bundle:
 
     ``mean``/``std`` normalize each input band (in the file's units); ``resolution_m`` is the ground
     resolution it was trained at (metres per pixel); ``window``/``halo_m`` the detection window in pixels
-    and its overlap in metres; ``label_erosion_m`` how far training masks were shrunk, grown back at detection.
+    and its overlap in metres. ``target`` is what the network learned (see :mod:`openfootprints.data.chips`):
+    ``eroded`` masks, whose instances are the components of output ≥ ``threshold`` grown back by
+    ``label_erosion_m``; or ``energy``, whose instances are seeded where the output is ≥ ``seed_threshold`` and
+    grown by up to ``label_erosion_m`` over the footprint (output ≥ ``threshold``).
     """
 
     architecture: Architecture
@@ -41,6 +44,8 @@ class Bundle:
     halo_m: float = 32.0
     threshold: float = 0.5
     label_erosion_m: float = 0.0
+    target: str = "eroded"
+    seed_threshold: float | None = None
     dtype: str = ""  # pixel type of the training imagery (uint8, uint16, …); empty if unknown
     calibration: dict | None = None
     training: dict = field(default_factory=dict)

@@ -15,8 +15,8 @@ from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 from openfootprints.data.augment import Augmentation
-from openfootprints.data.chips import (ChipDataset, LabelledScene, normalization_stats, split_blocks,
-                                       validation_windows)
+from openfootprints.data.chips import (ChipDataset, LabelledScene, block_probabilities, normalization_stats,
+                                       split_blocks, validation_windows)
 from openfootprints.data.pseudo import MixedDataset, PseudoChipDataset, PseudoLabelledScene
 from openfootprints.energy import energy_meter
 from openfootprints.errors import InputError
@@ -34,12 +34,16 @@ log = logging.getLogger(__name__)
 
 
 def load_labelled_scenes(pairs: list[tuple[str, str]], cfg: DictConfig) -> list[LabelledScene]:
-    """Open each (imagery, labels) pair; the first scene fixes the ground resolution unless configured."""
+    """Open each (imagery, labels) pair, resampled to one ground resolution: ``data.resolution_m``, else the first
+    scene's own. Each scene gets its weight from ``data.source_weights`` (default 1)."""
     if not pairs:
         raise InputError("train: give at least one --image with its --labels")
+    weights = list(cfg.data.source_weights) if cfg.data.source_weights is not None else [1.0] * len(pairs)
+    if len(weights) != len(pairs):
+        raise InputError(f"config: data.source_weights has {len(weights)} weight(s) for {len(pairs)} --image(s)")
     sources, resolution = [], cfg.data.resolution_m
     bands = list(cfg.data.bands) if cfg.data.bands else None
-    for image, labels in pairs:
+    for (image, labels), weight in zip(pairs, weights):
         scene = open_scene(image, bands=bands, resolution_m=resolution)
         resolution = resolution or scene.resolution_m
         polygons = read_polygons(labels, crs=scene.crs, bounds=scene.bounds, fix_invalid=cfg.data.fix_invalid)
@@ -48,7 +52,7 @@ def load_labelled_scenes(pairs: list[tuple[str, str]], cfg: DictConfig) -> list[
         if sources and scene.dtype != sources[0].scene.dtype:
             raise InputError(f"{image}: {scene.dtype} pixels, but {pairs[0][0]} has {sources[0].scene.dtype}; "
                              "train on imagery of one pixel type")
-        sources.append(LabelledScene(scene, polygons.geometry))
+        sources.append(LabelledScene(scene, polygons.geometry, float(weight)))
     return sources
 
 
@@ -59,7 +63,8 @@ def split_all(sources: list[LabelledScene], cfg: DictConfig) -> tuple[list, list
         scene = src.scene
         block_px = max(cfg.data.chip_px, round(cfg.data.block_m / scene.resolution_m))
         exclude = degrees_to_crs(cfg.data.holdout_bounds, scene.crs) if cfg.data.holdout_bounds else None
-        t, v = split_blocks(scene, block_px, cfg.data.val_fraction, cfg.seed + idx, exclude)
+        t, v = split_blocks(scene, block_px, cfg.data.val_fraction, cfg.seed + idx, exclude,
+                            min_valid=cfg.data.block_min_valid)
         train += [(idx, w) for w in t]
         val += [(idx, w) for w in v]
     if not train:
@@ -83,7 +88,8 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     mean, std = normalization_stats(sources, train_blocks, seed=cfg.seed)
     erode_px = int(round(cfg.data.label_erosion_m / resolution))
     chips = dict(chip_px=cfg.data.chip_px, mean=mean, std=std, erode_px=erode_px,
-                 gap_w0=cfg.data.gap_weight_w0, gap_sigma_px=cfg.data.gap_sigma_m / resolution)
+                 gap_w0=cfg.data.gap_weight_w0, gap_sigma_px=cfg.data.gap_sigma_m / resolution,
+                 target=cfg.data.target, ramp_px=cfg.data.energy_m / resolution)
     arch = Architecture(encoder=cfg.model.encoder, in_channels=len(sources[0].scene.bands),
                         decoder_channels=list(cfg.model.decoder_channels), dropout=cfg.model.dropout,
                         drop_path=cfg.model.drop_path)
@@ -102,7 +108,9 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
         if cfg.diet.keep < 1:
             train_blocks, diet = data_diet(cfg, sources, train_blocks, arch, chips, Path(out))
-        train_ds = ChipDataset(sources, train_blocks, seed=cfg.seed, augment=augmentation(cfg), **chips)
+        train_ds = ChipDataset(sources, train_blocks, seed=cfg.seed, augment=augmentation(cfg, resolution),
+                               probabilities=block_probabilities(sources, train_blocks),
+                               min_valid=cfg.data.chip_min_valid, **chips)
         if pseudo:
             train_ds = MixedDataset(train_ds, pseudo_dataset(cfg, pseudo, resolution, mean, std),
                                     cfg.selftrain.pseudo_fraction, cfg.seed)
@@ -126,7 +134,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     bundle = Bundle(architecture=arch, bands=list(sources[0].scene.bands), mean=mean, std=std,
-                    resolution_m=resolution, label_erosion_m=erode_px * resolution, dtype=sources[0].scene.dtype,
+                    resolution_m=resolution, dtype=sources[0].scene.dtype, **decoding(cfg, erode_px * resolution),
                     training={"config": OmegaConf.to_container(cfg, resolve=True),
                               "scenes": [list(p) for p in pairs], "epochs": trainer.current_epoch,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,
@@ -143,10 +151,25 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     return path
 
 
-def augmentation(cfg: DictConfig) -> Augmentation:
+def decoding(cfg: DictConfig, erosion_m: float) -> dict:
+    """The bundle fields that tell detection how to turn the model's output into instances.
+
+    Eroded masks: components of probability ≥ 0.5, grown back by the erosion. Energy: seeds where the output is
+    ≥ 0.75 (at least about half of ``energy_m`` inside a building's outline), grown over the footprint (≥ 0.5)
+    by up to ``energy_m``.
+    """
+    if cfg.data.target == "energy":
+        return dict(target="energy", threshold=0.5, seed_threshold=0.75, label_erosion_m=float(cfg.data.energy_m))
+    return dict(target="eroded", label_erosion_m=erosion_m)
+
+
+def augmentation(cfg: DictConfig, resolution_m: float) -> Augmentation:
+    """The configured augmentation for chips of ``resolution_m`` metres per pixel (metres turned into pixels)."""
     a = cfg.augment
     return Augmentation(flips=a.flips, jitter=a.jitter, mosaic_prob=a.mosaic_prob,
-                        copy_paste_prob=a.copy_paste_prob, copy_paste_max=a.copy_paste_max)
+                        copy_paste_prob=a.copy_paste_prob, copy_paste_max=a.copy_paste_max, zoom=a.zoom,
+                        coarsen=max(1.0, a.coarsen_to_m / resolution_m), blur_px=a.blur_m / resolution_m,
+                        noise=a.noise, saturation=a.saturation)
 
 
 def segmentation_module(cfg: DictConfig, net: torch.nn.Module, steps: int, budget_s: float | None
@@ -186,7 +209,8 @@ def data_diet(cfg: DictConfig, sources: list[LabelledScene], blocks: list, arch:
     scores = np.zeros(len(candidates))
     for k in range(d.seeds):
         seed = cfg.seed + 1000 + k
-        learner = ChipDataset(sources, blocks, seed=seed, augment=augmentation(cfg), **chips)
+        learner = ChipDataset(sources, blocks, seed=seed, augment=augmentation(cfg, sources[0].scene.resolution_m),
+                              **chips)
         scores += el2n_scores(short_fit(cfg, arch, learner, d.steps, seed), scoring, cfg.train.batch_size)
     scores /= max(d.seeds, 1)
     kept = prune(scores, d.keep, d.offset)
@@ -235,7 +259,7 @@ def pseudo_dataset(cfg: DictConfig, pseudo: list[tuple[str, str]], resolution: f
         sources.append(PseudoLabelledScene(scene, Path(probabilities)))
         blocks += [(idx, w) for w in usable]
     return PseudoChipDataset(sources, blocks, cfg.data.chip_px, mean, std, seed=cfg.seed + 7,
-                             augment=augmentation(cfg))
+                             augment=augmentation(cfg, resolution))
 
 
 def make_mlflow_logger(cfg: DictConfig) -> MLFlowLogger:

@@ -1,7 +1,11 @@
 """Probability raster in, building polygons out: instances, confidence, simplification, in tiles.
 
 Instances are the 4-connected components of ``probability ≥ threshold``, each grown back by the
-label erosion used in training (without merging into neighbours). The raster is vectorized in tiles of
+label erosion used in training (without merging into neighbours). A model trained on the energy target
+(:func:`~openfootprints.data.chips.energy_target`) gives a ``seed_threshold``: instances are then seeded by the
+components of ``probability ≥ seed_threshold`` and grown by up to ``grow_m`` over the footprint
+(``probability ≥ threshold``), each footprint pixel going to the nearest seed, so buildings that share a wall
+come out apart (a marker-based watershed by distance). The raster is vectorized in tiles of
 ``strip_px`` rows × ``tile_px`` columns, row of tiles by row of tiles, each read with a margin on all four
 sides. An instance belongs to the tile that holds its first pixel in raster order (the leftmost of its top
 row: one of its own pixels, unlike its bounding box's corner, which an L-shaped instance leaves empty
@@ -52,7 +56,8 @@ class Buildings:
 class _Rules:
     """How one raster's pixels become instances and polygons."""
 
-    level: int  # uint8 probability at or above which a pixel is a building pixel
+    level: int  # uint8 probability at or above which a pixel is an instance's (seed) pixel
+    extent: int  # uint8 probability at or above which grown pixels are kept (0: all, no footprint)
     grow_px: int  # pixels each instance is grown by
     min_pixels: float  # instances with fewer pixels are dropped
     simplify_px: float  # simplification tolerance, pixels
@@ -72,12 +77,13 @@ def _first_margin(res_m: float, grow_m: float, margin_m: float) -> int:
 
 def vectorize(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
               min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0, *,
-              tile_px: int | None = 8192, res_m: float | None = None) -> Buildings:
+              tile_px: int | None = 8192, res_m: float | None = None,
+              seed_threshold: float | None = None) -> Buildings:
     """All buildings of a probability raster (uint8, value/255 = probability)."""
     polys, confs = [], []
     crs = None
     for tile in iter_buildings(prob_path, threshold, grow_m, simplify_m, min_area_m2, strip_px, margin_m,
-                               tile_px=tile_px, res_m=res_m):
+                               tile_px=tile_px, res_m=res_m, seed_threshold=seed_threshold):
         polys.append(tile.polygons)
         confs.append(tile.confidence)
         crs = tile.crs
@@ -91,7 +97,7 @@ def vectorize(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simpl
 def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
                    min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0,
                    regularize_m: float = 0.0, *, tile_px: int | None = 8192,
-                   res_m: float | None = None) -> Iterator[Buildings]:
+                   res_m: float | None = None, seed_threshold: float | None = None) -> Iterator[Buildings]:
     """Yield the buildings tile by tile: ``strip_px`` rows × ``tile_px`` columns (None or 0: the full width),
     left to right, then down (see the module docstring). Sizes in metres on the ground; ``regularize_m`` > 0
     makes near-rectangular outlines rectangles that stay within that distance
@@ -102,6 +108,8 @@ def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, 
     read again. ``res_m``: the ground size of a pixel that turns the sizes into pixels (default: measured at
     the raster's centre). Pass the whole scene's when vectorizing a part of it, so that every part uses the
     same pixel thresholds and tolerances as a whole-scene run (the ground scale varies across a projection).
+    ``seed_threshold``: seed instances at this level and grow them only over ``threshold`` (see the module
+    docstring); None: instances are the components of ``threshold``.
     """
     if strip_px <= 0 or (tile_px or 0) < 0:
         raise ValueError(f"strip_px must be > 0 and tile_px ≥ 0 (or None), got {strip_px} and {tile_px}")
@@ -111,8 +119,12 @@ def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, 
         res_m = res_m or pixel_size_m(src.crs, src.transform, src.width, src.height)
         grow_px = int(round(grow_m / res_m))
         margin0 = _first_margin(res_m, grow_m, margin_m)
-        rules = _Rules(level=int(np.clip(np.ceil(threshold * 255), 1, 255)), grow_px=grow_px,
-                       min_pixels=0.5 * min_area_m2 / res_m**2,
+        level = int(np.clip(np.ceil(threshold * 255), 1, 255))
+        seed_level = level if seed_threshold is None else int(np.clip(np.ceil(seed_threshold * 255), 1, 255))
+        # seeds are a building's core: count a smaller share of the area limit for them
+        share = 0.5 if seed_threshold is None else 0.1
+        rules = _Rules(level=seed_level, extent=0 if seed_threshold is None else level, grow_px=grow_px,
+                       min_pixels=share * min_area_m2 / res_m**2,
                        simplify_px=simplify_m / res_m, regularize_px=regularize_m / res_m)
         margin_cap = MAX_MARGIN_FACTOR * margin0
         tile_px = tile_px or max(src.width, 1)
@@ -173,7 +185,7 @@ def _tile(src, tile: tuple[int, int, int, int], margin: int, rules: _Rules, acce
     if len(ids) == 0:
         return empty
     confidence = (stats[:, 1] / stats[:, 0] / 255).astype(np.float32)
-    polygons, corners = _outlines(labels, boxes, ids, rules.grow_px)
+    polygons, corners = _outlines(labels, boxes, ids, rules.grow_px, prob if rules.extent else None, rules.extent)
     # simplified and regularized in pixels from each outline's own corner: the same numbers, hence the same
     # result to the bit, in any view (tolerance comparisons on map coordinates flip with their rounding)
     if rules.simplify_px > 0:
@@ -203,9 +215,11 @@ def _pixels_and_sum(prob: np.ndarray, labels: np.ndarray, box: tuple[slice, slic
     return int(inside.sum()), int(prob[box][inside].sum(dtype=np.int64))
 
 
-def _outlines(labels: np.ndarray, boxes: list, ids: np.ndarray, grow_px: int) -> tuple[np.ndarray, np.ndarray]:
+def _outlines(labels: np.ndarray, boxes: list, ids: np.ndarray, grow_px: int, prob: np.ndarray | None = None,
+              extent: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(k,) polygons of the instances ``ids`` of the view ``labels``, each grown by ``grow_px`` without entering
-    its neighbours, in pixels from its own top-left corner; and (k, 2) those corners (column, row) in the view.
+    its neighbours (and, with ``prob``, only over pixels whose ``prob`` ≥ ``extent``), in pixels from its own
+    top-left corner; and (k, 2) those corners (column, row) in the view.
 
     Growing is done on a crop around each instance that holds every label within ``2 × grow_px`` of it
     (exactly the result of growing the whole view, at a fraction of the memory); the grown instances are
@@ -219,7 +233,10 @@ def _outlines(labels: np.ndarray, boxes: list, ids: np.ndarray, grow_px: int) ->
         c0, c1 = max(0, box[1].start - pad), min(labels.shape[1], box[1].stop + pad)
         crop = labels[r0:r1, c0:c1]
         grown = expand_labels(crop, grow_px) if grow_px > 0 else crop
-        canvas[r0:r1, c0:c1][grown == i] = i
+        mine = grown == i
+        if prob is not None:
+            mine &= (prob[r0:r1, c0:c1] >= extent) | (crop == i)
+        canvas[r0:r1, c0:c1][mine] = i
     pieces: dict[int, list] = {}
     for geom, value in shapes(canvas, mask=canvas > 0, connectivity=4):  # view pixel coordinates
         pieces.setdefault(int(value), []).append(_polygon(geom["coordinates"]))
