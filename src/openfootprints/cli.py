@@ -8,7 +8,7 @@
     openfootprints evaluate PREDICTED TRUTH [--json metrics.json] [--report DIR [--imagery SCENE]] [evaluate.iou=0.5 …]
     openfootprints calibrate PREDICTED TRUTH --model model.ofp --out calibrated.ofp [evaluate.bbox=[w,s,e,n]]
     openfootprints export model.ofp --out model.onnx
-    openfootprints demo [demo.out_dir=demo_output train.max_minutes=8 …]
+    openfootprints demo [--synthetic] [demo.out_dir=demo_output …]
     openfootprints serve --model model.ofp [--host 127.0.0.1] [--port 8000] [serve.max_concurrent=2 …]
     openfootprints view RESULT [--imagery SCENE] [--truth FILE] [--port 8765] [--host 127.0.0.1] [--no-browser]
 
@@ -31,10 +31,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from openfootprints import __version__
 from openfootprints.errors import InputError
+from openfootprints.model.base import model_or_base
 
 log = logging.getLogger("openfootprints")
 SCENE_HELP = ("imagery: a GeoTIFF/COG/VRT (a path, or an s3:// or gs:// URL), a folder of GeoTIFFs, an XYZ tile "
               "folder, a local STAC catalog or item collection, or a .txt list of scenes (one per line)")
+MODEL_HELP = "model bundle (.ofp) or its ONNX export (.onnx); default: the base model shipped with openfootprints"
 
 
 def load_config(overrides: list[str]) -> DictConfig:
@@ -170,7 +172,7 @@ def cmd_detect(args, cfg: DictConfig) -> None:
     from openfootprints.pipeline import detect
 
     out = args.out or f"{Path(args.scene.rstrip('/')).stem}_buildings.parquet"
-    summary = detect(cfg, args.scene, args.model, out, progress=not args.quiet)
+    summary = detect(cfg, args.scene, model_or_base(args.model), out, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
 
 
@@ -189,7 +191,7 @@ def cmd_evaluate(args, cfg: DictConfig) -> None:
 def cmd_scale(args, cfg: DictConfig) -> None:
     from openfootprints.scale.engine import scale
 
-    summary = scale(cfg, args.scene, args.model, args.out)
+    summary = scale(cfg, args.scene, model_or_base(args.model), args.out)
     print(json.dumps(summary, indent=2))
     if summary["cells_failed"]:
         raise InputError(f"scale: {summary['cells_failed']} cell(s) failed after {cfg.scale.retries} retries "
@@ -213,7 +215,7 @@ def cmd_export(args, cfg: DictConfig) -> None:
 def cmd_demo(args, cfg: DictConfig) -> None:
     from openfootprints.demo import run_demo
 
-    run_demo(cfg)
+    run_demo(cfg, synthetic=args.synthetic)
 
 
 def cmd_serve(args, cfg: DictConfig) -> None:
@@ -229,7 +231,7 @@ def cmd_serve(args, cfg: DictConfig) -> None:
 
         viewer = view.prepare_viewer(cfg, args.view, args.imagery, args.truth)
     try:
-        app = create_app(cfg, args.model, viewer=view.create_app(viewer) if viewer else None)
+        app = create_app(cfg, model_or_base(args.model), viewer=view.create_app(viewer) if viewer else None)
         if viewer:
             print(f"viewer of {args.view} at http://{args.host}:{args.port}/viewer/", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
@@ -281,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="find buildings in a scene, write the buildings table", **common)
     p.add_argument("scene", help=SCENE_HELP)
-    p.add_argument("--model", required=True, help="model bundle (.ofp) or its ONNX export (.onnx)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--out", help="buildings table: .parquet (default: SCENE_buildings.parquet here), .geojson, "
                                  ".fgb, .gpkg or .csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -290,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scale", help="detect over an area of interest in quadkey cells (local or Ray), resumable",
                        **common)
     p.add_argument("scene", help=SCENE_HELP)
-    p.add_argument("--model", required=True, help="model bundle (.ofp) or its ONNX export (.onnx)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--out", required=True, help="output folder (a path, s3://bucket/prefix or gs://bucket/prefix): "
                                                 "buildings/cell=<quadkey>/part-0.parquet, manifest.json, summary.json")
     p.set_defaults(func=cmd_scale)
@@ -316,12 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="ONNX file to write (default MODEL.onnx)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("demo", help="synthesize, train, detect, evaluate and draw, on synthetic data", **common)
+    p = sub.add_parser("demo", help="the base model on a small real scene: detect, evaluate, draw (--synthetic: "
+                                    "synthesize scenes and train first)", **common)
+    p.add_argument("--synthetic", action="store_true", help="synthesize a training and a test scene, train on the "
+                                                            "first (demo.train_minutes), detect on the second")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("serve", help="an HTTP service: POST a GeoTIFF to /detect, get its buildings (limits: serve.*)",
                        **common)
-    p.add_argument("--model", required=True, help="model bundle (.ofp) or its ONNX export (.onnx)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--view", metavar="RESULT", help="also serve the web map of this buildings table at /viewer/")

@@ -1,0 +1,212 @@
+"""Real imagery, places left out: train on some places, score each held-out place on its own.
+
+    python bench/real.py [--variant base] [--minutes 70] [--seed 0] [--runs runs/real] [--doc docs/real.md]
+                         [--ship]
+
+Trains the variant's recipe (``recipe=base`` plus the variant's overrides) on the openly licensed places of
+``../shared/data/oam`` that are not held out (Banepa's two sets, Zanzibar, Catanduanes), detects in each held-out
+place (Nairobi, Kampala: never seen in training, not even for validation) and in the Xiamen held-out block
+(another continent and sensor: 0.54 m satellite-like imagery; its labels are incomplete, so its recall and pixel
+IoU are the measure), and scores each at IoU 0.5: precision, recall, F1, AP50, pixel IoU, the count ratio
+(predicted / true buildings) and F1 by building size, with training time and energy beside them. Nairobi is
+also detected from a copy of its imagery resampled to 0.5 m, to show the model serves both resolutions.
+Results go to ``RUNS/<variant>-s<seed>/`` (reused when there) and the table to ``--doc``. ``--ship`` copies the
+variant's bundle (weights stored as float16) to the package's base model and writes its model card.
+Nothing from Xiamen is used for training: the base model is trained on open data alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hardware import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+CLI = [sys.executable, "-m", "openfootprints.cli"]
+TRAIN_PLACES = {"banepa": ("banepa/banepa_oam.tif", "banepa/labels.geojson"),
+                "banepa_np": ("banepa_np", "banepa_np/labels.geojson"),
+                "zanzibar_tz": ("zanzibar_tz", "zanzibar_tz/labels.geojson"),
+                "catanduanes_ph": ("catanduanes_ph", "catanduanes_ph/labels.geojson")}
+HELD_OUT = {"nairobi_ke": ("nairobi_ke", "nairobi_ke/labels.geojson"),
+            "kampala_ug": ("kampala_ug", "kampala_ug/labels.geojson")}
+XIAMEN_BLOCK = "[118.0878,24.4659,118.1006,24.4737]"
+RESAMPLED_M = 0.5  # Nairobi is also detected from its imagery resampled to this ground resolution
+
+# name → (what it is, overrides on top of recipe=base)
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "base": ("energy target, 0.4 m, scale and sensor augmentation (recipe=base)", []),
+    "eroded": ("as base, but masks eroded 1 m (the previous target)", ["data.target=eroded"]),
+    "res05": ("as base, at 0.5 m", ["data.resolution_m=0.5"]),
+    "res03": ("as base, at 0.3 m", ["data.resolution_m=0.3"]),
+    "no_sensor_aug": ("as base, without zoom, coarsening, blur, noise, saturation",
+                      ["augment.zoom=0", "augment.coarsen_to_m=0", "augment.blur_m=0", "augment.noise=0",
+                       "augment.saturation=0"]),
+}
+
+
+def run(cmd: list[str], log: Path) -> None:
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def train(out: Path, overrides: list[str], minutes: float, seed: int) -> None:
+    cmd = CLI + ["train"]
+    for image, labels in TRAIN_PLACES.values():
+        cmd += ["--image", str(DATA / "oam" / image), "--labels", str(DATA / "oam" / labels)]
+    cmd += ["--out", str(out / "model.ofp"), "recipe=base", f"train.max_minutes={minutes}", f"seed={seed}",
+            f"tracking.uri=file:{out.parent / 'mlruns'}", *overrides]
+    run(cmd, out / "log.txt")
+
+
+def resampled(scene: Path, out: Path, resolution_m: float) -> Path:
+    """A GeoTIFF copy of ``scene`` at ``resolution_m`` metres per pixel on the ground (made once)."""
+    if out.exists():
+        return out
+    from rasterio.enums import Resampling
+    import rasterio
+
+    from openfootprints.io.raster import open_scene
+
+    src = open_scene(scene, resolution_m=resolution_m)
+    image = src.dataset.read(src.bands, out_shape=(len(src.bands), src.height, src.width),
+                             resampling=Resampling.average)
+    valid = src.dataset.dataset_mask(out_shape=(src.height, src.width)) > 0
+    profile = dict(driver="GTiff", width=src.width, height=src.height, count=len(src.bands), dtype=src.dtype,
+                   crs=src.crs, transform=src.transform, compress="deflate", tiled=True)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(image)
+        dst.write_mask(valid.astype("uint8") * 255)
+    return out
+
+
+def score(out: Path, name: str, scene: str, labels: str, extra_detect: list[str] = (),
+          extra_eval: list[str] = ()) -> dict:
+    table, metrics = out / f"{name}.parquet", out / f"{name}.metrics.json"
+    start = time.monotonic()
+    run(CLI + ["detect", scene, "--model", str(out / "model.ofp"), "--out", str(table), "--quiet",
+               "tracking.energy=false", *extra_detect], out / "log.txt")
+    seconds = time.monotonic() - start
+    run(CLI + ["evaluate", str(table), labels, "--json", str(metrics), *extra_eval], out / "log.txt")
+    m = json.loads(metrics.read_text())
+    return {"place": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "ap50": m["ap"],
+            "pixel_iou": m["pixel_iou"], "n_predicted": m["n_predicted"], "n_true": m["n_true"],
+            "count_ratio": m["n_predicted"] / max(m["n_true"], 1), "detect_s": round(seconds, 1),
+            "f1_by_size": {f"{b['min_m2']:g}-{b['max_m2']:g}": b["f1"] for b in m["by_size"] if b["n_true"]}}
+
+
+def run_variant(name: str, runs: Path, minutes: float, seed: int) -> dict:
+    out = runs / f"{name}-s{seed}"
+    result_path = out / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "model.ofp").exists():
+        train(out, VARIANTS[name][1], minutes, seed)
+    import torch
+
+    training = torch.load(out / "model.ofp", map_location="cpu", weights_only=True)["training"]
+    places = [score(out, place, str(DATA / "oam" / image), str(DATA / "oam" / labels))
+              for place, (image, labels) in HELD_OUT.items()]
+    nairobi = HELD_OUT["nairobi_ke"]
+    coarse = resampled(DATA / "oam" / nairobi[0], runs / f"nairobi_ke_{RESAMPLED_M}m.tif", RESAMPLED_M)
+    places.append(score(out, f"nairobi_ke@{RESAMPLED_M}m", str(coarse), str(DATA / "oam" / nairobi[1])))
+    xiamen = DATA / "xiamen"
+    if xiamen.exists():
+        places.append(score(out, "xiamen_block", str(xiamen / "xiamen_z18_mosaic.tif"),
+                            str(xiamen / "buildings.geojson"), [f"detect.bbox={XIAMEN_BLOCK}"],
+                            [f"evaluate.bbox={XIAMEN_BLOCK}", "data.fix_invalid=true"]))
+    result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "steps": training.get("steps"),
+              "train_s": training.get("seconds"), "energy_kwh": training.get("energy_kwh"),
+              "val_pixel_iou": training.get("metrics", {}).get("val_pixel_iou"), "places": places,
+              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")}
+    result_path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def held_out_f1(result: dict) -> float:
+    """Mean F1 over the held-out OAM places at their own resolution (the bar for shipping)."""
+    f1 = [p["f1"] for p in result["places"] if p["place"] in HELD_OUT]
+    return sum(f1) / len(f1)
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| variant | seed | place | precision | recall | F1 | AP50 | pixel IoU | predicted / true | "
+             "F1 by size (m²: F1) | train | kWh |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for p in r["places"]:
+            sizes = ", ".join(f"{k}: {v:.2f}" for k, v in p["f1_by_size"].items() if v is not None)
+            kwh = f"{r['energy_kwh']:.4f}" if r.get("energy_kwh") is not None else "–"
+            lines.append(f"| {r['variant']} | {r['seed']} | {p['place']} | {p['precision']:.3f} | {p['recall']:.3f} | "
+                         f"**{p['f1']:.3f}** | {p['ap50']:.3f} | {p['pixel_iou']:.3f} | {p['n_predicted']} / "
+                         f"{p['n_true']} ({p['count_ratio']:.2f}) | {sizes} | {r['steps']} steps, "
+                         f"{(r['train_s'] or 0) / 60:.0f} min | {kwh} |")
+    return "\n".join(lines)
+
+
+def write_doc(results: list[dict], path: Path) -> None:
+    begin, end = "<!-- real-table:begin -->", "<!-- real-table:end -->"
+    header = (f"Measured on {machine()}, {datetime.date.today().isoformat()}, by `python bench/real.py` "
+              "(training and detection on this CPU).")
+    block = f"{begin}\n{header}\n\n{table(results)}\n{end}"
+    text = path.read_text() if path.exists() else "# Real imagery, places left out\n"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text += f"\n{block}\n"
+    path.write_text(text)
+
+
+def ship(result: dict, runs: Path) -> Path:
+    """The variant's bundle, weights as float16, with its held-out scores in the training record, as the base
+    model of the package."""
+    from openfootprints.model.base import BASE_MODEL
+    from openfootprints.model.bundle import load_bundle, save_bundle
+
+    bundle = load_bundle(runs / f"{result['variant']}-s{result['seed']}" / "model.ofp")
+    bundle.state_dict = {k: v.half() if v.is_floating_point() else v for k, v in bundle.state_dict.items()}
+    bundle.training = {**bundle.training, "held_out": result["places"],
+                       "attribution": "imagery © OpenAerialMap contributors, CC BY 4.0; "
+                                      "footprints © OpenStreetMap contributors, ODbL"}
+    bundle.training["scenes"] = [[Path(p).relative_to(DATA).as_posix() for p in pair]
+                                 for pair in bundle.training.get("scenes", [])]
+    save_bundle(bundle, BASE_MODEL)
+    return BASE_MODEL
+
+
+def main() -> None:
+    global DATA
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default="base", help="one of: " + ", ".join(VARIANTS))
+    parser.add_argument("--minutes", type=float, default=70, help="training budget (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "real")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "real.md")
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default: %(default)s)")
+    parser.add_argument("--ship", action="store_true", help="make this variant's bundle the package's base model")
+    args = parser.parse_args()
+    DATA = args.data
+    if args.variant not in VARIANTS:
+        raise SystemExit(f"unknown variant {args.variant}; known: {list(VARIANTS)}")
+    if not (DATA / "oam").exists():
+        raise SystemExit(f"{DATA / 'oam'}: not found; the benchmark needs the open OAM data")
+    result = run_variant(args.variant, args.runs, args.minutes, args.seed)
+    print(json.dumps(result), flush=True)
+    done = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*/result.json"))]
+    write_doc(done, args.doc)
+    print(f"wrote {args.doc}")
+    if args.ship:
+        print(f"shipped {ship(result, args.runs)} (held-out F1 {held_out_f1(result):.3f})")
+
+
+if __name__ == "__main__":
+    main()

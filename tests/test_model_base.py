@@ -1,0 +1,45 @@
+"""The base model that ships with the package: the default of detect, found on a real scene it never saw."""
+
+import json
+
+import pytest
+
+from openfootprints.cli import main
+from openfootprints.demo import DEMO_LABELS, DEMO_SCENE
+from openfootprints.errors import InputError
+from openfootprints.model import base
+from openfootprints.model.bundle import load_bundle
+
+needs_base = pytest.mark.skipif(not base.BASE_MODEL.exists(), reason="no base model in this checkout")
+
+
+@needs_base
+def test_the_base_model_is_small_open_and_says_where_it_comes_from():
+    assert base.BASE_MODEL.stat().st_size < 20 * 2**20
+    bundle = load_bundle(base.BASE_MODEL)
+    assert bundle.target == "energy" and bundle.seed_threshold is not None
+    assert "OpenStreetMap" in bundle.training["attribution"] and "CC BY 4.0" in bundle.training["attribution"]
+    assert not any("xiamen" in p.lower() for pair in bundle.training["scenes"] for p in pair)  # open data only
+    held_out = {p["place"] for p in bundle.training["held_out"]}
+    assert {"nairobi_ke", "kampala_ug"} <= held_out
+    assert not any("kampala" in p or "nairobi" in p for pair in bundle.training["scenes"] for p in pair)
+
+
+@needs_base
+def test_detect_without_a_model_finds_the_buildings_of_a_real_scene_it_never_saw(tmp_path, capsys):
+    out = tmp_path / "b.parquet"
+    assert main(["detect", str(DEMO_SCENE), "--out", str(out), "--quiet", "detect.engine=torch",
+                 "tracking.energy=false"]) == 0
+    assert main(["evaluate", str(out), str(DEMO_LABELS), "--json", str(tmp_path / "m.json")]) == 0
+    scores = json.loads((tmp_path / "m.json").read_text())
+    assert scores["n_true"] == 107
+    assert scores["f1"] >= 0.5 and scores["pixel_iou"] >= 0.6  # Kampala is held out from the base model's training
+    assert 0.7 <= scores["n_predicted"] / scores["n_true"] <= 1.3
+    capsys.readouterr()
+
+
+def test_without_a_shipped_base_model_the_error_says_to_pass_one(monkeypatch, tmp_path):
+    monkeypatch.setattr(base, "BASE_MODEL", tmp_path / "none.ofp")
+    with pytest.raises(InputError, match="no base model; pass --model"):
+        base.model_or_base(None)
+    assert base.model_or_base("m.ofp") == "m.ofp"
