@@ -150,6 +150,9 @@ def test_model_refuses_imagery_of_another_pixel_type(capsys, tmp_path, tiny_bund
     ("detect.halo_m=-5", "detect.halo_m=-5 must be 0 or more"),
     ("detect.bbox=[1,2,0,3]", "must be [west, south, east, north]"),
     ("data.chip_px=100", "data.chip_px=100 must be a multiple of 32"),
+    ("detect.min_area_m2=abc", "detect.min_area_m2=abc must be a number, 0 or more"),
+    ("detect.bbox=[654487,740549,654999,741061]", "must be in degrees (longitude, latitude; EPSG:4326)"),
+    ("data.target=mask", "data.target=mask must be eroded or energy"),
 ])
 def test_bad_config_values_are_named(capsys, tmp_path, tiny_scene, tiny_bundle, override, message):
     out = tmp_path / "b.parquet"
@@ -218,3 +221,25 @@ def test_boxes_that_tile_the_scene_give_each_building_once_and_as_in_a_whole_run
     gaps = shapely.hausdorff_distance(a.geometry.to_numpy(), b.geometry.to_numpy())
     assert gaps.max() < 1e-6  # metres: each whole, as in the whole-scene run (up to float rounding of the origin)
     assert np.array_equal(a["raw_confidence"].to_numpy(), b["raw_confidence"].to_numpy())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["detect", "missing.tif", "--model", "missing.ofp", "--out", "{tmp}/b.shp"], "unknown output format '.shp'"),
+    (["detect", "missing.tif", "--model", "missing.ofp", "--out", "{tmp}/file/b.parquet"], "is a file, not a folder"),
+    (["detect", "missing.tif", "--model", "missing.ofp", "--out", "{tmp}/b.parquet",
+      "detect.probabilities={tmp}/p.png"], "unknown output format '.png'"),
+    (["train", "--image", "missing.tif", "--labels", "missing.geojson", "--out", "{tmp}/file/m.ofp"],
+     "is a file, not a folder"),
+    (["self-train", "--teacher", "t.ofp", "--image", "missing.tif", "--labels", "missing.geojson", "--unlabelled",
+      "u.tif", "--out", "{tmp}/file/m.ofp"], "is a file, not a folder"),
+    (["scale", "missing.tif", "--model", "missing.ofp", "--out", "{tmp}/file"], "exists and is a file"),
+    (["evaluate", "missing.parquet", "missing.geojson", "--json", "{tmp}/file/m.json"], "is a file, not a folder"),
+    (["calibrate", "missing.parquet", "missing.geojson", "--model", "m.ofp", "--out", "{tmp}/file/c.ofp"],
+     "is a file, not a folder"),
+    (["export", "missing.ofp", "--out", "{tmp}/m.pt"], "unknown output format '.pt'"),
+])
+def test_outputs_are_checked_before_any_input_is_read(capsys, tmp_path, argv, message):
+    (tmp_path / "file").write_text("a file, not a folder")
+    code, _, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert message in err and "missing" not in err  # the output's fault is found first, no input was opened

@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from openfootprints import __version__
 from openfootprints.errors import InputError
+from openfootprints.io.atomic import check_writable
 from openfootprints.model.base import model_or_base
 
 log = logging.getLogger("openfootprints")
@@ -124,14 +125,18 @@ def check_config(cfg: DictConfig) -> DictConfig:
         value = OmegaConf.select(cfg, key)
         try:
             good = ok(value)
-        except TypeError:
-            good = False
+        except TypeError:  # a string or a list where a number belongs
+            raise InputError(f"config: {key}={value} must be a number, {meaning}") from None
         if not good:
             raise InputError(f"config: {key}={value} must be {meaning}")
     for key in ("data.holdout_bounds", "detect.bbox", "evaluate.bbox"):
         box = OmegaConf.select(cfg, key)
         if box is not None and (len(box) != 4 or not (box[0] < box[2] and box[1] < box[3])):
             raise InputError(f"config: {key}={list(box)} must be [west, south, east, north] with west < east, south < north")
+        if box is not None and not (-180 <= box[0] <= 180 and -180 <= box[2] <= 180 and -90 <= box[1] <= 90
+                                    and -90 <= box[3] <= 90):
+            raise InputError(f"config: {key}={list(box)} must be in degrees (longitude, latitude; EPSG:4326): "
+                             "[west, south, east, north], not in the imagery's map units")
     return cfg
 
 
@@ -208,7 +213,7 @@ def cmd_export(args, cfg: DictConfig) -> None:
     from openfootprints.model.bundle import load_bundle
     from openfootprints.model.onnx import export_onnx
 
-    out = args.out or str(Path(args.model).with_suffix(".onnx"))
+    out = check_writable(args.out or Path(args.model).with_suffix(".onnx"), {".onnx"})
     print(f"wrote {export_onnx(load_bundle(args.model), out)}")
 
 

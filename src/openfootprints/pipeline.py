@@ -30,11 +30,11 @@ from openfootprints.evaluate.calibration import (expected_calibration_error, fit
 
 from openfootprints.evaluate.metrics import Evaluation, evaluate, format_table, select_in_bounds
 from openfootprints.export.buildings import buildings_table
-from openfootprints.io.atomic import atomic_outputs
+from openfootprints.io.atomic import atomic_outputs, check_writable
 from openfootprints.io.geo import degrees_to_crs, to_lonlat
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import Scene, open_scene
-from openfootprints.io.vector import read_polygons, read_table, write_geoparquet, write_table_parts
+from openfootprints.io.vector import FORMATS, read_polygons, read_table, write_geoparquet, write_table_parts
 from openfootprints.model.bundle import Bundle, load_bundle, save_bundle
 from openfootprints.model.onnx import cached_onnx, load_model
 from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, region_from_bounds,
@@ -87,6 +87,9 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
     ``predictor``: the model already loaded by :func:`load_predictor` (``model_path`` is then unused).
     Returns a summary: counts, area in km², seconds per stage, energy and the output paths.
     """
+    check_writable(out, FORMATS)  # before any work: a wrong name must not cost a whole run
+    if cfg.detect.probabilities:
+        check_writable(cfg.detect.probabilities, {".tif", ".tiff"})
     with contextlib.ExitStack() as stack:
         if predictor is None:  # loaded for this run (ONNX exported into a temporary folder when that engine runs)
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="openfootprints-model-"))
@@ -261,6 +264,9 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
     errors when ``imagery`` is given) when asked.
     """
     e = cfg.evaluate
+    for path, folder in ((out_json, False), (report_dir, True)):
+        if path:
+            check_writable(path, folder=folder)
     predicted = read_table(predicted_path, fix_invalid=cfg.data.fix_invalid)
     truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
     predicted, truth = select_in_bounds(predicted, bbox), select_in_bounds(truth, bbox)
@@ -301,6 +307,7 @@ def calibrate(cfg: DictConfig, predicted_path: str, truth_path: str, model_path:
     ``raw_confidence`` is used, so re-calibrating a calibrated model is right); ``evaluate.bbox`` limits
     the area. Returns the ECE before and after on the fitting data.
     """
+    check_writable(out_path)
     predicted = read_table(predicted_path, fix_invalid=cfg.data.fix_invalid)
     truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
     predicted, truth = select_in_bounds(predicted, cfg.evaluate.bbox), select_in_bounds(truth, cfg.evaluate.bbox)

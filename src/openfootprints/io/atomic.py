@@ -7,7 +7,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from openfootprints.errors import InputError
 
 
 @contextlib.contextmanager
@@ -38,3 +40,23 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """:func:`atomic_outputs` for one file."""
     with atomic_outputs(final) as (tmp,):
         yield tmp
+
+
+def check_writable(path: str | os.PathLike, suffixes: Iterable[str] | None = None, folder: bool = False) -> Path:
+    """Refuse, before any work, an output that could not be written: a file name whose extension is not one of
+    ``suffixes`` (case-insensitive), a path below an existing file, a folder where a file goes (or a file where
+    a ``folder`` goes), or a place this process may not write to. Returns the path."""
+    path = Path(path)
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise InputError(f"{path}: unknown output format '{path.suffix}'; use one of {', '.join(sorted(suffixes))}")
+    if path.exists() and path.is_dir() != folder:
+        raise InputError(f"{path}: exists and is a {'file' if folder else 'folder'}; give a "
+                         f"{'folder' if folder else 'file name'}")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{path}: cannot be written, {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot be written, no permission to write in {ancestor}")
+    return path

@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from openfootprints.errors import InputError
 from openfootprints.io.provenance import write_resolved_config
-from openfootprints.io.storage import Storage
+from openfootprints.io.atomic import check_writable
+from openfootprints.io.storage import Storage, is_url
 from openfootprints.model.bundle import file_sha256
 from openfootprints.model.onnx import load_model
 from openfootprints.pipeline import detect, load_predictor, open_for_model
@@ -145,6 +146,8 @@ def scale(cfg: DictConfig, scene_path: str, model_path: str, out_dir: str | os.P
     """Run (or resume) detection over the area of interest; returns and writes ``OUT/summary.json``.
 
     ``scene_path`` and ``out_dir`` can be local paths or ``s3://`` / ``gs://`` URLs."""
+    if not is_url(str(out_dir)):
+        check_writable(out_dir, folder=True)
     out = Storage(out_dir)
     start = time.monotonic()
     cells, area_of_run = plan(cfg, scene_path, model_path, out)  # bad imagery or model: stops here, nothing written

@@ -20,7 +20,7 @@ from openfootprints.data.chips import (ChipDataset, LabelledScene, block_probabi
 from openfootprints.data.pseudo import MixedDataset, PseudoChipDataset, PseudoLabelledScene
 from openfootprints.energy import energy_meter
 from openfootprints.errors import InputError
-from openfootprints.io.atomic import atomic_outputs, atomic_path
+from openfootprints.io.atomic import atomic_outputs, atomic_path, check_writable
 from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import display_rgb, open_scene
@@ -80,6 +80,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     (noisy-student self-training, see :mod:`openfootprints.train.selftrain`); ``provenance`` is stored in
     the bundle's training record.
     """
+    check_writable(out)  # before any work: training must not end in weights that cannot be written
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     sources = load_labelled_scenes(pairs, cfg)

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from openfootprints.errors import InputError
+from openfootprints.io.atomic import check_writable
 from openfootprints.io.raster import open_scene
 from openfootprints.model.onnx import load_model
 from openfootprints.predict.probabilities import predict_probabilities
@@ -50,7 +51,7 @@ def self_train(cfg: DictConfig, pairs: list[tuple[str, str]], unlabelled: list[s
     ``out``, earlier ones to ``OUT.roundN.ofp``. Returns ``out``."""
     if not unlabelled:
         raise InputError("self-train: give at least one --unlabelled scene")
-    out = Path(out)
+    out = check_writable(out)
     student_cfg = student_config(cfg)
     rounds = cfg.selftrain.rounds
     for r in range(1, rounds + 1):
