@@ -243,3 +243,29 @@ def test_outputs_are_checked_before_any_input_is_read(capsys, tmp_path, argv, me
     code, _, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert message in err and "missing" not in err  # the output's fault is found first, no input was opened
+
+
+def test_a_mistyped_key_gets_a_did_you_mean(capsys, tmp_path):
+    code, _, err = run(capsys, "detect", "scene.tif", "--out", tmp_path / "b.parquet", "detect.min_area=3")
+    assert code == 2 and "did you mean detect.min_area_m2?" in err
+
+
+def test_a_truncated_geotiff_is_named_as_such_and_no_energy_is_reported(capsys, tmp_path, tiny_scene, tiny_bundle,
+                                                                        caplog):
+    cut = tmp_path / "cut.tif"
+    whole = tiny_scene[0].read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "b.parquet"
+    with caplog.at_level("INFO"):
+        code, _, err = run(capsys, "detect", cut, "--model", tiny_bundle, "--out", out, "--quiet",
+                           "detect.engine=torch")
+    assert_clean_failure(code, err, "the file is truncated or damaged", tmp_path, out)
+    assert "previous exception" not in err and "energy:" not in caplog.text
+
+
+def test_labels_elsewhere_are_reported_with_plain_numbers(capsys, tmp_path, tiny_scene):
+    far = gpd.GeoDataFrame(geometry=[shapely.box(10, 10, 10.001, 10.001)], crs="EPSG:4326")
+    far.to_file(tmp_path / "far.geojson")
+    code, _, err = run(capsys, "train", "--image", tiny_scene[0], "--labels", tmp_path / "far.geojson",
+                       "--out", tmp_path / "m.ofp")
+    assert code == 2 and "no polygon overlaps the imagery" in err and "np.float64" not in err

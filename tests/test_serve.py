@@ -147,7 +147,7 @@ def test_raster_without_crs_is_422(client, tmp_path):
 def test_wrong_band_count_is_422(client, tmp_path):
     response = client.post("/detect", files=upload(write_raster(tmp_path / "two.tif", count=2)))
     assert response.status_code == 422
-    assert response.json()["detail"] == "two.tif: band(s) [3] requested, but the raster has 2 band(s)"
+    assert response.json()["detail"].startswith("two.tif: 2 band(s), but band(s) [3] are asked for (bands [1, 2, 3]")
 
 
 def test_unreadable_pixels_found_by_the_worker_are_422(client, tmp_path):

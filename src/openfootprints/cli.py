@@ -49,7 +49,28 @@ def load_config(overrides: list[str]) -> DictConfig:
         with initialize_config_module(config_module="openfootprints.conf", version_base="1.3"):
             return check_config(compose(config_name="config", overrides=overrides))
     except (HydraException, OmegaConfBaseException) as err:
-        raise InputError(f"config: {str(err).splitlines()[0]}") from err
+        raise InputError(f"config: {str(err).splitlines()[0]}{did_you_mean(overrides)}") from err
+
+
+def did_you_mean(overrides: list[str]) -> str:
+    """`` (did you mean data.chip_px?)`` for the first override whose key is not in the config, else ''."""
+    import difflib
+
+    with initialize_config_module(config_module="openfootprints.conf", version_base="1.3"):
+        keys = flat_keys(OmegaConf.to_container(compose(config_name="config"), resolve=False))
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+            return f" (no such key; did you mean {close[0]}?)" if close else " (no such key)"
+    return ""
+
+
+def flat_keys(node, prefix: str = "") -> list[str]:
+    """Every ``section.key`` of a nested config dict."""
+    if not isinstance(node, dict):
+        return [prefix]
+    return [k for key, value in node.items() for k in flat_keys(value, f"{prefix}.{key}" if prefix else key)]
 
 
 CHECKS = [

@@ -30,9 +30,11 @@ def energy_meter(country: str = "USA", enabled: bool = True) -> Iterator[dict]:
     tracker.start()
     try:
         yield record
-    finally:
-        emissions = tracker.stop()
-        data = tracker.final_emissions_data
-        record.update(energy_kwh=float(data.energy_consumed), emissions_kg_co2e=float(emissions or 0.0),
-                      energy_country=country)
-        log.info("energy: %.6f kWh, %.6f kg CO2e (%s)", record["energy_kwh"], record["emissions_kg_co2e"], country)
+    except BaseException:
+        tracker.stop()  # a failed run reports its error, not its energy
+        raise
+    emissions = tracker.stop()
+    data = tracker.final_emissions_data
+    record.update(energy_kwh=float(data.energy_consumed), emissions_kg_co2e=float(emissions or 0.0),
+                  energy_country=country)
+    log.info("energy: %.6f kWh, %.6f kg CO2e (%s)", record["energy_kwh"], record["emissions_kg_co2e"], country)

@@ -94,7 +94,9 @@ class Scene:
                                       resampling=resampling, out_dtype=dtype)
             valid = self.dataset.dataset_mask(window=src, out_shape=(h, w), resampling=Resampling.nearest) > 0
         except RasterioIOError as err:
-            raise InputError(f"{self.path}: cannot read pixels ({err})") from err
+            reason = str(err).replace("Read failed. See previous exception for details.",
+                                      "the file is truncated or damaged")  # GDAL's reason is only in its log
+            raise InputError(f"{self.path}: cannot read pixels ({reason}); check it with gdalinfo -checksum") from err
         return image, valid
 
 
@@ -146,7 +148,9 @@ def scene_of(path: str, source: str, bands: list[int] | None, resolution_m: floa
         bands = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci.name != "alpha"] or [1]
     bad = [b for b in bands if not 1 <= b <= ds.count]
     if bad:
-        raise InputError(f"{path}: band(s) {bad} requested, but the raster has {ds.count} band(s)")
+        raise InputError(f"{path}: {ds.count} band(s), but band(s) {bad} are asked for (bands {list(bands)}: the "
+                         f"model's input bands, or data.bands); give imagery with {len(bands)} band(s), or pick "
+                         f"{len(bands)} of bands 1–{ds.count} with data.bands=[…]")
     native_res = pixel_size_m(ds.crs, ds.transform, ds.width, ds.height)
     scale = 1.0
     if resolution_m and abs(resolution_m / native_res - 1) > RESAMPLE_TOLERANCE:

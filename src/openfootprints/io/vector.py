@@ -60,9 +60,14 @@ def read_polygons(path: str | os.PathLike, crs=None, bounds: tuple[float, float,
     if crs is not None:
         frame = frame.to_crs(crs)
     if bounds is not None and not frame.intersects(shapely.box(*bounds)).any():
-        raise InputError(f"{path}: no polygon overlaps the imagery (labels bounds {tuple(np.round(frame.total_bounds, 3))},"
-                         f" imagery bounds {tuple(np.round(bounds, 3))} in {frame.crs.to_string()})")
+        raise InputError(f"{path}: no polygon overlaps the imagery (labels bounds {_plain(frame.total_bounds)}, "
+                         f"imagery bounds {_plain(bounds)} in {frame.crs.to_string()})")
     return frame.reset_index(drop=True)
+
+
+def _plain(bounds) -> str:
+    """Bounds as ``[west, south, east, north]`` with 3 decimals (no numpy reprs in messages)."""
+    return "[" + ", ".join(f"{float(v):.3f}" for v in bounds) + "]"
 
 
 def write_table(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
