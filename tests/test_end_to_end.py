@@ -43,6 +43,7 @@ def test_synth_train_detect_evaluate(tmp_path, capsys, monkeypatch):
     with rasterio.open(tmp_path / "prob.tif") as prob:  # a cloud-optimized GeoTIFF aligned with the scene
         assert prob.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert prob.crs.to_epsg() == 3857 and prob.dtypes[0] == "uint8"
+        assert prob.scales == (pytest.approx(1 / 255),) and prob.descriptions == ("building probability",)
 
     assert main(["evaluate", "buildings.geojson", "test.geojson", "--json", "metrics.json"]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -130,3 +130,23 @@ def test_resuming_with_another_model_is_refused(tmp_path, tiny_scene, tiny_bundl
     again, _ = engine.plan(load_config(SETTINGS + ["scale.aoi=" + str(list(cells[0].bbox)).replace(" ", "")]),
                            str(tiny_scene[0]), str(tiny_bundle), tmp_path)
     assert [c.quadkey for c in again] == [cells[0].quadkey]  # another area: planned again
+
+
+def test_a_dataset_with_empty_cells_reads_whole_in_geopandas_pyarrow_and_duckdb(tmp_path, tiny_scene, tiny_bundle,
+                                                                                 capsys):
+    import duckdb
+    import pyarrow.dataset as ds
+
+    out = tmp_path / "run"
+    # a minimum area that only some cells' largest buildings pass: empty cells beside full ones
+    assert main(["scale", str(tiny_scene[0]), "--model", str(tiny_bundle), "--out", str(out), *SETTINGS,
+                 "detect.min_area_m2=60"]) == 0
+    counts = [len(gpd.read_parquet(p)) for p in sorted((out / "buildings").glob("cell=*/*.parquet"))]
+    assert 0 in counts and max(counts) > 0
+    whole = gpd.read_parquet(out / "buildings")
+    assert len(whole) == sum(counts) and whole.geometry.notna().all()
+    assert ds.dataset(out / "buildings", format="parquet", partitioning="hive").to_table().num_rows == sum(counts)
+    with duckdb.connect() as con:
+        rows = con.sql(f"SELECT count(*), sum(bbox.xmax - bbox.xmin > 0)::INT FROM read_parquet('{out}/buildings/*/*.parquet',"
+                       " hive_partitioning=true)").fetchall()[0]
+    assert rows == (sum(counts), sum(counts))

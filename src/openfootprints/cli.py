@@ -293,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train a model bundle on labelled scenes", **common)
-    p.add_argument("--image", action="append", default=[], help="imagery: GeoTIFF/COG/VRT or XYZ tile folder")
+    p.add_argument("--image", action="append", default=[],
+                   help="imagery (repeat --image/--labels for more sources, of any format, resolution and CRS): "
+                        "GeoTIFF/COG/VRT or XYZ tile folder")
     p.add_argument("--labels", action="append", default=[], help="footprints for the preceding --image")
     p.add_argument("--out", help="model bundle to write (default train.out)")
     p.set_defaults(func=cmd_train)
@@ -301,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("self-train", help="noisy-student self-training: a teacher labels unlabelled imagery, "
                                           "a noisier student learns from labels and pseudo-labels", **common)
     p.add_argument("--teacher", required=True, help="teacher model bundle (.ofp or .onnx)")
-    p.add_argument("--image", action="append", default=[], help="labelled imagery")
+    p.add_argument("--image", action="append", default=[], help="labelled imagery (repeat --image/--labels)")
     p.add_argument("--labels", action="append", default=[], help="footprints for the preceding --image")
     p.add_argument("--unlabelled", action="append", default=[], help="imagery without labels (repeatable)")
     p.add_argument("--out", help="student bundle to write (default train.out)")

@@ -48,4 +48,6 @@ def buildings_table(polygons: np.ndarray, confidence: np.ndarray, crs, model_ver
         "model_version": model_version,
         "source": source,
     }, geometry="geometry", crs="EPSG:4326")
+    # typed strings even when empty: every part of a partitioned dataset has the same schema
+    table = table.astype({"full_plus_code": "string", "model_version": "string", "source": "string"})
     return table[COLUMNS]

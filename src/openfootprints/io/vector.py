@@ -82,15 +82,18 @@ def write_table(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
         elif kind == "csv":
             table = frame.drop(columns="geometry").assign(geometry=shapely.to_wkt(frame.geometry.to_numpy(), rounding_precision=8))
             table.to_csv(tmp, index=False)
+        elif kind == "GeoJSON":  # 7 decimals of a degree: about 1 cm
+            pyogrio.write_dataframe(frame, tmp, driver=kind, layer_options={"COORDINATE_PRECISION": 7})
         else:
             pyogrio.write_dataframe(frame, tmp, driver=kind)
     return path
 
 
 def write_geoparquet(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> None:
-    """GeoParquet with native (GeoArrow) geometry and a bbox covering column, for DuckDB and GeoPandas filters."""
-    encoding = "geoarrow" if len(frame) else "WKB"  # geopandas cannot write an empty table as GeoArrow
-    frame.to_parquet(path, index=False, geometry_encoding=encoding, write_covering_bbox=True)
+    """GeoParquet 1.1 with WKB geometry and a bbox covering column: what DuckDB types as GEOMETRY and GDAL,
+    GeoPandas and pyarrow read, and one encoding for every file, empty or not, so the parts of a partitioned
+    dataset always read as one."""
+    frame.to_parquet(path, index=False, geometry_encoding="WKB", write_covering_bbox=True)
 
 
 def read_table(path: str | os.PathLike, fix_invalid: bool = False) -> gpd.GeoDataFrame:

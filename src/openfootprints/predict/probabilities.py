@@ -216,7 +216,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
         tiles = read_windows(scene, grid.starts(), window, depth=max(8, 2 * batch_size))
     else:
         tiles = zip(*tiles)
-    destination = contextlib.nullcontext(sink) if sink is not None else rasterio.open(out_path, "w", **profile)
+    destination = contextlib.nullcontext(sink) if sink is not None else probability_file(out_path, profile, bundle)
     per_run = max(1, batch_size // predictor.runs)  # batch_size windows in flight, split between the runs
     with destination as dst, BatchRunner(predictor, acc, weights, tta) as runner:
         bar = tqdm(total=len(row_starts) * len(col_starts), desc="detect", unit="win", disable=not progress)
@@ -243,6 +243,16 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
         runner.drain()
         emit(dst, top=top, n=window)
     return Path(out_path)
+
+
+def probability_file(path: str | Path, profile: dict, bundle: Bundle):
+    """The uint8 probability GeoTIFF opened for writing, with scale 1/255 and a band description, so that GIS
+    software shows what the values mean (QGIS, ``gdalinfo``: value × scale = probability or energy)."""
+    dst = rasterio.open(path, "w", **profile)
+    dst.scales, dst.offsets = (1 / 255,), (0.0,)
+    dst.set_band_description(1, "building energy (0 background, 0.5 footprint outline, 1 core)"
+                             if bundle.target == "energy" else "building probability")
+    return dst
 
 
 @dataclass
