@@ -269,3 +269,14 @@ def test_labels_elsewhere_are_reported_with_plain_numbers(capsys, tmp_path, tiny
     code, _, err = run(capsys, "train", "--image", tiny_scene[0], "--labels", tmp_path / "far.geojson",
                        "--out", tmp_path / "m.ofp")
     assert code == 2 and "no polygon overlaps the imagery" in err and "np.float64" not in err
+
+
+def test_an_all_nodata_scene_says_why_it_found_nothing(capsys, tmp_path, tiny_bundle):
+    path = tmp_path / "empty.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:32630",
+                       nodata=0, transform=Affine(0.5, 0, 500000, 0, -0.5, 700000)) as dst:
+        dst.write(np.zeros((3, 64, 64), np.uint8))
+    code, out, err = run(capsys, "detect", path, "--model", tiny_bundle, "--out", tmp_path / "b.parquet", "--quiet",
+                         "detect.engine=torch")
+    summary = json.loads(out)
+    assert code == 0 and summary["buildings"] == 0 and "no valid pixels" in summary["warning"]

@@ -315,3 +315,15 @@ def test_serve_mounts_the_web_map_of_a_result(tiny_bundle, tiny_scene, tmp_path)
 def test_serve_imagery_without_a_result_to_view_is_refused(capsys, tiny_bundle, tiny_scene):
     assert main(["serve", "--model", str(tiny_bundle), "--imagery", str(tiny_scene[0])]) == 2
     assert "--imagery and --truth go with --view RESULT" in capsys.readouterr().err
+
+
+def test_an_all_nodata_upload_answers_empty_with_a_warning_header(client, tmp_path):
+    path = tmp_path / "empty.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:32630",
+                       nodata=0, transform=Affine(0.5, 0, 500000, 0, -0.5, 700000)) as dst:
+        dst.write(np.zeros((3, 64, 64), np.uint8))
+    response = client.post("/detect", files=upload(path))
+    assert response.status_code == 200 and response.json()["features"] == []
+    assert "no valid pixels" in response.headers["x-openfootprints-warning"]
+    ordinary = client.post("/detect", files=upload(write_raster(tmp_path / "grey.tif")))
+    assert "x-openfootprints-warning" not in ordinary.headers

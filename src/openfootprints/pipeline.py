@@ -21,7 +21,9 @@ import numpy as np
 import shapely
 from omegaconf import DictConfig
 import rasterio
+from rasterio.enums import Resampling
 from rasterio.shutil import copy as rio_copy
+from rasterio.windows import Window
 
 from openfootprints.energy import energy_meter
 from openfootprints.errors import InputError
@@ -106,7 +108,19 @@ def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, o
         n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, out, timings, progress, predictor)
     summary = detect_summary(scene, region, n_buildings, timings, energy, out)
     log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, summary["area_km2"], summary["total_s"])
+    if not has_valid_pixels(scene, context):
+        summary["warning"] = (f"{Path(scene_path).name}: no valid pixels in the area (all nodata, masked or outside "
+                              "the imagery's tiles), so no building could be found")
+        log.warning(summary["warning"])
     return summary
+
+
+def has_valid_pixels(scene: Scene, region: Region) -> bool:
+    """Whether any part of ``region`` is valid (the mask averaged to at most 1024 px a side)."""
+    src = Window(region.col0 * scene.scale, region.row0 * scene.scale, region.width * scene.scale,
+                 region.height * scene.scale)
+    shape = (min(1024, region.height), min(1024, region.width))
+    return bool(scene.dataset.dataset_mask(window=src, out_shape=shape, resampling=Resampling.average).any())
 
 
 def detection_area(cfg: DictConfig, scene: Scene) -> tuple[Region, Region]:

@@ -9,6 +9,7 @@ Every refusal is a 4xx or 503/504 with a one-line ``detail``; a 500 means a bug.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import tempfile
@@ -36,10 +37,12 @@ from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import load_model
 from openfootprints.pipeline import json_safe, open_for_model
 from openfootprints.predict.probabilities import select_device, select_engine
-from openfootprints.serve.workers import DetectionTimeout, Job, NoWorker, PoolBusy, WorkerFailed, WorkerPool
+from openfootprints.serve.workers import (SUMMARY, DetectionTimeout, Job, NoWorker, PoolBusy, WorkerFailed,
+                                          WorkerPool)
 
 GEOJSON = "application/geo+json"
 PARQUET = "application/vnd.apache.parquet"
+WARNING_HEADER = "X-Openfootprints-Warning"  # set when the result is empty for a reason the client should hear
 
 
 @dataclass(frozen=True)
@@ -325,10 +328,12 @@ def create_app(cfg: DictConfig, model_path: str | Path, viewer: ASGIApp | None =
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
         stem = Path(name).stem
+        warning = json.loads((job_dir / SUMMARY).read_text()).get("warning")
+        headers = {WARNING_HEADER: warning} if warning else None
         if fmt is OutputFormat.parquet:
-            return FileResponse(result, media_type=PARQUET, filename=f"{stem}_buildings.parquet",
+            return FileResponse(result, media_type=PARQUET, filename=f"{stem}_buildings.parquet", headers=headers,
                                 background=BackgroundTask(shutil.rmtree, job_dir, ignore_errors=True))
-        return FileResponse(result, media_type=GEOJSON, filename=f"{stem}_buildings.geojson",
+        return FileResponse(result, media_type=GEOJSON, filename=f"{stem}_buildings.geojson", headers=headers,
                             background=BackgroundTask(shutil.rmtree, job_dir, ignore_errors=True))
 
     if viewer is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ import anyio
 from openfootprints.errors import InputError
 
 log = logging.getLogger(__name__)
+SUMMARY = "summary.json"  # beside a job's result: what detect had to say about it (a warning)
 
 STARTUP_TIMEOUT_S = 600.0  # a cold forkserver imports torch, GDAL and friends once; slow disks take a while
 PRELOAD = ["openfootprints.pipeline"]
@@ -66,7 +68,8 @@ def run_job(cfg, predictor, model_path: str, job: Job) -> Path:
     from openfootprints.pipeline import detect
 
     table = Path(job.out_dir) / "buildings.parquet"
-    detect(cfg, job.scene, model_path, str(table), progress=False, predictor=predictor)
+    summary = detect(cfg, job.scene, model_path, str(table), progress=False, predictor=predictor)
+    (Path(job.out_dir) / SUMMARY).write_text(json.dumps({"warning": summary.get("warning")}))
     if job.fmt == "parquet":
         return table
     geojson = Path(job.out_dir) / "buildings.geojson"
