@@ -280,3 +280,23 @@ def test_an_all_nodata_scene_says_why_it_found_nothing(capsys, tmp_path, tiny_bu
                          "detect.engine=torch")
     summary = json.loads(out)
     assert code == 0 and summary["buildings"] == 0 and "no valid pixels" in summary["warning"]
+
+
+def test_evaluate_refuses_an_area_without_truth_and_warns_when_nothing_overlaps(capsys, tmp_path):
+    def write(name, boxes, crs="EPSG:32630"):
+        gpd.GeoDataFrame({"confidence": [0.9] * len(boxes)}, geometry=[shapely.box(*b) for b in boxes],
+                         crs=crs).to_file(tmp_path / name)
+        return tmp_path / name
+
+    predicted = write("p.geojson", [(500000, 700000, 500010, 700010)])
+    truth = write("t.geojson", [(500000, 700000, 500010, 700010)])
+    far = write("far.geojson", [(600000, 700000, 600010, 700010)])
+    code, _, err = run(capsys, "evaluate", predicted, truth, "--json", tmp_path / "m.json",
+                       "evaluate.bbox=[10,10,10.1,10.1]")
+    assert code == 2 and "no true building in the scored area (evaluate.bbox=" in err
+    assert not (tmp_path / "m.json").exists()
+    code, _, _ = run(capsys, "evaluate", predicted, far, "--json", tmp_path / "m.json")
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert code == 0 and "do not overlap at all" in metrics["warning"] and metrics["f1"] == 0
+    run(capsys, "evaluate", predicted, truth, "--json", tmp_path / "m2.json")
+    assert "warning" not in json.loads((tmp_path / "m2.json").read_text())

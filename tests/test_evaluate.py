@@ -64,6 +64,7 @@ def test_empty_prediction_and_empty_truth():
     assert (s.precision, s.recall, s.f1, s.ap, s.false_negatives) == (0, 0, 0, 0, 3)
     s = evaluate(frame(squares(2)), frame([])).scores
     assert s.false_positives == 2 and s.f1 == 0 and np.isnan(s.ap) and np.isnan(s.recall)
+    assert np.isnan(evaluate(frame([]), frame([])).scores.pixel_iou)  # undefined, not a perfect 1
 
 
 def test_rotated_prediction_has_orientation_error():

@@ -284,11 +284,18 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
     predicted = read_table(predicted_path, fix_invalid=cfg.data.fix_invalid)
     truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
     predicted, truth = select_in_bounds(predicted, bbox), select_in_bounds(truth, bbox)
+    if truth.empty:
+        raise InputError(f"{truth_path}: no true building in the scored area"
+                         f"{f' (evaluate.bbox={list(bbox)})' if bbox else ''}; there is nothing to score against")
     for path, frame in ((predicted_path, predicted), (truth_path, truth)):
         if e.region_column and e.region_column not in frame:
             raise InputError(f"{path}: no column '{e.region_column}' (evaluate.region_column)")
     result = evaluate(predicted, truth, e.iou, region_column=e.region_column, grid_m=e.grid_m)
     result.extra = confidence_figures(predicted, result)
+    if len(predicted) and not extents_overlap(predicted, truth):
+        result.extra["warning"] = (f"{Path(predicted_path).name} and {Path(truth_path).name} do not overlap at all: "
+                                   "are they of the same place (and the same CRS)?")
+        log.warning(result.extra["warning"])
     finals = ([Path(report_dir) / "index.html"] if report_dir else []) + ([out_json] if out_json else [])
     with atomic_outputs(*finals) as tmps:
         if report_dir:
@@ -302,6 +309,12 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
                       "bbox": list(bbox) if bbox else None, **result.to_dict()}
             tmps[-1].write_text(json.dumps(json_safe(record), indent=2, allow_nan=False))
     return result
+
+
+def extents_overlap(predicted: gpd.GeoDataFrame, truth: gpd.GeoDataFrame) -> bool:
+    """Whether the extents of the predicted and the true buildings overlap at all."""
+    return shapely.box(*predicted.to_crs("EPSG:4326").total_bounds).intersects(
+        shapely.box(*truth.to_crs("EPSG:4326").total_bounds))
 
 
 def confidence_figures(predicted: gpd.GeoDataFrame, result: Evaluation) -> dict:

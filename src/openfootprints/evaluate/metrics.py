@@ -200,7 +200,7 @@ def _scores(threshold, conf, pairs: Pairs, matched, matched_iou, pred, true, pre
     f1 = _f1(precision, recall) if n_true else 0.0
     return Scores(threshold, n_pred, n_true, tp, n_pred - tp, n_true - tp, precision, recall, f1,
                   average_precision(conf, is_tp, n_true), float(np.mean(aps)),
-                  float(inter / covered) if covered > 0 else 1.0,
+                  float(inter / covered) if covered > 0 else float("nan"),
                   float(matched_iou[is_tp].mean()) if tp else 0.0, float(np.mean(orient)), area_ratio)
 
 
