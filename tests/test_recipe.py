@@ -210,3 +210,29 @@ def load_config_default():
     from openfootprints.cli import load_config
 
     return load_config([])
+
+
+def test_the_deadline_stops_training_before_a_step_and_a_validation_would_pass_it():
+    from openfootprints.train.module import Deadline
+
+    now = [0.0]
+    trainer = type("T", (), {"should_stop": False})()
+    deadline = Deadline(100.0, clock=lambda: now[0])
+    deadline.on_validation_start(trainer, None)
+    now[0] = 6.0
+    deadline.on_validation_end(trainer, None)  # a validation pass takes 6 s
+    for _ in range(100):
+        deadline.on_train_batch_start(trainer, None, None, 0)
+        now[0] += 2.0  # a step takes 2 s
+        deadline.on_train_batch_end(trainer, None, None, None, 0)
+        if trainer.should_stop:
+            break
+    assert trainer.should_stop and now[0] == 92.0  # 92 + 2 + 6 = 100: one more step and the validation fit exactly
+    assert now[0] + deadline.step_s + deadline.val_s <= 100.0
+
+
+def test_an_untrained_model_is_called_so():
+    from openfootprints.train.run import untrained_warning
+
+    assert "looks untrained: validation pixel IoU 0.05 after 5 steps" in untrained_warning({"val_pixel_iou": 0.05}, 5)
+    assert untrained_warning({"val_pixel_iou": 0.6}, 500) is None and untrained_warning({}, 5) is None

@@ -133,3 +133,28 @@ class SegmentationModule(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class Deadline(L.Callback):
+    """Stops training so that it ends by ``deadline`` (a ``clock()`` time, seconds): after a step, training stops
+    when another step and a validation pass (each as long as the last one seen) would end past it."""
+
+    def __init__(self, deadline: float, clock=time.monotonic):
+        self.deadline, self.clock = deadline, clock
+        self.step_s = self.val_s = 0.0
+        self._t = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._t = self.clock()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        now = self.clock()
+        self.step_s = now - self._t
+        if now + self.step_s + self.val_s >= self.deadline:
+            trainer.should_stop = True
+
+    def on_validation_start(self, trainer, pl_module):
+        self._t = self.clock()
+
+    def on_validation_end(self, trainer, pl_module):
+        self.val_s = self.clock() - self._t

@@ -28,9 +28,11 @@ from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, save_bundle
 from openfootprints.model.unet import Architecture, build_unet
 from openfootprints.train.diet import el2n_scores, prune, write_gallery
-from openfootprints.train.module import SegmentationModule
+from openfootprints.train.module import Deadline, SegmentationModule
 
 log = logging.getLogger(__name__)
+WRAP_UP_S = 3.0  # of train.max_minutes kept for writing the bundle and logging it
+UNTRAINED_IOU = 0.2  # validation pixel IoU below which a model is called untrained
 
 
 def load_labelled_scenes(pairs: list[tuple[str, str]], cfg: DictConfig) -> list[LabelledScene]:
@@ -81,6 +83,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     the bundle's training record.
     """
     check_writable(out)  # before any work: training must not end in weights that cannot be written
+    started = time.monotonic()  # train.max_minutes counts from here: reading the data is part of the run
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     sources = load_labelled_scenes(pairs, cfg)
@@ -102,7 +105,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         val_ds = ChipDataset(sources, val_blocks, windows=val_windows, **chips)
         val_loader = torch.utils.data.DataLoader(val_ds, shuffle=False, **loader_args)
 
-    mlflow_logger = make_mlflow_logger(cfg)
+    mlflow_logger = make_mlflow_logger(cfg, out)
     mlflow_logger.log_hyperparams(flat_params(cfg, n_train_blocks=len(train_blocks), n_val_blocks=len(val_blocks)))
     start = time.monotonic()
     diet = {}
@@ -120,10 +123,9 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         train_loader = torch.utils.data.DataLoader(train_ds, sampler=sampler, drop_last=True, **loader_args)
         net = build_unet(arch, pretrained=cfg.model.pretrained)
         steps = cfg.train.max_epochs * (cfg.data.samples_per_epoch // cfg.train.batch_size)
-        budget_s = cfg.train.max_minutes * 60 if cfg.train.max_minutes else None
-        module = segmentation_module(cfg, net, steps, budget_s)
-        trainer = L.Trainer(max_epochs=cfg.train.max_epochs,
-                            max_time={"minutes": cfg.train.max_minutes} if budget_s else None,
+        deadline = started + cfg.train.max_minutes * 60 - WRAP_UP_S if cfg.train.max_minutes else None
+        module = segmentation_module(cfg, net, steps, deadline - time.monotonic() if deadline else None)
+        trainer = L.Trainer(max_epochs=cfg.train.max_epochs, callbacks=[Deadline(deadline)] if deadline else None,
                             accelerator=cfg.train.accelerator, devices=1, precision=cfg.train.precision,
                             logger=mlflow_logger, enable_checkpointing=False, log_every_n_steps=5,
                             num_sanity_val_steps=0, enable_model_summary=False)
@@ -134,13 +136,16 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         mlflow_logger.experiment.log_metric(mlflow_logger.run_id, "emissions_kg_co2e", energy["emissions_kg_co2e"])
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    untrained = untrained_warning(metrics, trainer.global_step)
+    if untrained:
+        log.warning(untrained)
     bundle = Bundle(architecture=arch, bands=list(sources[0].scene.bands), mean=mean, std=std,
                     resolution_m=resolution, dtype=sources[0].scene.dtype, **decoding(cfg, erode_px * resolution),
                     training={"config": OmegaConf.to_container(cfg, resolve=True),
                               "scenes": [list(p) for p in pairs], "epochs": trainer.current_epoch,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,
                               **energy, **({"diet": diet} if diet else {}), **(provenance or {}),
-                              "mlflow_run_id": mlflow_logger.run_id},
+                              "mlflow_run_id": mlflow_logger.run_id, **({"warning": untrained} if untrained else {})},
                     data_fingerprint=fingerprint_files([p for pair in pairs for p in pair]),
                     state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()})
     with atomic_outputs(config_path_beside(out), out) as (tmp_config, tmp_bundle):
@@ -150,6 +155,15 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     log_artifacts(mlflow_logger, [path, config_path_beside(out)] + [Path(p) for p in diet.get("files", [])])
     log.info("trained %d steps in %.0f s; bundle written to %s", trainer.global_step, seconds, path)
     return path
+
+
+def untrained_warning(metrics: dict, steps: int) -> str | None:
+    """A warning when validation says the model has not learnt buildings yet (pixel IoU below 0.2)."""
+    iou = metrics.get("val_pixel_iou")
+    if iou is None or iou >= UNTRAINED_IOU:
+        return None
+    return (f"the model looks untrained: validation pixel IoU {iou:.2f} after {steps} steps; its buildings will be "
+            "wrong; train longer (train.max_minutes) or check the labels against the imagery")
 
 
 def decoding(cfg: DictConfig, erosion_m: float) -> dict:
@@ -263,12 +277,18 @@ def pseudo_dataset(cfg: DictConfig, pseudo: list[tuple[str, str]], resolution: f
                              augment=augmentation(cfg, resolution))
 
 
-def make_mlflow_logger(cfg: DictConfig) -> MLFlowLogger:
-    """An MLflow logger for ``tracking.uri`` (a local ``mlruns/`` folder by default)."""
-    uri = str(cfg.tracking.uri)
+def make_mlflow_logger(cfg: DictConfig, out: str | os.PathLike) -> MLFlowLogger:
+    """An MLflow logger for ``tracking.uri``; by default an ``mlruns/`` folder beside the bundle ``out``, not
+    wherever the command happens to run. The experiment is made here, once and quietly."""
+    uri = str(cfg.tracking.uri or f"file:{Path(out).resolve().parent / 'mlruns'}")
     if uri.startswith("file:"):
         # MLflow 3 keeps the file store in maintenance mode behind this switch; it still works and needs no server.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name(cfg.tracking.experiment) is None:
+        client.create_experiment(cfg.tracking.experiment)
     return MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=uri)
 
 
