@@ -10,7 +10,7 @@ place (Nairobi, Kampala: never seen in training, not even for validation) and in
 IoU are the measure), and scores each at IoU 0.5: precision, recall, F1, AP50, pixel IoU, the count ratio
 (predicted / true buildings) and F1 by building size, with training time and energy beside them. Nairobi is
 also detected from a copy of its imagery resampled to 0.5 m, to show the model serves both resolutions.
-Results go to ``RUNS/<variant>-s<seed>/`` (reused when there) and the table to ``--doc``. ``--ship`` copies the
+Results go to ``RUNS/<variant>-s<seed>-<minutes>min/`` (reused when there) and the table to ``--doc``. ``--ship`` copies the
 variant's bundle (weights stored as float16) to the package's base model and writes its model card.
 Nothing from Xiamen is used for training: the base model is trained on open data alone.
 """
@@ -105,8 +105,12 @@ def score(out: Path, name: str, scene: str, labels: str, extra_detect: list[str]
             "f1_by_size": {f"{b['min_m2']:g}-{b['max_m2']:g}": b["f1"] for b in m["by_size"] if b["n_true"]}}
 
 
+def run_dir(runs: Path, name: str, seed: int, minutes: float) -> Path:
+    return runs / f"{name}-s{seed}-{minutes:g}min"
+
+
 def run_variant(name: str, runs: Path, minutes: float, seed: int) -> dict:
-    out = runs / f"{name}-s{seed}"
+    out = run_dir(runs, name, seed, minutes)
     result_path = out / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
@@ -126,7 +130,7 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int) -> dict:
         places.append(score(out, "xiamen_block", str(xiamen / "xiamen_z18_mosaic.tif"),
                             str(xiamen / "buildings.geojson"), [f"detect.bbox={XIAMEN_BLOCK}"],
                             [f"evaluate.bbox={XIAMEN_BLOCK}"]))
-    result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "steps": training.get("steps"),
+    result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "minutes": minutes, "steps": training.get("steps"),
               "train_s": training.get("seconds"), "energy_kwh": training.get("energy_kwh"),
               "val_pixel_iou": training.get("metrics", {}).get("val_pixel_iou"), "places": places,
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")}
@@ -173,7 +177,7 @@ def ship(result: dict, runs: Path) -> Path:
     from openfootprints.model.base import BASE_MODEL
     from openfootprints.model.bundle import load_bundle, save_bundle
 
-    bundle = load_bundle(runs / f"{result['variant']}-s{result['seed']}" / "model.ofp")
+    bundle = load_bundle(run_dir(runs, result["variant"], result["seed"], result["minutes"]) / "model.ofp")
     bundle.state_dict = {k: v.half() if v.is_floating_point() else v for k, v in bundle.state_dict.items()}
     bundle.training = {**bundle.training, "held_out": result["places"],
                        "attribution": "imagery © OpenAerialMap contributors, CC BY 4.0; "
@@ -214,7 +218,8 @@ wherever the model or its outputs are used: **{ATTRIBUTION}**.
 augmentation (chips over 1/{1 + cfg['augment']['zoom']:g}–{1 + cfg['augment']['zoom']:g}× their ground size), sensor augmentation (resampled
 to up to {cfg['augment']['coarsen_to_m']:g} m and back, blur up to {cfg['augment']['blur_m']:g} m, noise, saturation, photometric jitter), flips
 and rotations; BCE + Dice; {result['steps']} steps of {cfg['train']['batch_size']} chips in {(result['train_s'] or 0) / 60:.0f} minutes on 2 CPU cores ({kwh},
-CodeCarbon's estimate). Reproduce it with `python bench/real.py --variant {result['variant']} --seed {result['seed']} --ship`.
+CodeCarbon's estimate). Reproduce it with `python bench/real.py --variant {result['variant']} --seed {result['seed']}
+--minutes {result['minutes']:g} --ship`.
 
 **Ground resolutions it serves.** 0.3–0.6 m satellite, aerial or drone imagery (finer drone imagery is
 resampled). Nairobi detected from 0.30 m and from 0.5 m imagery is in the table.

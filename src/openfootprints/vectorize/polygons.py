@@ -78,12 +78,12 @@ def _first_margin(res_m: float, grow_m: float, margin_m: float) -> int:
 def vectorize(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
               min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0, *,
               tile_px: int | None = 8192, res_m: float | None = None,
-              seed_threshold: float | None = None) -> Buildings:
-    """All buildings of a probability raster (uint8, value/255 = probability)."""
+              seed_threshold: float | None = None, regularize_m: float = 0.0) -> Buildings:
+    """All buildings of a probability raster (uint8, value/255 = probability); see :func:`iter_buildings`."""
     polys, confs = [], []
     crs = None
     for tile in iter_buildings(prob_path, threshold, grow_m, simplify_m, min_area_m2, strip_px, margin_m,
-                               tile_px=tile_px, res_m=res_m, seed_threshold=seed_threshold):
+                               regularize_m, tile_px=tile_px, res_m=res_m, seed_threshold=seed_threshold):
         polys.append(tile.polygons)
         confs.append(tile.confidence)
         crs = tile.crs
