@@ -186,6 +186,36 @@ def test_upload_over_the_size_limit_is_413(unstarted, tiny_scene):
     assert response.status_code == 413 and response.json()["detail"] == message
 
 
+def test_an_upload_slower_than_its_time_limit_is_408():
+    import anyio
+
+    from openfootprints.serve.app import BodyLimit
+
+    async def app(scope, receive, send):  # reads the whole body, then answers 200
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def answer(seconds_per_chunk: float) -> list[dict]:
+        sent, chunks = [], iter([b"a" * 100] * 4)
+
+        async def receive():
+            await anyio.sleep(seconds_per_chunk)
+            body = next(chunks, b"")
+            return {"type": "http.request", "body": body, "more_body": bool(body)}
+
+        async def send(message):
+            sent.append(message)
+
+        await BodyLimit(app, max_mb=1, seconds=0.3)({"type": "http", "headers": []}, receive, send)
+        return sent
+
+    slow, fast = anyio.run(answer, 0.2), anyio.run(answer, 0.0)
+    assert slow[0]["status"] == 408 and b"serve.upload_seconds=0.3 s" in slow[1]["body"]
+    assert fast[0]["status"] == 200
+
+
 def test_scene_over_the_pixel_limit_is_413(unstarted, tiny_scene):
     response = unstarted("serve.max_megapixels=0.05").post("/detect", files=upload(tiny_scene[0]))
     assert response.status_code == 413

@@ -120,6 +120,7 @@ CHECKS = [
     ("detect.regularize_m", lambda v: v >= 0, "0 or more"),
     ("detect.max_building_m", lambda v: v > 0, "positive"),
     ("serve.max_upload_mb", lambda v: v > 0, "positive"),
+    ("serve.upload_seconds", lambda v: v > 0, "positive"),
     ("serve.max_megapixels", lambda v: v > 0, "positive"),
     ("serve.max_seconds", lambda v: v > 0, "positive"),
     ("serve.max_concurrent", lambda v: isinstance(v, int) and v >= 1, "a whole number, 1 or more"),

@@ -54,12 +54,13 @@ class Limits:
     max_seconds: float  # detection time on a worker
     max_concurrent: int  # worker processes
     max_queued: int  # requests waiting for a worker
+    upload_seconds: float = 120.0  # to receive a request body
 
     @classmethod
     def from_config(cls, serve: DictConfig) -> Limits:
         return cls(max_upload_mb=float(serve.max_upload_mb), max_pixels=int(serve.max_megapixels * 1e6),
                    max_seconds=float(serve.max_seconds), max_concurrent=serve.max_concurrent,
-                   max_queued=serve.max_queued)
+                   max_queued=serve.max_queued, upload_seconds=float(serve.upload_seconds))
 
 
 # -- response documents (OpenAPI) -----------------------------------------------------------------
@@ -139,12 +140,16 @@ def problem(status: int, *more: int) -> dict:
 # -- checks ---------------------------------------------------------------------------------------
 
 class BodyLimit:
-    """ASGI middleware: a request body over ``max_mb`` MiB gets 413, by its Content-Length or while it streams."""
+    """ASGI middleware: a request body over ``max_mb`` MiB gets 413, by its Content-Length or while it streams;
+    one not received within ``seconds`` gets 408 (a slow or stalled client must not hold the server)."""
 
-    def __init__(self, app, max_mb: float):
-        self.app, self.max_mb, self.max_bytes = app, max_mb, int(max_mb * 2**20)
+    def __init__(self, app, max_mb: float, seconds: float = 120.0):
+        self.app, self.max_mb, self.max_bytes, self.seconds = app, max_mb, int(max_mb * 2**20), seconds
 
-    def refusal(self) -> JSONResponse:
+    def refusal(self, why: str = "size") -> JSONResponse:
+        if why == "time":
+            return JSONResponse({"detail": f"upload not received within serve.upload_seconds={self.seconds:g} s; "
+                                           "send it faster or raise the limit"}, status_code=408)
         return JSONResponse({"detail": f"upload larger than serve.max_upload_mb={self.max_mb:g} MiB; "
                                        "send a smaller scene"}, status_code=413)
 
@@ -154,14 +159,20 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_bytes:
             return await self.refusal()(scope, receive, send)
-        received, exceeded, started = 0, False, False
+        received, exceeded, started = 0, None, False
+        deadline = anyio.current_time() + self.seconds
 
         async def counting_receive():
             nonlocal received, exceeded
-            message = await receive()
+            try:
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                    message = await receive()
+            except TimeoutError:
+                exceeded = "time"
+                raise BodyTooLarge from None
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                exceeded = True
+                exceeded = "size"
                 raise BodyTooLarge
             return message
 
@@ -178,11 +189,11 @@ class BodyLimit:
             if not exceeded:
                 raise
         if exceeded and not started:
-            await self.refusal()(scope, receive, send)
+            await self.refusal(exceeded)(scope, receive, send)
 
 
 class BodyTooLarge(Exception):
-    pass
+    """The request body broke a limit (size or time)."""
 
 
 def safe_name(filename: str | None) -> str:
@@ -264,7 +275,7 @@ def create_app(cfg: DictConfig, model_path: str | Path, viewer: ASGIApp | None =
                   description="Building footprints from a GeoTIFF: POST it to /detect, get the buildings table "
                               "(Open Buildings schema, EPSG:4326) as GeoJSON or GeoParquet.")
     app.state.pool, app.state.limits = pool, limits
-    app.add_middleware(BodyLimit, max_mb=limits.max_upload_mb)
+    app.add_middleware(BodyLimit, max_mb=limits.max_upload_mb, seconds=limits.upload_seconds)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
