@@ -52,20 +52,26 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def run(cmd: list[str], log: Path) -> None:
+def run(cmd: list[str], log: Path) -> float:
+    """Run a command, its output appended to ``log``; returns its peak resident memory in GiB (GNU time)."""
+    peak = log.with_suffix(".peak")
     with open(log, "a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak), *cmd], check=True, stdout=f,
+                       stderr=subprocess.STDOUT, cwd=ROOT)
+    return int(peak.read_text().split()[-1]) / 2**20
 
 
-def train(out: Path, overrides: list[str], minutes: float, seed: int) -> None:
+def train(out: Path, overrides: list[str], minutes: float, seed: int) -> float:
     cmd = CLI + ["train"]
     for image, labels in TRAIN_PLACES.values():
         cmd += ["--image", str(DATA / "oam" / image), "--labels", str(DATA / "oam" / labels)]
     cmd += ["--out", str(out / "model.ofp"), "recipe=base", f"train.max_minutes={minutes}", f"seed={seed}",
             f"tracking.uri=file:{out.parent / 'mlruns'}", *overrides]
-    run(cmd, out / "log.txt")
+    peak = run(cmd, out / "log.txt")
+    (out / "train_peak_gib.txt").write_text(f"{peak:.2f}\n")
+    return peak
 
 
 def resampled(scene: Path, out: Path, resolution_m: float) -> Path:
@@ -93,8 +99,8 @@ def score(out: Path, name: str, scene: str, labels: str, extra_detect: list[str]
           extra_eval: list[str] = ()) -> dict:
     table, metrics = out / f"{name}.parquet", out / f"{name}.metrics.json"
     start = time.monotonic()
-    run(CLI + ["detect", scene, "--model", str(out / "model.ofp"), "--out", str(table), "--quiet",
-               "tracking.energy=false", *extra_detect], out / "log.txt")
+    peak = run(CLI + ["detect", scene, "--model", str(out / "model.ofp"), "--out", str(table), "--quiet",
+                      "tracking.energy=false", *extra_detect], out / "log.txt")
     seconds = time.monotonic() - start
     run(CLI + ["evaluate", str(table), labels, "--json", str(metrics), "data.fix_invalid=true", *extra_eval],
         out / "log.txt")
@@ -102,6 +108,7 @@ def score(out: Path, name: str, scene: str, labels: str, extra_detect: list[str]
     return {"place": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "ap50": m["ap"],
             "pixel_iou": m["pixel_iou"], "n_predicted": m["n_predicted"], "n_true": m["n_true"],
             "count_ratio": m["n_predicted"] / max(m["n_true"], 1), "detect_s": round(seconds, 1),
+            "detect_peak_gib": round(peak, 2),
             "f1_by_size": {f"{b['min_m2']:g}-{b['max_m2']:g}": b["f1"] for b in m["by_size"] if b["n_true"]}}
 
 
@@ -133,6 +140,7 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int) -> dict:
     result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "minutes": minutes, "steps": training.get("steps"),
               "train_s": training.get("seconds"), "energy_kwh": training.get("energy_kwh"),
               "val_pixel_iou": training.get("metrics", {}).get("val_pixel_iou"), "places": places,
+              "train_peak_gib": float((out / "train_peak_gib.txt").read_text()),
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")}
     result_path.write_text(json.dumps(result, indent=2))
     return result
@@ -146,7 +154,8 @@ def held_out_f1(result: dict) -> float:
 
 def table(results: list[dict]) -> str:
     lines = ["| variant | seed | place | precision | recall | F1 | AP50 | pixel IoU | predicted / true | "
-             "F1 by size (m²: F1) | train | kWh |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "F1 by size (m²: F1) | train | kWh | peak memory train / detect |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for p in r["places"]:
             sizes = ", ".join(f"{k}: {v:.2f}" for k, v in p["f1_by_size"].items() if v is not None)
@@ -154,7 +163,8 @@ def table(results: list[dict]) -> str:
             lines.append(f"| {r['variant']} | {r['seed']} | {p['place']} | {p['precision']:.3f} | {p['recall']:.3f} | "
                          f"**{p['f1']:.3f}** | {p['ap50']:.3f} | {p['pixel_iou']:.3f} | {p['n_predicted']} / "
                          f"{p['n_true']} ({p['count_ratio']:.2f}) | {sizes} | {r['steps']} steps, "
-                         f"{(r['train_s'] or 0) / 60:.0f} min | {kwh} |")
+                         f"{(r['train_s'] or 0) / 60:.0f} min | {kwh} | {r['train_peak_gib']:.1f} / "
+                         f"{p['detect_peak_gib']:.1f} GiB |")
     return "\n".join(lines)
 
 
