@@ -1,5 +1,6 @@
 """The map viewer: vector tiles (PMTiles), imagery tiles, the HTTP server, the command, and the page in Chromium."""
 
+import colorsys
 import gzip
 import io
 import json
@@ -191,6 +192,55 @@ def test_imagery_tile_outside_the_scene_is_transparent(tmp_path):
     assert 0 < (edge[..., 3] == 255).mean() < 0.5  # the scene covers part of a zoom-16 tile
 
 
+def write_checker_scene(path, nodata=None):
+    """A 300×300 px UTM scene at 0.5 m: a checkerboard of 6 px squares (40 and 200), sharp enough that any
+    shift of a tile's content by a fraction of a pixel shows. With ``nodata``, its left third is ``nodata``."""
+    rows, cols = np.mgrid[0:300, 0:300]
+    data = np.where((rows // 6 + cols // 6) % 2, 200, 40).astype("uint8")
+    if nodata is not None:
+        data[:, :100] = nodata
+    with rasterio.open(path, "w", driver="GTiff", width=300, height=300, count=3, dtype="uint8", crs=UTM,
+                       transform=Affine(0.5, 0, 653000, 0, -0.5, 741000), nodata=nodata) as dst:
+        dst.write(np.stack([data] * 3))
+
+
+def test_imagery_tiles_meet_without_a_step(tmp_path):
+    # The 512-px tile z/x/y and the four 256-px tiles under it at zoom z + 1 share one grid of pixels: cut
+    # in one piece or in four, the image must be the same, so a column doubled or lost at a seam shows. Every
+    # tile of the scene is checked, those the scene's edge crosses included.
+    write_checker_scene(tmp_path / "c.tif")
+    small, big = ImageryTiles(tmp_path / "c.tif"), ImageryTiles(tmp_path / "c.tif", tile_px=512)
+    z = small.max_zoom - 1
+    assert big.max_zoom == z  # a 512-px tile at zoom z has the pixels of a 256-px one at z + 1
+    x0, x1, y0, y1 = tile_ranges(np.array([small.bounds_3857]), z)
+    blocks = [(x, y) for x in range(x0[0], x1[0] + 1) for y in range(y0[0], y1[0] + 1)]
+    assert len(blocks) == 4
+    for x, y in blocks:
+        one = decode_png(big.tile(z, x, y)).astype(int)
+        four = np.concatenate([np.concatenate([decode_png(small.tile(z + 1, 2 * x + i, 2 * y + j))
+                                               for i in (0, 1)], axis=1) for j in (0, 1)]).astype(int)
+        assert (one[..., 3] == four[..., 3]).all()
+        assert 0 < (one[..., 3] == 255).mean()
+        assert np.abs(one - four)[one[..., 3] == 255].max() <= 1, f"tile {z}/{x}/{y}"
+
+
+def pixel_at(tiles, z, x, y):
+    """RGBA of the pixel of a zoom-``z`` tile that holds the UTM point (``x``, ``y``) metres."""
+    mx, my = Transformer.from_crs(UTM, "EPSG:3857", always_xy=True).transform(x, y)
+    tx, _, ty, _ = (int(v[0]) for v in tile_ranges(np.array([[mx, my, mx, my]]), z))
+    left, _, right, top = tile_bounds(z, tx, ty)
+    px = (right - left) / tiles.tile_px
+    return decode_png(tiles.tile(z, tx, ty))[int((top - my) / px), int((mx - left) / px)]
+
+
+def test_imagery_nodata_is_transparent(tmp_path):
+    write_checker_scene(tmp_path / "n.tif", nodata=0)  # x from 653000 to 653050 m is nodata
+    tiles = ImageryTiles(tmp_path / "n.tif")
+    for z in (tiles.min_zoom, tiles.max_zoom):
+        assert pixel_at(tiles, z, 653025, 740925)[3] == 0
+        assert pixel_at(tiles, z, 653100, 740925)[3] == 255
+
+
 def test_sixteen_bit_imagery_is_stretched(tmp_path):
     write_marker_scene(tmp_path / "u16.tif", dtype="uint16", value=3000)
     tiles = ImageryTiles(tmp_path / "u16.tif", levels=0)
@@ -337,7 +387,7 @@ def test_view_command_serves_until_interrupted(result, tiny_scene):
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PANEL_PX = (270, 220)  # the control panel covers the top-left corner of the page
+PANEL_PX = (280, 300)  # the control panel covers the top-left corner of the page
 
 
 def browser_missing() -> str | None:
@@ -416,6 +466,106 @@ def test_page_shows_filters_and_explains_buildings(browser, result, tiny_scene, 
             page.screenshot(path=shot)
             pixels = np.asarray(Image.open(shot).convert("RGB"))
             assert pixels.shape == (800, 1000, 3) and pixels.std() > 20  # imagery and buildings, not a blank page
+            assert truth_pixels(pixels) > 200  # the true outlines' magenta is on screen
+    finally:
+        page.close()
+        viewer.close()
+
+
+def truth_pixels(rgb):
+    """How many pixels of the map in a screenshot (h, w, 3), below the panel and its legend, have the true
+    outlines' magenta (no building's colour has it)."""
+    r, g, b = (rgb[PANEL_PX[1]:, :, i].astype(int) for i in range(3))
+    return int(((r > 180) & (b > 180) & (g < 120)).sum())
+
+
+def hsv(hex_colour):
+    """(hue in degrees 0–360, saturation 0–1, value 0–1) of a #rrggbb colour."""
+    h, s, v = colorsys.rgb_to_hsv(*(int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)))
+    return 360 * h, s, v
+
+
+def test_page_true_outlines_stand_apart_and_layers_toggle(browser, result, tiny_scene, tmp_path):
+    path, table = result
+    image, labels = tiny_scene
+    viewer = prepare_viewer(view_cfg(), path, image, labels, workdir=tmp_path)
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        with running(create_app(viewer)) as url:
+            page.goto(url)
+            page.wait_for_function("window.viewerReady === true || window.viewerError !== undefined",
+                                   timeout=30000)
+            assert page.evaluate("window.viewerError") is None and not errors
+
+            # the true outlines: dashed, over a dark casing, in a colour outside the red–yellow–green ramp
+            paint = page.evaluate("""(() => {
+                const m = viewer.map, ids = m.getStyle().layers.map(l => l.id);
+                const ramp = m.getPaintProperty('buildings-fill', 'fill-color');
+                return {ids, colour: m.getPaintProperty('truth-line', 'line-color'),
+                        dashes: m.getPaintProperty('truth-line', 'line-dasharray'),
+                        casing: m.getPaintProperty('truth-casing', 'line-color'),
+                        ramp: ramp.filter(v => typeof v === 'string' && v.startsWith('#'))};
+            })()""")
+            assert paint["ids"].index("truth-casing") == paint["ids"].index("truth-line") - 1
+            assert paint["ids"].index("truth-line") > paint["ids"].index("buildings-line")
+            assert paint["dashes"] and hsv(paint["casing"])[2] < 0.2
+            hue, saturation, _ = hsv(paint["colour"])
+            apart = [abs((hue - hsv(c)[0] + 180) % 360 - 180) for c in paint["ramp"]]  # degrees round the wheel
+            assert len(apart) == 4 and min(apart) > 45 and saturation > 0.6  # magenta, neither red nor green
+            legend = page.inner_text("#layers")
+            assert "imagery" in legend and "detected buildings" in legend and "true outlines" in legend
+            swatch = page.eval_on_selector(".swatch-truth", "e => getComputedStyle(e).backgroundImage")
+            assert "255, 61, 245" in swatch  # the legend draws the outlines' colour
+
+            def drawn(layer):
+                return page.evaluate(f"new Set(viewer.map.queryRenderedFeatures({{layers: ['{layer}']}})"
+                                     ".map(f => f.id)).size")
+
+            def shot():
+                return np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
+
+            # each checkbox hides and shows its layer
+            assert drawn("truth-line") == len(table) and truth_pixels(shot()) > 200
+            page.uncheck("#toggle-truth")
+            page.evaluate("viewer.idle()")
+            assert not page.evaluate("viewer.layerVisible('truth')") and drawn("truth-line") == 0
+            assert truth_pixels(shot()) == 0
+            page.uncheck("#toggle-buildings")
+            page.evaluate("viewer.idle()")
+            assert page.evaluate("viewer.renderedBuildings()") == 0
+            assert page.inner_text("#counts").startswith("buildings hidden")
+            imagery_only = shot()
+            page.uncheck("#toggle-imagery")
+            page.evaluate("viewer.idle()")
+            assert page.evaluate("viewer.map.getLayoutProperty('imagery', 'visibility')") == "none"
+            away = np.s_[PANEL_PX[1]:-40, PANEL_PX[0]:-100]  # the map, away from the panel and the controls
+            assert shot()[away].std(axis=(0, 1)).max() < 1  # the background colour alone
+            assert imagery_only[away].std(axis=(0, 1)).max() > 10
+            for name in ("imagery", "buildings", "truth"):
+                page.check(f"#toggle-{name}")
+            page.evaluate("viewer.idle()")
+            assert page.evaluate("viewer.renderedBuildings()") == len(table) and drawn("truth-line") == len(table)
+            assert not errors
+    finally:
+        page.close()
+        viewer.close()
+
+
+def test_page_offers_toggles_only_for_the_layers_it_has(browser, result, tmp_path):
+    viewer = prepare_viewer(view_cfg(), result[0], workdir=tmp_path)  # no imagery, no truth
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    try:
+        with running(create_app(viewer)) as url:
+            page.goto(url)
+            page.wait_for_function("window.viewerReady === true || window.viewerError !== undefined",
+                                   timeout=30000)
+            assert page.evaluate("window.viewerError") is None
+            assert page.is_visible("#toggle-buildings")
+            assert not page.is_visible("#toggle-imagery") and not page.is_visible("#toggle-truth")
+            legend = page.inner_text("#layers")
+            assert "detected buildings" in legend and "imagery" not in legend and "true outlines" not in legend
     finally:
         page.close()
         viewer.close()

@@ -1,5 +1,5 @@
 // The openfootprints map viewer: imagery tiles, detected buildings coloured by confidence (GeoJSON or a
-// PMTiles archive of vector tiles), truth outlines, a confidence slider and a popup per building.
+// PMTiles archive of vector tiles), true outlines, a confidence slider, layer toggles and a popup per building.
 // Everything it loads is relative to the page, so the viewer works wherever the server mounts it.
 //
 // For tests and scripts, window.viewer holds the map and helpers; window.viewerReady turns true once the
@@ -17,8 +17,17 @@ const CONFIDENCE_COLOUR = [
   "interpolate", ["linear"], ["to-number", ["get", "confidence"], 0],
   0.0, "#d7191c", 0.5, "#fdae61", 0.75, "#ffffbf", 1.0, "#1a9641",
 ];
-const TRUTH_COLOUR = "#00e5ff";
+// True outlines: magenta, outside the confidence ramp and rare in imagery, dashed over a dark casing so they
+// stand out on bright roofs and dark ground alike (the page's legend draws the same, in viewer.css).
+const TRUTH_COLOUR = "#ff3df5";
+const TRUTH_CASING = "#14161a";
 const BUILDING_LAYERS = ["buildings-fill", "buildings-line"];
+// Map layers behind each toggle of the panel (the checkbox is #toggle-<name>).
+const TOGGLES = {
+  imagery: ["imagery"],
+  buildings: BUILDING_LAYERS,
+  truth: ["truth-casing", "truth-line"],
+};
 
 // Popup rows: column, label, how to show the value.
 const POPUP_ROWS = [
@@ -65,8 +74,13 @@ function buildStyle(config) {
   );
   if (config.truth) {
     sources.truth = vectorSource(config.truth);
-    layers.push({ id: "truth-line", type: "line", source: "truth", ...sourceLayer(config.truth),
-                  paint: { "line-color": TRUTH_COLOUR, "line-width": 1.5, "line-dasharray": [2, 1] } });
+    const truth = { source: "truth", ...sourceLayer(config.truth) };
+    layers.push(
+      { id: "truth-casing", type: "line", ...truth,
+        paint: { "line-color": TRUTH_CASING, "line-width": 4, "line-opacity": 0.7 } },
+      { id: "truth-line", type: "line", ...truth,
+        paint: { "line-color": TRUTH_COLOUR, "line-width": 2, "line-dasharray": [2.5, 1.5] } },
+    );
   }
   return { version: 8, sources, layers };
 }
@@ -104,7 +118,32 @@ function setup(config) {
   const counts = document.getElementById("counts");
   const zoomHint = document.getElementById("zoom-hint");
   const tilesFrom = config.buildings.kind === "pmtiles" ? config.buildings.minzoom : 0;
-  document.getElementById("truth-legend").hidden = !config.truth;
+  let styleLoaded = false; // layers can be changed from the map's "load" event on
+
+  // Shows or hides the map layers of one toggle ("imagery", "buildings", "truth") and ticks its checkbox to match.
+  function setLayerVisible(name, visible) {
+    for (const id of TOGGLES[name]) {
+      if (map.getLayer(id)) map.setLayoutProperty(id, "visibility", visible ? "visible" : "none");
+    }
+    document.getElementById(`toggle-${name}`).checked = visible;
+  }
+
+  function layerVisible(name) {
+    return TOGGLES[name].some((id) => map.getLayer(id) && map.getLayoutProperty(id, "visibility") !== "none");
+  }
+
+  // The checkboxes as they stand (ticked by default; a browser may restore them), once the style is loaded.
+  function applyToggles() {
+    for (const name of Object.keys(TOGGLES)) setLayerVisible(name, document.getElementById(`toggle-${name}`).checked);
+  }
+
+  // One checkbox per layer the page has; a missing layer's row stays hidden.
+  const present = { imagery: Boolean(config.imagery), buildings: true, truth: Boolean(config.truth) };
+  for (const name of Object.keys(TOGGLES)) {
+    const box = document.getElementById(`toggle-${name}`);
+    box.closest(".layer").hidden = !present[name];
+    box.addEventListener("change", () => { if (styleLoaded) setLayerVisible(name, box.checked); });
+  }
 
   function setMinConfidence(value) {
     const filter = [">=", ["to-number", ["get", "confidence"], 0], Number(value)];
@@ -127,8 +166,9 @@ function setup(config) {
   }
 
   function showCounts() {
-    const n = renderedBuildings();
-    counts.textContent = `${n.toLocaleString()} shown here · ${config.buildings.count.toLocaleString()} in the file`;
+    const inFile = `${config.buildings.count.toLocaleString()} in the file`;
+    counts.textContent = layerVisible("buildings")
+      ? `${renderedBuildings().toLocaleString()} shown here · ${inFile}` : `buildings hidden · ${inFile}`;
     zoomHint.hidden = map.getZoom() >= tilesFrom;
   }
 
@@ -147,9 +187,11 @@ function setup(config) {
     console.error("viewer:", event.error?.message || event.error);
   });
 
-  window.viewer = { map, config, setMinConfidence, renderedBuildings, idle };
+  window.viewer = { map, config, setMinConfidence, setLayerVisible, layerVisible, renderedBuildings, idle };
   map.once("load", () => {
+    styleLoaded = true;
     setMinConfidence(slider.value);
+    applyToggles();
     idle().then(() => { window.viewerReady = true; });
   });
 }
