@@ -109,21 +109,24 @@ def score(out: Path, name: str, scene: str, labels: str, extra_detect: list[str]
             "pixel_iou": m["pixel_iou"], "n_predicted": m["n_predicted"], "n_true": m["n_true"],
             "count_ratio": m["n_predicted"] / max(m["n_true"], 1), "detect_s": round(seconds, 1),
             "detect_peak_gib": round(peak, 2),
-            "f1_by_size": {f"{b['min_m2']:g}-{b['max_m2']:g}": b["f1"] for b in m["by_size"] if b["n_true"]}}
+            "f1_by_size": {f"{b['min_m2']:g}-{b['max_m2'] or '∞'}": b["f1"] for b in m["by_size"] if b["n_true"]}}
 
 
-def run_dir(runs: Path, name: str, seed: int, minutes: float) -> Path:
-    return runs / f"{name}-s{seed}-{minutes:g}min"
+def run_dir(runs: Path, name: str, seed: int, minutes: float, init: str | None = None) -> Path:
+    return runs / (f"{name}-s{seed}-{minutes:g}min" + (f"-after-{init}" if init else ""))
 
 
-def run_variant(name: str, runs: Path, minutes: float, seed: int) -> dict:
-    out = run_dir(runs, name, seed, minutes)
+def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | None = None) -> dict:
+    """Train (unless done), detect and score one variant; ``init``: the run folder (in ``runs``) whose model the
+    training starts from (a continuation, at half the learning rate)."""
+    out = run_dir(runs, name, seed, minutes, init)
     result_path = out / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "model.ofp").exists():
-        train(out, VARIANTS[name][1], minutes, seed)
+        more = [f"train.init={runs / init / 'model.ofp'}", "train.lr=0.001"] if init else []
+        train(out, VARIANTS[name][1] + more, minutes, seed)
     import torch
 
     training = torch.load(out / "model.ofp", map_location="cpu", weights_only=True)["training"]
@@ -137,8 +140,11 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int) -> dict:
         places.append(score(out, "xiamen_block", str(xiamen / "xiamen_z18_mosaic.tif"),
                             str(xiamen / "buildings.geojson"), [f"detect.bbox={XIAMEN_BLOCK}"],
                             [f"evaluate.bbox={XIAMEN_BLOCK}"]))
-    result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "minutes": minutes, "steps": training.get("steps"),
-              "train_s": training.get("seconds"), "energy_kwh": training.get("energy_kwh"),
+    before = json.loads((runs / init / "result.json").read_text()) if init else {}  # a continuation adds up
+    result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "minutes": minutes, "init": init,
+              "steps": training.get("steps", 0) + before.get("steps", 0),
+              "train_s": (training.get("seconds") or 0) + before.get("train_s", 0),
+              "energy_kwh": (training.get("energy_kwh") or 0) + (before.get("energy_kwh") or 0),
               "val_pixel_iou": training.get("metrics", {}).get("val_pixel_iou"), "places": places,
               "train_peak_gib": float((out / "train_peak_gib.txt").read_text()),
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")}
@@ -187,7 +193,8 @@ def ship(result: dict, runs: Path) -> Path:
     from openfootprints.model.base import BASE_MODEL
     from openfootprints.model.bundle import load_bundle, save_bundle
 
-    bundle = load_bundle(run_dir(runs, result["variant"], result["seed"], result["minutes"]) / "model.ofp")
+    bundle = load_bundle(run_dir(runs, result["variant"], result["seed"], result["minutes"], result.get("init"))
+                         / "model.ofp")
     bundle.state_dict = {k: v.half() if v.is_floating_point() else v for k, v in bundle.state_dict.items()}
     bundle.training = {**bundle.training, "held_out": result["places"],
                        "attribution": "imagery © OpenAerialMap contributors, CC BY 4.0; "
@@ -261,6 +268,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "real")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "real.md")
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default: %(default)s)")
+    parser.add_argument("--init", help="continue from the model of this run folder (in --runs), e.g. base-s0-70min")
     parser.add_argument("--ship", action="store_true", help="make this variant's bundle the package's base model")
     args = parser.parse_args()
     DATA = args.data
@@ -268,7 +276,7 @@ def main() -> None:
         raise SystemExit(f"unknown variant {args.variant}; known: {list(VARIANTS)}")
     if not (DATA / "oam").exists():
         raise SystemExit(f"{DATA / 'oam'}: not found; the benchmark needs the open OAM data")
-    result = run_variant(args.variant, args.runs, args.minutes, args.seed)
+    result = run_variant(args.variant, args.runs, args.minutes, args.seed, args.init)
     print(json.dumps(result), flush=True)
     done = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*/result.json"))]
     write_doc(done, args.doc)

@@ -25,7 +25,7 @@ from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import display_rgb, open_scene
 from openfootprints.io.vector import read_polygons
-from openfootprints.model.bundle import Bundle, fingerprint_files, save_bundle
+from openfootprints.model.bundle import Bundle, fingerprint_files, load_bundle, save_bundle
 from openfootprints.model.unet import Architecture, build_unet
 from openfootprints.train.diet import el2n_scores, prune, write_gallery
 from openfootprints.train.module import Deadline, SegmentationModule
@@ -89,7 +89,8 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     sources = load_labelled_scenes(pairs, cfg)
     resolution = sources[0].scene.resolution_m
     train_blocks, val_blocks = split_all(sources, cfg)
-    mean, std = normalization_stats(sources, train_blocks, seed=cfg.seed)
+    parent = load_bundle(cfg.train.init) if cfg.train.init else None
+    mean, std = (parent.mean, parent.std) if parent else normalization_stats(sources, train_blocks, seed=cfg.seed)
     erode_px = int(round(cfg.data.label_erosion_m / resolution))
     chips = dict(chip_px=cfg.data.chip_px, mean=mean, std=std, erode_px=erode_px,
                  gap_w0=cfg.data.gap_weight_w0, gap_sigma_px=cfg.data.gap_sigma_m / resolution,
@@ -121,7 +122,9 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         sampler = torch.utils.data.RandomSampler(train_ds, replacement=True, num_samples=cfg.data.samples_per_epoch,
                                                  generator=torch.Generator().manual_seed(cfg.seed))
         train_loader = torch.utils.data.DataLoader(train_ds, sampler=sampler, drop_last=True, **loader_args)
-        net = build_unet(arch, pretrained=cfg.model.pretrained)
+        net = build_unet(arch, pretrained=cfg.model.pretrained and parent is None)
+        if parent:
+            start_from(net, parent, arch, cfg.train.init)
         steps = cfg.train.max_epochs * (cfg.data.samples_per_epoch // cfg.train.batch_size)
         deadline = started + cfg.train.max_minutes * 60 - WRAP_UP_S if cfg.train.max_minutes else None
         module = segmentation_module(cfg, net, steps, deadline - time.monotonic() if deadline else None)
@@ -145,6 +148,8 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
                               "scenes": [list(p) for p in pairs], "epochs": trainer.current_epoch,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,
                               **energy, **({"diet": diet} if diet else {}), **(provenance or {}),
+                              **({"parent": {"path": str(cfg.train.init), "fingerprint": parent.data_fingerprint,
+                                             "steps": parent.training.get("steps")}} if parent else {}),
                               "mlflow_run_id": mlflow_logger.run_id, **({"warning": untrained} if untrained else {})},
                     data_fingerprint=fingerprint_files([p for pair in pairs for p in pair]),
                     state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()})
@@ -155,6 +160,16 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     log_artifacts(mlflow_logger, [path, config_path_beside(out)] + [Path(p) for p in diet.get("files", [])])
     log.info("trained %d steps in %.0f s; bundle written to %s", trainer.global_step, seconds, path)
     return path
+
+
+def start_from(net: torch.nn.Module, parent: Bundle, arch: Architecture, path: str) -> None:
+    """Load a parent bundle's weights into ``net`` (train.init): same architecture and input bands required; its
+    normalization is kept (the caller uses the parent's mean and std)."""
+    shape = ("encoder", "in_channels", "decoder_channels")  # dropout and drop path may differ: no weights
+    if any(getattr(parent.architecture, k) != getattr(arch, k) for k in shape):
+        raise InputError(f"{path}: train.init's architecture {parent.architecture.to_dict()} differs from this "
+                         f"run's {arch.to_dict()}; set model.* to match it")
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in parent.state_dict.items()})
 
 
 def untrained_warning(metrics: dict, steps: int) -> str | None:
