@@ -109,7 +109,8 @@ def score(out: Path, name: str, scene: str, labels: str, extra_detect: list[str]
             "pixel_iou": m["pixel_iou"], "n_predicted": m["n_predicted"], "n_true": m["n_true"],
             "count_ratio": m["n_predicted"] / max(m["n_true"], 1), "detect_s": round(seconds, 1),
             "detect_peak_gib": round(peak, 2),
-            "f1_by_size": {f"{b['min_m2']:g}-{b['max_m2'] or '∞'}": b["f1"] for b in m["by_size"] if b["n_true"]}}
+            "f1_by_size": {f"{b['min_m2']:g}–{'∞' if b['max_m2'] is None else format(b['max_m2'], 'g')}": b["f1"]
+                           for b in m["by_size"] if b["n_true"]}}
 
 
 def run_dir(runs: Path, name: str, seed: int, minutes: float, init: str | None = None) -> Path:

@@ -236,3 +236,25 @@ def test_an_untrained_model_is_called_so():
 
     assert "looks untrained: validation pixel IoU 0.05 after 5 steps" in untrained_warning({"val_pixel_iou": 0.05}, 5)
     assert untrained_warning({"val_pixel_iou": 0.6}, 500) is None and untrained_warning({}, 5) is None
+
+
+def test_training_can_start_from_a_bundle_and_records_its_parent(tmp_path, tiny_scene, tiny_bundle, capsys):
+    from openfootprints.cli import main
+    from openfootprints.model.bundle import load_bundle
+
+    parent = load_bundle(tiny_bundle)
+    out = tmp_path / "child.ofp"
+    assert main(["train", "--image", str(tiny_scene[0]), "--labels", str(tiny_scene[1]), "--out", str(out),
+                 f"train.init={tiny_bundle}", "model.decoder_channels=[16,16,8,8,8]", "train.max_epochs=1",
+                 "data.samples_per_epoch=8", "train.batch_size=4", "data.chip_px=64", "data.block_m=32",
+                 "tracking.energy=false", "train.lr=1e-9"]) == 0
+    child = load_bundle(out)
+    assert child.mean == parent.mean and child.std == parent.std  # the parent's normalization, kept
+    assert child.training["parent"]["path"] == str(tiny_bundle)
+    moved = max(float((child.state_dict[k].float() - v.float()).abs().max()) for k, v in parent.state_dict.items()
+                if v.is_floating_point() and "running" not in k)
+    assert moved < 1e-3  # started from the parent's weights (a learning rate of 1e-9 barely moves them)
+    other = tmp_path / "other.ofp"
+    code = main(["train", "--image", str(tiny_scene[0]), "--labels", str(tiny_scene[1]), "--out", str(other),
+                 f"train.init={tiny_bundle}", "tracking.energy=false", "data.chip_px=64", "data.block_m=32"])
+    assert code == 2 and "architecture" in capsys.readouterr().err and not other.exists()

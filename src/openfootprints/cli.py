@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from openfootprints import __version__
 from openfootprints.errors import InputError
-from openfootprints.io.atomic import check_writable
+from openfootprints.io.atomic import OUT_OF_SPACE, check_writable
 from openfootprints.model.base import model_or_base
 
 log = logging.getLogger("openfootprints")
@@ -242,7 +244,11 @@ def cmd_export(args, cfg: DictConfig) -> None:
 def cmd_demo(args, cfg: DictConfig) -> None:
     from openfootprints.demo import run_demo
 
-    run_demo(cfg, synthetic=args.synthetic)
+    from openfootprints.model import base
+
+    if not args.synthetic and not base.BASE_MODEL.exists():
+        log.warning("this installation has no base model: running the synthetic demo (train, then detect)")
+    run_demo(cfg, synthetic=args.synthetic or not base.BASE_MODEL.exists())
 
 
 def cmd_serve(args, cfg: DictConfig) -> None:
@@ -393,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"openfootprints: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # permissions, full disk, a folder where a file was expected
+        if err.errno in OUT_OF_SPACE:  # a write that failed midway, outside the outputs (which say their name)
+            where = err.filename or f"a working file (in {tempfile.gettempdir()}, or beside the output)"
+            print(f"openfootprints: error: disk full or file too large while writing {where} "
+                  f"({os.strerror(err.errno)}); free some space and run again", file=sys.stderr)
+            return 2
         where = f"{err.filename}: " if err.filename else ""
         print(f"openfootprints: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
