@@ -43,6 +43,21 @@ def to_lonlat(geoms: np.ndarray, crs: CRS | str) -> np.ndarray:
     return shapely.transform(geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
 
 
+def fits_crs(crs: CRS | str, bounds) -> bool:
+    """Whether (minx, miny, maxx, maxy) in ``crs`` are finite and lie on the globe once in degrees (longitudes within
+    ±360, latitudes ±90, with a degree to spare for grids whose outer pixels overhang a pole): false for coordinates
+    written in another CRS than the one a file names (metres read as degrees) or damaged ones."""
+    if not np.isfinite(bounds).all():
+        return False
+    minx, miny, maxx, maxy = bounds
+    try:
+        lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(
+            [minx, maxx, minx, maxx, (minx + maxx) / 2], [miny, miny, maxy, maxy, (miny + maxy) / 2], errcheck=True)
+    except Exception:  # noqa: BLE001 — pyproj refuses coordinates it cannot transform in several ways
+        return False
+    return bool(np.isfinite([lon, lat]).all() and (np.abs(lon) <= 360).all() and (np.abs(lat) <= 91).all())
+
+
 def degrees_to_crs(bounds_lonlat, crs) -> tuple[float, float, float, float]:
     """[west, south, east, north] in degrees to (minx, miny, maxx, maxy) in ``crs`` (densified edges)."""
     return Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform_bounds(*bounds_lonlat)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,11 +18,11 @@ import rasterio
 import shapely
 from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from openfootprints.errors import InputError
-from openfootprints.io.geo import pixel_size_m
+from openfootprints.io.geo import fits_crs, pixel_size_m
 from openfootprints.io.mosaic import mosaic_vrt, raster_files, raster_folder_vrt, raster_list
 from openfootprints.io.stac import is_stac, stac_rasters
 from openfootprints.io.storage import is_url
@@ -133,7 +134,9 @@ def open_scene(path: str | os.PathLike, bands: list[int] | None = None, resoluti
 def scene_of(path: str, source: str, bands: list[int] | None, resolution_m: float | None) -> Scene:
     """:func:`open_scene` once the source to open is known (a path, a URL or VRT XML)."""
     try:
-        ds = rasterio.open(source)
+        with warnings.catch_warnings():  # no georeferencing: refused below, in words
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(source)
     except RasterioIOError as err:
         reason = (str(err).strip().splitlines() or ["unknown error"])[0]
         if is_url(path):
@@ -151,6 +154,10 @@ def scene_of(path: str, source: str, bands: list[int] | None, resolution_m: floa
         raise InputError(f"{path}: {ds.count} band(s), but band(s) {bad} are asked for (bands {list(bands)}: the "
                          f"model's input bands, or data.bands); give imagery with {len(bands)} band(s), or pick "
                          f"{len(bands)} of bands 1–{ds.count} with data.bands=[…]")
+    if not fits_crs(ds.crs, ds.bounds):
+        raise InputError(f"{path}: its bounds {[round(v, 3) for v in ds.bounds]} are not on the globe in its CRS "
+                         f"{ds.crs.to_string()}; the CRS is wrong (set the right one with gdal_edit.py -a_srs) or the "
+                         "file is damaged")
     native_res = pixel_size_m(ds.crs, ds.transform, ds.width, ds.height)
     scale = 1.0
     if resolution_m and abs(resolution_m / native_res - 1) > RESAMPLE_TOLERANCE:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import geopandas as gpd
@@ -15,6 +17,10 @@ import shapely
 
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_path
+from openfootprints.io.geo import fits_crs
+from openfootprints.io.storage import first_line
+
+log = logging.getLogger(__name__)
 
 FORMATS = {".parquet": "parquet", ".geoparquet": "parquet", ".geojson": "GeoJSON", ".json": "GeoJSON",
            ".fgb": "FlatGeobuf", ".gpkg": "GPKG", ".csv": "csv"}
@@ -31,12 +37,16 @@ def read_polygons(path: str | os.PathLike, crs=None, bounds: tuple[float, float,
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
     try:
-        if Path(path).suffix.lower() in (".parquet", ".geoparquet"):
-            frame = gpd.read_parquet(path)
-        else:
-            frame = gpd.read_file(path, engine="pyogrio")
+        with warnings.catch_warnings(record=True) as caught:  # GDAL's complaints: logged below, or the error says it
+            warnings.simplefilter("always")
+            if Path(path).suffix.lower() in (".parquet", ".geoparquet") or is_parquet(path):
+                frame = gpd.read_parquet(path)
+            else:
+                frame = gpd.read_file(path, engine="pyogrio")
     except Exception as err:  # pyogrio / pyarrow raise many types; all mean "cannot read this"
-        raise InputError(f"{path}: not a readable vector file ({str(err).splitlines()[0]})") from err
+        raise InputError(f"{path}: not a readable vector file ({first_line(err)})") from err
+    for warning in caught:
+        log.warning("%s: %s", path, warning.message)
     frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
     if frame.empty:
         if allow_empty:
@@ -44,6 +54,7 @@ def read_polygons(path: str | os.PathLike, crs=None, bounds: tuple[float, float,
         raise InputError(f"{path}: contains no geometries")
     if frame.crs is None:
         raise InputError(f"{path}: the file has no CRS; write it with one (GeoJSON is EPSG:4326 by definition)")
+    check_coordinates(frame, path)
     kinds = set(frame.geom_type)
     if not kinds <= {"Polygon", "MultiPolygon"}:
         raise InputError(f"{path}: expected polygons, found {sorted(kinds - {'Polygon', 'MultiPolygon'})}")
@@ -65,6 +76,24 @@ def read_polygons(path: str | os.PathLike, crs=None, bounds: tuple[float, float,
     return frame.reset_index(drop=True)
 
 
+def is_parquet(path: str) -> bool:
+    """Whether the file starts with Parquet's magic bytes (a GeoParquet file under another extension)."""
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"PAR1"
+
+
+def check_coordinates(frame: gpd.GeoDataFrame, path: str) -> None:
+    """Refuse coordinates that cannot be in the frame's CRS (off the globe, or not finite): a file whose CRS is
+    missing or wrong, or a damaged one."""
+    bounds = frame.total_bounds
+    if not fits_crs(frame.crs, bounds):
+        geojson = " (GeoJSON without a readable 'crs' member is EPSG:4326)" if path.lower().endswith("json") else ""
+        raise InputError(f"{path}: coordinates {_plain(bounds)} are not on the globe in its CRS "
+                         f"{frame.crs.to_string()}; the file's CRS is wrong{geojson} or the file is damaged")
+
+
 def _plain(bounds) -> str:
     """Bounds as ``[west, south, east, north]`` with 3 decimals (no numpy reprs in messages)."""
     return "[" + ", ".join(f"{float(v):.3f}" for v in bounds) + "]"
@@ -76,16 +105,19 @@ def write_table(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise InputError(f"{path}: unknown output format '{path.suffix}'; use one of {sorted(FORMATS)}")
-    with atomic_path(path) as tmp:
-        if kind == "parquet":
-            write_geoparquet(frame, tmp)
-        elif kind == "csv":
-            table = frame.drop(columns="geometry").assign(geometry=shapely.to_wkt(frame.geometry.to_numpy(), rounding_precision=8))
-            table.to_csv(tmp, index=False)
-        elif kind == "GeoJSON":  # 7 decimals of a degree: about 1 cm
-            pyogrio.write_dataframe(frame, tmp, driver=kind, layer_options={"COORDINATE_PRECISION": 7})
-        else:
-            pyogrio.write_dataframe(frame, tmp, driver=kind)
+    try:
+        with atomic_path(path) as tmp:  # a full disk is said there; other failures of GDAL's writers here
+            if kind == "parquet":
+                write_geoparquet(frame, tmp)
+            elif kind == "csv":
+                table = frame.drop(columns="geometry").assign(geometry=shapely.to_wkt(frame.geometry.to_numpy(), rounding_precision=8))
+                table.to_csv(tmp, index=False)
+            elif kind == "GeoJSON":  # 7 decimals of a degree: about 1 cm
+                pyogrio.write_dataframe(frame, tmp, driver=kind, layer_options={"COORDINATE_PRECISION": 7})
+            else:
+                pyogrio.write_dataframe(frame, tmp, driver=kind)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as err:  # e.g. SQLite's commit (GPKG)
+        raise InputError(f"{path}: cannot write ({first_line(err)}); check that its disk has room") from err
     return path
 
 
@@ -102,10 +134,20 @@ def read_table(path: str | os.PathLike, fix_invalid: bool = False) -> gpd.GeoDat
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
     if Path(path).suffix.lower() == ".csv":
-        table = pd.read_csv(path)
+        try:
+            table = pd.read_csv(path)
+        except ValueError as err:  # not text (UnicodeDecodeError), not CSV (ParserError), no columns (EmptyDataError)
+            raise InputError(f"{path}: not a readable CSV table ({first_line(err)})") from err
         if "geometry" not in table:
             raise InputError(f"{path}: CSV without a 'geometry' column (WKT)")
-        return gpd.GeoDataFrame(table.drop(columns="geometry"), geometry=shapely.from_wkt(table["geometry"]), crs="EPSG:4326")
+        try:
+            geometry = shapely.from_wkt(table["geometry"])
+        except (shapely.errors.ShapelyError, TypeError) as err:  # bad WKT; numbers or empty cells
+            raise InputError(f"{path}: a 'geometry' that is not WKT ({first_line(err)})") from err
+        frame = gpd.GeoDataFrame(table.drop(columns="geometry"), geometry=geometry, crs="EPSG:4326")
+        if not (frame.geometry.isna() | frame.geometry.is_empty).all():
+            check_coordinates(frame, path)
+        return frame
     return read_polygons(path, allow_empty=True, fix_invalid=fix_invalid)
 
 
