@@ -43,3 +43,15 @@ def test_without_a_shipped_base_model_the_error_says_to_pass_one(monkeypatch, tm
     with pytest.raises(InputError, match="no base model; pass --model"):
         base.model_or_base(None)
     assert base.model_or_base("m.ofp") == "m.ofp"
+
+
+def test_the_real_demo_runs_any_model_on_the_shipped_scene(tmp_path, tiny_bundle, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", str(tiny_bundle), f"demo.out_dir={out}", "detect.engine=torch",
+                 "tracking.energy=false"]) == 0
+    printed = capsys.readouterr().out
+    assert "OpenAerialMap" in printed and "true positives" in printed
+    for name in ("test_scene.tif", "test_labels.geojson", "model.ofp", "buildings.parquet", "metrics.json",
+                 "test_scene_outlines.png"):
+        assert (out / name).exists()
+    assert json.loads((out / "metrics.json").read_text())["n_true"] == 107

@@ -246,9 +246,11 @@ def cmd_demo(args, cfg: DictConfig) -> None:
 
     from openfootprints.model import base
 
-    if not args.synthetic and not base.BASE_MODEL.exists():
-        log.warning("this installation has no base model: running the synthetic demo (train, then detect)")
-    run_demo(cfg, synthetic=args.synthetic or not base.BASE_MODEL.exists())
+    real = not args.synthetic and (args.model or base.BASE_MODEL.exists())
+    if not args.synthetic and not real:
+        log.warning("this installation has no base model: running the synthetic demo (train, then detect); "
+                    "`openfootprints demo --model M.ofp` runs the real scene with a model of yours")
+    run_demo(cfg, synthetic=not real, model=args.model)
 
 
 def cmd_serve(args, cfg: DictConfig) -> None:
@@ -357,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "synthesize scenes and train first)", **common)
     p.add_argument("--synthetic", action="store_true", help="synthesize a training and a test scene, train on the "
                                                             "first (demo.train_minutes), detect on the second")
+    p.add_argument("--model", help="the model the real demo runs (default: the shipped base model)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("serve", help="an HTTP service: POST a GeoTIFF to /detect, get its buildings (limits: serve.*)",
