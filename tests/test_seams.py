@@ -41,18 +41,24 @@ def border_scene(tmp_path_factory):
     image = np.full((3, SIZE, SIZE), 60, np.uint8)
     for c0, r0, c1, r1 in BOXES:
         image[:, r0:r1, c0:c1] = 200
-    path = tmp_path_factory.mktemp("seams") / "scene.tif"
+    return write_scene_tif(tmp_path_factory.mktemp("seams") / "scene.tif", image)
+
+
+def write_scene_tif(path, image: np.ndarray):
+    """A (3, SIZE, SIZE) uint8 image as a GeoTIFF at 0.5 m in UTM."""
     with rasterio.open(path, "w", driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8",
                        crs="EPSG:32630", transform=from_origin(500000, 800000, 0.5, 0.5)) as dst:
         dst.write(image)
     return path
 
 
-def buildings(tmp_path, scene_path, bundle_path, window: int, halo_m: float, name: str):
+def buildings(tmp_path, scene_path, bundle_path, window: int, halo_m: float, name: str, **decoding):
+    """The polygons and confidences of a whole run (windows of ``window`` px), sorted by centroid; ``decoding``:
+    more keyword arguments of iter_buildings."""
     scene, bundle = open_scene(scene_path), load_bundle(bundle_path)
     probs = predict_probabilities(scene, bundle, tmp_path / f"{name}.tif", window=window, halo_m=halo_m,
                                   batch_size=4, progress=False)
-    found = list(iter_buildings(str(probs), 0.5, simplify_m=0.0, strip_px=100, margin_m=10.0))
+    found = list(iter_buildings(str(probs), 0.5, simplify_m=0.0, strip_px=100, margin_m=10.0, **decoding))
     polygons = np.concatenate([f.polygons for f in found])
     confidence = np.concatenate([f.confidence for f in found])
     order = np.lexsort((shapely.get_y(shapely.centroid(polygons)), shapely.get_x(shapely.centroid(polygons))))
@@ -95,22 +101,12 @@ def terrace_scene(tmp_path_factory):
         image[:, r0:r1, c0:c1] = 150  # outline: footprint, not seed
     for c0, r0, c1, r1 in TERRACES:
         image[:, r0 + 2:r1 - 2, c0 + 2:c1 - 2] = 255  # core: seed
-    path = tmp_path_factory.mktemp("terraces") / "scene.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8",
-                       crs="EPSG:32630", transform=from_origin(500000, 800000, 0.5, 0.5)) as dst:
-        dst.write(image)
-    return path
+    return write_scene_tif(tmp_path_factory.mktemp("terraces") / "scene.tif", image)
 
 
 def seeded_buildings(tmp_path, scene_path, bundle_path, window: int, halo_m: float, name: str):
-    scene, bundle = open_scene(scene_path), load_bundle(bundle_path)
-    probs = predict_probabilities(scene, bundle, tmp_path / f"{name}.tif", window=window, halo_m=halo_m,
-                                  batch_size=4, progress=False)
-    found = list(iter_buildings(str(probs), 0.5, grow_m=1.5, simplify_m=0.0, strip_px=100, margin_m=10.0,
-                                tile_px=90, seed_threshold=0.75))
-    polygons = np.concatenate([f.polygons for f in found])
-    order = np.lexsort((shapely.get_y(shapely.centroid(polygons)), shapely.get_x(shapely.centroid(polygons))))
-    return polygons[order]
+    return buildings(tmp_path, scene_path, bundle_path, window, halo_m, name, grow_m=1.5, tile_px=90,
+                     seed_threshold=0.75)[0]
 
 
 @pytest.mark.parametrize("window, halo_m", [(128, 8.0), (64, 4.0)])
