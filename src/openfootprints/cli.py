@@ -40,6 +40,8 @@ log = logging.getLogger("openfootprints")
 SCENE_HELP = ("imagery: a GeoTIFF/COG/VRT (a path, or an s3:// or gs:// URL), a folder of GeoTIFFs, an XYZ tile "
               "folder, a local STAC catalog or item collection, or a .txt list of scenes (one per line)")
 MODEL_HELP = "model bundle (.ofp) or its ONNX export (.onnx); default: the base model shipped with openfootprints"
+AREA_HELP = ("polygons (any vector format) where the labels of the --image before it are complete; outside them "
+             "nothing is learnt (neither building nor background); default: complete everywhere")
 
 
 def load_config(overrides: list[str]) -> DictConfig:
@@ -85,6 +87,8 @@ CHECKS = [
     ("data.block_min_valid", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("data.chip_min_valid", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("data.source_weights", lambda v: v is None or all(w >= 0 for w in v), "null or a list of weights ≥ 0"),
+    ("data.areas", lambda v: v is None or all(a is None or isinstance(a, str) for a in v),
+     "null or a list of polygon files (or null), one per --image"),
     ("augment.zoom", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("augment.coarsen_to_m", lambda v: v >= 0, "0 or more"),
     ("augment.blur_m", lambda v: v >= 0, "0 or more"),
@@ -110,6 +114,13 @@ CHECKS = [
     ("selftrain.rounds", lambda v: v >= 1, "1 or more"),
     ("selftrain.pseudo_fraction", lambda v: 0 < v < 1, "in (0, 1)"),
     ("train.batch_size", lambda v: v >= 1, "1 or more"),
+    ("train.init_normalization", lambda v: v in ("parent", "adapt"), "parent or adapt"),
+    ("finetune.lr", lambda v: v > 0, "positive"),
+    ("suggest.n", lambda v: v >= 1, "1 or more"),
+    ("suggest.chip_m", lambda v: v > 0, "positive"),
+    ("suggest.min_valid", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("suggest.novelty_weight", lambda v: v >= 0, "0 or more"),
+    ("finetune.max_minutes", lambda v: v > 0, "positive"),
     ("train.max_epochs", lambda v: v >= 1, "1 or more"),
     ("detect.window_px", lambda v: v is None or (v >= 32 and v % 32 == 0), "a multiple of 32"),
     ("detect.halo_m", lambda v: v is None or v >= 0, "0 or more"),
@@ -183,11 +194,37 @@ def labelled_pairs(command: str, args) -> list[tuple[str, str]]:
     return list(zip(args.image, args.labels))
 
 
+class AreaOfImage(argparse.Action):
+    """``--area FILE``: where the labels of the ``--image`` given before it are complete (kept by image index)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if not namespace.image:
+            parser.error("--area: give it after the --image whose labels it bounds")
+        areas = dict(getattr(namespace, "areas", None) or {})
+        areas[len(namespace.image) - 1] = value
+        namespace.areas = areas
+
+
+def with_areas(cfg: DictConfig, args) -> DictConfig:
+    """The config with ``data.areas`` from ``--area`` options (one per --image, null where none was given)."""
+    areas = getattr(args, "areas", None)
+    if areas:
+        cfg.data.areas = [areas.get(i) for i in range(len(args.image))]
+    return cfg
+
+
 def cmd_train(args, cfg: DictConfig) -> None:
     from openfootprints.train.run import train
 
-    path = train(cfg, labelled_pairs("train", args), args.out or cfg.train.out)
+    path = train(with_areas(cfg, args), labelled_pairs("train", args), args.out or cfg.train.out)
     print(f"wrote model bundle {path}")
+
+
+def cmd_finetune(args, cfg: DictConfig) -> None:
+    from openfootprints.train.finetune import finetune
+
+    path = finetune(with_areas(cfg, args), labelled_pairs("finetune", args), args.model, args.out)
+    print(f"wrote fine-tuned model bundle {path}")
 
 
 def cmd_self_train(args, cfg: DictConfig) -> None:
@@ -195,6 +232,14 @@ def cmd_self_train(args, cfg: DictConfig) -> None:
 
     path = self_train(cfg, labelled_pairs("self-train", args), args.unlabelled, args.teacher, args.out or cfg.train.out)
     print(f"wrote student model bundle {path}")
+
+
+def cmd_suggest(args, cfg: DictConfig) -> None:
+    from openfootprints.suggest import suggest
+
+    table = suggest(cfg, args.scene, model_or_base(args.model), args.out, args.n, progress=not args.quiet)
+    print(f"wrote {len(table)} chips to label next to {args.out} (best first; score = uncertainty + "
+          f"{cfg.suggest.novelty_weight:g} × novelty)")
 
 
 def cmd_detect(args, cfg: DictConfig) -> None:
@@ -306,8 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="imagery (repeat --image/--labels for more sources, of any format, resolution and CRS): "
                         "GeoTIFF/COG/VRT or XYZ tile folder")
     p.add_argument("--labels", action="append", default=[], help="footprints for the preceding --image")
+    p.add_argument("--area", action=AreaOfImage, help=AREA_HELP)
     p.add_argument("--out", help="model bundle to write (default train.out)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="adapt a model bundle to a new place from a few labelled buildings", **common)
+    p.add_argument("--model", help="the bundle to start from (default: the shipped base model); its bands, ground "
+                                   "resolution and target are kept")
+    p.add_argument("--image", action="append", default=[], help="imagery of the new place (repeatable)")
+    p.add_argument("--labels", action="append", default=[], help="footprints for the preceding --image")
+    p.add_argument("--area", action=AreaOfImage, help=AREA_HELP)
+    p.add_argument("--out", required=True, help="fine-tuned bundle to write")
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("self-train", help="noisy-student self-training: a teacher labels unlabelled imagery, "
                                           "a noisier student learns from labels and pseudo-labels", **common)
@@ -325,6 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
                                  ".fgb, .gpkg or .csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("suggest", help="the chips of a scene where new labels would teach the model most "
+                                       "(uncertain, unlike its training data), as boxes for JOSM or QGIS", **common)
+    p.add_argument("scene", help=SCENE_HELP)
+    p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument("--n", type=int, help="chips to suggest (default suggest.n)")
+    p.add_argument("--out", required=True, help="the chips: .geojson, .gpkg, .fgb, .parquet or .csv")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_suggest)
 
     p = sub.add_parser("scale", help="detect over an area of interest in quadkey cells (local or Ray), resumable",
                        **common)

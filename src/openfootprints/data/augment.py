@@ -45,11 +45,13 @@ class Augmentation:
 @dataclass
 class RawChip:
     """A chip before its targets are made: image (C, H, W) float32 in file units, ids (H, W) int32
-    (0 background, k > 0 building k), valid (H, W) bool."""
+    (0 background, k > 0 building k), valid (H, W) bool; labelled (H, W) bool where the labels are complete
+    (None: everywhere)."""
 
     image: np.ndarray
     ids: np.ndarray
     valid: np.ndarray
+    labelled: np.ndarray | None = None
 
 
 def flip_rotate(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
@@ -111,7 +113,9 @@ def mosaic(chips: list[RawChip], rng: np.random.Generator) -> RawChip:
         raise ValueError(f"mosaic takes 4 chips, got {len(chips)}")
     h, w = chips[0].ids.shape
     cy, cx = int(rng.integers(h // 4, 3 * h // 4 + 1)), int(rng.integers(w // 4, 3 * w // 4 + 1))
-    out = RawChip(np.zeros_like(chips[0].image), np.zeros((h, w), np.int32), np.zeros((h, w), bool))
+    any_area = any(c.labelled is not None for c in chips)
+    out = RawChip(np.zeros_like(chips[0].image), np.zeros((h, w), np.int32), np.zeros((h, w), bool),
+                  np.zeros((h, w), bool) if any_area else None)
     quadrants = [(slice(0, cy), slice(0, cx)), (slice(0, cy), slice(cx, w)),
                  (slice(cy, h), slice(0, cx)), (slice(cy, h), slice(cx, w))]
     offset = 0
@@ -120,6 +124,8 @@ def mosaic(chips: list[RawChip], rng: np.random.Generator) -> RawChip:
         ids = chip.ids[rows, cols]
         out.ids[rows, cols] = np.where(ids > 0, ids + offset, 0)
         out.valid[rows, cols] = chip.valid[rows, cols]
+        if any_area:
+            out.labelled[rows, cols] = True if chip.labelled is None else chip.labelled[rows, cols]
         offset += int(chip.ids.max())
     return out
 
@@ -134,7 +140,8 @@ def copy_paste(target: RawChip, donor: RawChip, rng: np.random.Generator, max_bu
     Its pixels replace the target's in the image, and it gets a new id. Returns the new chip and the ids of
     the pasted buildings.
     """
-    out = RawChip(target.image.copy(), target.ids.copy(), target.valid.copy())
+    out = RawChip(target.image.copy(), target.ids.copy(), target.valid.copy(),
+                  None if target.labelled is None else target.labelled.copy())
     h, w = out.ids.shape
     boxes = ndimage.find_objects(donor.ids)
     whole = [k for k, box in enumerate(boxes, start=1) if box is not None and _inside(box, h, w)
@@ -150,6 +157,8 @@ def copy_paste(target: RawChip, donor: RawChip, rng: np.random.Generator, max_bu
         region = out.image[:, place[0], place[1]]
         region[:, shape] = donor.image[:, box[0], box[1]][:, shape]
         out.ids[place][shape] = next_id
+        if out.labelled is not None:
+            out.labelled[place][shape] = True  # a pasted building is a true label wherever it lands
         pasted.append(next_id)
         next_id += 1
     return out, pasted

@@ -29,11 +29,14 @@ from openfootprints.io.raster import Scene
 @dataclass
 class LabelledScene:
     """A scene and its building polygons in the scene's CRS; ``weight`` scales how often its chips are drawn
-    (per square metre of imagery, against the other scenes)."""
+    (per square metre of imagery, against the other scenes). ``area`` (a polygon in the scene's CRS), when given,
+    is where the labels are complete: outside it a pixel is neither building nor background (no loss), and chips
+    are drawn where it lies."""
 
     scene: Scene
     polygons: gpd.GeoSeries
     weight: float = 1.0
+    area: shapely.Geometry | None = None
 
     def __post_init__(self):
         self._tree = shapely.STRtree(self.polygons.to_numpy())
@@ -50,6 +53,19 @@ class LabelledScene:
     def polygons_in(self, window: Window) -> np.ndarray:
         """The polygons that overlap a working-grid window."""
         return self.polygons.to_numpy()[self._tree.query(self.scene.window_box(window), predicate="intersects")]
+
+    def area_share(self, window: Window) -> float:
+        """Share of a working-grid window inside the labelled area (1 without an area)."""
+        if self.area is None:
+            return 1.0
+        box = self.scene.window_box(window)
+        return float(shapely.intersection(box, self.area).area / box.area)
+
+    def labelled(self, transform, shape: tuple[int, int]) -> np.ndarray | None:
+        """(h, w) bool: pixels (of the grid ``transform``) inside the labelled area; None without an area."""
+        if self.area is None:
+            return None
+        return rasterize([(self.area, 1)], out_shape=shape, transform=transform, dtype="uint8").astype(bool)
 
 
 def building_ids(polygons: np.ndarray, transform, shape: tuple[int, int]) -> np.ndarray:
@@ -127,12 +143,12 @@ def _disk(radius: int) -> np.ndarray:
 
 def split_blocks(scene: Scene, block_px: int, val_fraction: float, seed: int,
                  exclude: tuple[float, float, float, float] | None = None,
-                 min_valid: float = 0.5) -> tuple[list[Window], list[Window]]:
+                 min_valid: float = 0.5, area: shapely.Geometry | None = None) -> tuple[list[Window], list[Window]]:
     """Cut a scene into ``block_px`` square blocks and assign whole blocks to train or validation.
 
-    Blocks with less than ``min_valid`` valid pixels, and blocks touching ``exclude`` (bounds in the
-    scene's CRS: an area held out from training altogether), are dropped. At least one block goes to
-    each side when there are two or more.
+    Blocks with less than ``min_valid`` valid pixels, blocks touching ``exclude`` (bounds in the
+    scene's CRS: an area held out from training altogether) and blocks that miss ``area`` (where the labels
+    are complete, in the scene's CRS) are dropped. At least one block goes to each side when there are two or more.
     """
     blocks = []
     valid = _coarse_valid(scene, block_px)
@@ -141,10 +157,13 @@ def split_blocks(scene: Scene, block_px: int, val_fraction: float, seed: int,
             window = Window(col, row, block_px, block_px)
             if exclude is not None and scene.window_box(window).intersects(shapely.box(*exclude)):
                 continue
+            if area is not None and not scene.window_box(window).intersects(area):
+                continue
             if valid[row // block_px, col // block_px] >= min_valid:
                 blocks.append(window)
     if not blocks:
-        raise InputError(f"{scene.path}: no {block_px} px block with enough valid pixels for the split; "
+        where = " inside its labelled area (--area)" if area is not None else ""
+        raise InputError(f"{scene.path}: no {block_px} px block with enough valid pixels{where} for the split; "
                          "lower data.block_m or data.chip_px")
     order = np.random.default_rng(seed).permutation(len(blocks))
     n_val = min(len(blocks) - 1, max(1, round(val_fraction * len(blocks)))) if len(blocks) > 1 else 0
@@ -180,15 +199,17 @@ def normalization_stats(sources: list[LabelledScene], blocks: list[tuple[int, Wi
 
 
 def block_probabilities(sources: list[LabelledScene], blocks: list[tuple[int, Window]]) -> np.ndarray:
-    """(n,) probability of drawing each block: its valid ground area (m², from a coarse read of the mask) times
-    its scene's weight, so that scenes are sampled in proportion to the labelled imagery they hold."""
+    """(n,) probability of drawing each block: its valid ground area (m², from a coarse read of the mask) inside its
+    scene's labelled area, times its scene's weight, so that scenes are sampled in proportion to the labelled
+    imagery they hold."""
     area = np.zeros(len(blocks))
     for k, (idx, block) in enumerate(blocks):
         scene = sources[idx].scene
         src = Window(block.col_off * scene.scale, block.row_off * scene.scale, block.width * scene.scale,
                      block.height * scene.scale)
         valid = scene.dataset.dataset_mask(window=src, out_shape=(16, 16)) > 0
-        area[k] = valid.mean() * block.width * block.height * scene.resolution_m**2 * sources[idx].weight
+        area[k] = (valid.mean() * sources[idx].area_share(block) * block.width * block.height * scene.resolution_m**2
+                   * sources[idx].weight)
     if area.sum() <= 0:
         raise InputError("train: the training blocks hold no valid pixels (or every scene has weight 0)")
     return area / area.sum()
@@ -217,7 +238,8 @@ class ChipDataset(torch.utils.data.Dataset):
     The target is ``target="eroded"``: the building mask, each building shrunk by ``erode_px``; or
     ``"energy"``: :func:`energy_target` with ``ramp_px``. The weight is 0 on nodata and, with ``gap_w0`` > 0,
     raised in the gaps between buildings (:func:`gap_weights`, ``gap_sigma_px`` in pixels). ``augment`` applies
-    to random mode only.
+    to random mode only. Outside a source's labelled area (:attr:`LabelledScene.area`) the weight is 0 too, and a
+    random chip with no labelled pixel is drawn again.
     """
 
     VIRTUAL_LENGTH = 2**31 - 1
@@ -249,7 +271,8 @@ class ChipDataset(torch.utils.data.Dataset):
             size = round(self.chip_px * np.exp(rng.uniform(-np.log1p(zoom), np.log1p(zoom)))) if zoom else self.chip_px
             chip = self.raw_chip(*random_window(self.blocks, size, rng, self.probabilities),
                                  out_px=self.chip_px)
-            if chip.valid.mean() >= self.min_valid:
+            usable = chip.valid if chip.labelled is None else chip.valid & chip.labelled
+            if usable.mean() >= self.min_valid and (chip.labelled is None or usable.any()):
                 break
         return chip
 
@@ -262,7 +285,7 @@ class ChipDataset(torch.utils.data.Dataset):
         transform = window_transform(window, source.scene.transform) @ Affine.scale(window.width / shape[1],
                                                                                       window.height / shape[0])
         ids = building_ids(source.polygons_in(window), transform, shape)
-        return RawChip(image.astype(np.float32, copy=False), ids, valid)
+        return RawChip(image.astype(np.float32, copy=False), ids, valid, source.labelled(transform, shape))
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, i])
@@ -286,6 +309,8 @@ class ChipDataset(torch.utils.data.Dataset):
         """Normalized image, target and loss weight of a chip, then sensor degradation, flips and jitter."""
         mask = self.target_of(chip.ids)
         weight = chip.valid.astype(np.float32)
+        if chip.labelled is not None:
+            weight *= chip.labelled  # outside the labelled area: neither building nor background
         if self.gap_w0 > 0:
             weight *= gap_weights(chip.ids, self.gap_w0, self.gap_sigma_px)
         image = np.where(chip.valid, (chip.image - self.mean) / self.std, 0.0).astype(np.float32)

@@ -41,8 +41,12 @@ def read_polygons(path: str | os.PathLike, crs=None, bounds: tuple[float, float,
             warnings.simplefilter("always")
             if Path(path).suffix.lower() in (".parquet", ".geoparquet") or is_parquet(path):
                 frame = gpd.read_parquet(path)
+            elif is_osm(path):
+                frame = osm_buildings(path)
             else:
                 frame = gpd.read_file(path, engine="pyogrio")
+    except InputError:
+        raise
     except Exception as err:  # pyogrio / pyarrow raise many types; all mean "cannot read this"
         raise InputError(f"{path}: not a readable vector file ({first_line(err)})") from err
     for warning in caught:
@@ -73,6 +77,21 @@ def read_polygons(path: str | os.PathLike, crs=None, bounds: tuple[float, float,
     if bounds is not None and not frame.intersects(shapely.box(*bounds)).any():
         raise InputError(f"{path}: no polygon overlaps the imagery (labels bounds {_plain(frame.total_bounds)}, "
                          f"imagery bounds {_plain(bounds)} in {frame.crs.to_string()})")
+    return frame.reset_index(drop=True)
+
+
+def is_osm(path: str) -> bool:
+    """Whether a path names an OpenStreetMap extract (``.osm`` XML or ``.osm.pbf``/``.pbf``)."""
+    return path.lower().endswith((".osm", ".pbf"))
+
+
+def osm_buildings(path: str) -> gpd.GeoDataFrame:
+    """The ``building=*`` polygons of an OpenStreetMap extract (closed ways and multipolygon relations, through
+    GDAL's OSM driver), EPSG:4326; ``building=no`` is left out. A file without any is an error."""
+    frame = gpd.read_file(path, engine="pyogrio", layer="multipolygons", columns=["osm_id", "osm_way_id", "building"])
+    frame = frame[frame["building"].notna() & (frame["building"] != "no")]
+    if frame.empty:
+        raise InputError(f"{path}: no building=* polygons in this OpenStreetMap file")
     return frame.reset_index(drop=True)
 
 

@@ -72,14 +72,19 @@ class SegmentationModule(L.LightningModule):
 
     The learning rate follows :func:`schedule_factor` of whichever is further along: steps out of
     ``total_steps`` or wall-clock seconds out of ``budget_s``, so a run cut by its time budget still
-    ends with an annealed model.
+    ends with an annealed model. With ``freeze_encoder``, only the decoder learns: the encoder's weights and its
+    batch-norm statistics stay as they were (fine-tuning on few labels).
     """
 
     def __init__(self, net: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 1e-4,
                  dice_weight: float = 1.0, total_steps: int = 1000, budget_s: float | None = None,
-                 mixup_prob: float = 0.0, mixup_alpha: float = 0.4, rdrop_alpha: float = 0.0):
+                 mixup_prob: float = 0.0, mixup_alpha: float = 0.4, rdrop_alpha: float = 0.0,
+                 freeze_encoder: bool = False):
         super().__init__()
         self.mixup_prob, self.mixup_alpha, self.rdrop_alpha = mixup_prob, mixup_alpha, rdrop_alpha
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            net.encoder.requires_grad_(False)
         self.net = net
         self.lr, self.weight_decay, self.dice_weight = lr, weight_decay, dice_weight
         self.total_steps, self.budget_s = total_steps, budget_s
@@ -96,6 +101,8 @@ class SegmentationModule(L.LightningModule):
         self._start = time.monotonic()
 
     def on_train_batch_start(self, batch, batch_idx):
+        if self.freeze_encoder:
+            self.net.encoder.eval()  # Lightning puts the whole module back in training mode after validation
         factor = schedule_factor(self.progress())
         for group in self.optimizers().param_groups:
             group["lr"] = self.lr * factor
@@ -132,7 +139,8 @@ class SegmentationModule(L.LightningModule):
         self._inter = self._union = 0
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        learning = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(learning, lr=self.lr, weight_decay=self.weight_decay)
 
 
 class Deadline(L.Callback):

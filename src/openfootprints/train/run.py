@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
+import shapely
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
@@ -40,12 +41,11 @@ def load_labelled_scenes(pairs: list[tuple[str, str]], cfg: DictConfig) -> list[
     scene's own. Each scene gets its weight from ``data.source_weights`` (default 1)."""
     if not pairs:
         raise InputError("train: give at least one --image with its --labels")
-    weights = list(cfg.data.source_weights) if cfg.data.source_weights is not None else [1.0] * len(pairs)
-    if len(weights) != len(pairs):
-        raise InputError(f"config: data.source_weights has {len(weights)} weight(s) for {len(pairs)} --image(s)")
+    weights = per_source(cfg.data.source_weights, 1.0, "data.source_weights", len(pairs))
+    areas = per_source(cfg.data.areas, None, "data.areas", len(pairs))
     sources, resolution = [], cfg.data.resolution_m
     bands = list(cfg.data.bands) if cfg.data.bands else None
-    for (image, labels), weight in zip(pairs, weights):
+    for (image, labels), weight, area in zip(pairs, weights, areas):
         scene = open_scene(image, bands=bands, resolution_m=resolution)
         resolution = resolution or scene.resolution_m
         polygons = read_polygons(labels, crs=scene.crs, bounds=scene.bounds, fix_invalid=cfg.data.fix_invalid)
@@ -54,8 +54,26 @@ def load_labelled_scenes(pairs: list[tuple[str, str]], cfg: DictConfig) -> list[
         if sources and scene.dtype != sources[0].scene.dtype:
             raise InputError(f"{image}: {scene.dtype} pixels, but {pairs[0][0]} has {sources[0].scene.dtype}; "
                              "train on imagery of one pixel type")
-        sources.append(LabelledScene(scene, polygons.geometry, float(weight)))
+        sources.append(LabelledScene(scene, polygons.geometry, float(weight), labelled_area(area, scene, cfg)))
     return sources
+
+
+def per_source(values, default, key: str, n: int) -> list:
+    """One value per --image from a config list (``null``: ``default`` for every source)."""
+    if values is None:
+        return [default] * n
+    values = list(values)
+    if len(values) != n:
+        raise InputError(f"config: {key} has {len(values)} value(s) for {n} --image(s); give one per --image")
+    return values
+
+
+def labelled_area(path: str | None, scene, cfg: DictConfig) -> shapely.Geometry | None:
+    """The union of an area file's polygons in the scene's CRS: where that scene's labels are complete."""
+    if path is None:
+        return None
+    polygons = read_polygons(path, crs=scene.crs, bounds=scene.bounds, fix_invalid=cfg.data.fix_invalid)
+    return shapely.union_all(polygons.geometry.to_numpy())
 
 
 def split_all(sources: list[LabelledScene], cfg: DictConfig) -> tuple[list, list]:
@@ -66,7 +84,7 @@ def split_all(sources: list[LabelledScene], cfg: DictConfig) -> tuple[list, list
         block_px = max(cfg.data.chip_px, round(cfg.data.block_m / scene.resolution_m))
         exclude = degrees_to_crs(cfg.data.holdout_bounds, scene.crs) if cfg.data.holdout_bounds else None
         t, v = split_blocks(scene, block_px, cfg.data.val_fraction, cfg.seed + idx, exclude,
-                            min_valid=cfg.data.block_min_valid)
+                            min_valid=cfg.data.block_min_valid, area=src.area)
         train += [(idx, w) for w in t]
         val += [(idx, w) for w in v]
     if not train:
@@ -90,7 +108,10 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     resolution = sources[0].scene.resolution_m
     train_blocks, val_blocks = split_all(sources, cfg)
     parent = load_bundle(cfg.train.init) if cfg.train.init else None
-    mean, std = (parent.mean, parent.std) if parent else normalization_stats(sources, train_blocks, seed=cfg.seed)
+    if parent and cfg.train.init_normalization == "parent":
+        mean, std = parent.mean, parent.std
+    else:  # a new model, or a parent adapted to this imagery's own statistics
+        mean, std = normalization_stats(sources, train_blocks, seed=cfg.seed)
     erode_px = int(round(cfg.data.label_erosion_m / resolution))
     chips = dict(chip_px=cfg.data.chip_px, mean=mean, std=std, erode_px=erode_px,
                  gap_w0=cfg.data.gap_weight_w0, gap_sigma_px=cfg.data.gap_sigma_m / resolution,
@@ -145,13 +166,15 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     bundle = Bundle(architecture=arch, bands=list(sources[0].scene.bands), mean=mean, std=std,
                     resolution_m=resolution, dtype=sources[0].scene.dtype, **decoding(cfg, erode_px * resolution),
                     training={"config": OmegaConf.to_container(cfg, resolve=True),
-                              "scenes": [list(p) for p in pairs], "epochs": trainer.current_epoch,
+                              "scenes": [list(p) for p in pairs], **({"areas": list(cfg.data.areas)} if cfg.data.areas else {}),
+                              "epochs": trainer.current_epoch,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,
                               **energy, **({"diet": diet} if diet else {}), **(provenance or {}),
                               **({"parent": {"path": str(cfg.train.init), "fingerprint": parent.data_fingerprint,
                                              "steps": parent.training.get("steps")}} if parent else {}),
                               "mlflow_run_id": mlflow_logger.run_id, **({"warning": untrained} if untrained else {})},
-                    data_fingerprint=fingerprint_files([p for pair in pairs for p in pair]),
+                    data_fingerprint=fingerprint_files([p for pair in pairs for p in pair]
+                                                     + [a for a in (cfg.data.areas or []) if a]),
                     state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()})
     with atomic_outputs(config_path_beside(out), out) as (tmp_config, tmp_bundle):
         write_resolved_config(cfg, tmp_config)
@@ -206,7 +229,7 @@ def segmentation_module(cfg: DictConfig, net: torch.nn.Module, steps: int, budge
                         ) -> SegmentationModule:
     t = cfg.train
     return SegmentationModule(net, t.lr, t.weight_decay, t.dice_weight, steps, budget_s, t.mixup_prob, t.mixup_alpha,
-                              t.rdrop_alpha)
+                              t.rdrop_alpha, freeze_encoder=t.freeze_encoder)
 
 
 def short_fit(cfg: DictConfig, arch: Architecture, dataset: torch.utils.data.Dataset, steps: int,

@@ -1,0 +1,217 @@
+"""Adapting to a new place: labelled areas, fine-tuning from a bundle, OpenStreetMap labels, where to label next."""
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+import torch
+
+from openfootprints.cli import load_config, main
+from openfootprints.data.chips import ChipDataset
+from openfootprints.io.vector import read_polygons
+from openfootprints.model.bundle import load_bundle
+from openfootprints.suggest import ChipScore, best_chips, novelty, uncertainty
+from openfootprints.synth.scene import SceneSpec, write_scene
+from openfootprints.train.run import load_labelled_scenes, split_all
+
+SMALL = ["data.chip_px=64", "data.block_m=32", "train.batch_size=4", "data.samples_per_epoch=8",
+         "train.max_epochs=1", "tracking.energy=false"]
+
+
+@pytest.fixture(scope="module")
+def half_labelled(tmp_path_factory):
+    """A synthetic scene whose footprints east of the middle are removed, the west half as the labelled area,
+    and the removed footprints (EPSG:4326 GeoJSON files)."""
+    d = tmp_path_factory.mktemp("half")
+    image, labels = d / "scene.tif", d / "all.geojson"
+    write_scene(SceneSpec(width=256, height=256, resolution_m=0.5, seed=21), image, labels)
+    frame = gpd.read_file(labels)
+    west, south, east, north = frame.to_crs(32631).total_bounds  # synthetic scenes are in UTM
+    import rasterio
+    with rasterio.open(image) as src:
+        left, bottom, right, top = src.bounds
+        crs = src.crs
+    middle = (left + right) / 2
+    area = shapely.box(left, bottom, middle, top)
+    local = frame.to_crs(crs)
+    inside = local.geometry.within(area)
+    kept, removed = d / "west.geojson", d / "east.geojson"
+    frame[inside.to_numpy()].to_file(kept)
+    frame[(~local.geometry.intersects(area)).to_numpy()].to_file(removed)
+    gpd.GeoDataFrame(geometry=[area], crs=crs).to_crs(4326).to_file(d / "area.geojson")
+    return dict(image=str(image), labels=str(kept), removed=str(removed), area=str(d / "area.geojson"), crs=crs)
+
+
+def chips_of(half, *overrides):
+    cfg = load_config(["data.resolution_m=0.5", "data.chip_px=64", "data.block_m=32", *overrides])
+    sources = load_labelled_scenes([(half["image"], half["labels"])], cfg)
+    train_blocks, _ = split_all(sources, cfg)
+    return sources, ChipDataset(sources, train_blocks, chip_px=64, mean=[0.0] * 3, std=[1.0] * 3, seed=1)
+
+
+def test_outside_the_labelled_area_nothing_is_learnt_and_unlabelled_buildings_carry_no_loss(half_labelled):
+    sources, chips = chips_of(half_labelled, f"data.areas=[{half_labelled['area']}]")
+    scene = sources[0].scene
+    removed = read_polygons(half_labelled["removed"], crs=scene.crs).geometry.to_numpy()
+    seen_weight = 0
+    for i in range(24):
+        _, _, weight = chips[i]
+        seen_weight += float(weight.sum())
+    assert seen_weight > 0
+    for _, block in chips.blocks:  # every training block touches the labelled area
+        assert scene.window_box(block).intersects(sources[0].area)
+    # a chip over the removed buildings: their pixels, outside the area, have weight 0 (not "background")
+    from openfootprints.data.chips import building_ids
+    from rasterio.windows import Window, transform as window_transform
+    window = Window(128, 0, 128, 256)
+    raw = chips.raw_chip(0, window)
+    _, target, weight = chips.targets(raw, np.random.default_rng(0))
+    unlabelled = building_ids(removed, window_transform(window, scene.transform), (256, 128)) > 0
+    assert unlabelled.any()
+    assert float(weight[0][torch.from_numpy(unlabelled)].max()) == 0.0
+
+
+def test_without_an_area_the_unlabelled_buildings_are_taught_as_background(half_labelled):
+    sources, chips = chips_of(half_labelled)
+    scene = sources[0].scene
+    removed = read_polygons(half_labelled["removed"], crs=scene.crs).geometry.to_numpy()
+    from openfootprints.data.chips import building_ids
+    from rasterio.windows import Window, transform as window_transform
+    window = Window(128, 0, 128, 256)
+    _, target, weight = chips.targets(chips.raw_chip(0, window), np.random.default_rng(0))
+    unlabelled = torch.from_numpy(building_ids(removed, window_transform(window, scene.transform), (256, 128)) > 0)
+    assert float(weight[0][unlabelled].min()) == 1.0 and float(target[0][unlabelled].max()) == 0.0
+
+
+def test_an_area_that_misses_the_imagery_is_an_error(half_labelled, tmp_path, capsys):
+    far = tmp_path / "far.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.box(10, 10, 10.01, 10.01)], crs=4326).to_file(far)
+    code = main(["train", "--image", half_labelled["image"], "--labels", half_labelled["labels"], "--area", str(far),
+                 "--out", str(tmp_path / "m.ofp"), *SMALL])
+    err = capsys.readouterr().err
+    assert code == 2 and "far.geojson" in err and "overlaps the imagery" in err
+    assert not (tmp_path / "m.ofp").exists()
+
+
+def test_area_must_follow_its_image(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--area", "a.geojson", "--image", "x.tif", "--labels", "y.geojson"])
+    assert "--area" in capsys.readouterr().err
+
+
+def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_bundle, tmp_path):
+    out = tmp_path / "child.ofp"
+    # the config asks for another resolution, target and encoder: the parent's win
+    assert main(["finetune", "--model", str(tiny_bundle), "--image", half_labelled["image"], "--labels",
+                 half_labelled["labels"], "--area", half_labelled["area"], "--out", str(out),
+                 "data.resolution_m=0.3", "data.target=energy", "model.encoder=resnet18", *SMALL]) == 0
+    parent, child = load_bundle(tiny_bundle), load_bundle(out)
+    assert child.resolution_m == pytest.approx(parent.resolution_m) and child.bands == parent.bands
+    assert child.target == parent.target and child.architecture == parent.architecture
+    assert child.mean == parent.mean and child.std == parent.std
+    assert child.training["parent"]["path"] == str(tiny_bundle)
+    assert child.training["config"]["train"]["lr"] == load_config([]).finetune.lr
+    assert child.training["areas"] == [half_labelled["area"]]
+
+
+def test_finetune_with_a_frozen_encoder_changes_only_the_decoder(half_labelled, tiny_bundle, tmp_path):
+    out = tmp_path / "frozen.ofp"
+    assert main(["finetune", "--model", str(tiny_bundle), "--image", half_labelled["image"], "--labels",
+                 half_labelled["labels"], "--out", str(out), "train.freeze_encoder=true",
+                 "train.init_normalization=adapt", "finetune.lr=0.01", *SMALL]) == 0
+    parent, child = load_bundle(tiny_bundle), load_bundle(out)
+    changed = {k for k, v in parent.state_dict.items()
+               if v.is_floating_point() and not torch.equal(v.float(), child.state_dict[k].float())}
+    assert changed and all(not k.startswith("encoder.") for k in changed)
+    assert child.mean != parent.mean  # adapted to this imagery
+
+
+def test_finetune_refuses_imagery_without_the_bundles_bands(tiny_bundle, tmp_path, capsys):
+    import rasterio
+    grey = tmp_path / "grey.tif"
+    with rasterio.open(grey, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", crs="EPSG:32631",
+                       transform=rasterio.transform.from_origin(500000, 1000, 0.5, 0.5)) as dst:
+        dst.write(np.zeros((1, 64, 64), np.uint8))
+    labels = tmp_path / "l.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.box(500005, 980, 500010, 985)], crs=32631).to_file(labels)
+    code = main(["finetune", "--model", str(tiny_bundle), "--image", str(grey), "--labels", str(labels),
+                 "--out", str(tmp_path / "c.ofp"), *SMALL])
+    err = capsys.readouterr().err
+    assert code == 2 and "grey.tif" in err and "band" in err
+    assert not (tmp_path / "c.ofp").exists()
+
+
+OSM = """<?xml version="1.0" encoding="UTF-8"?>
+<osm version="0.6" generator="openfootprints-test">
+  <node id="1" lat="0.0" lon="0.0"/><node id="2" lat="0.0" lon="0.0002"/>
+  <node id="3" lat="0.0002" lon="0.0002"/><node id="4" lat="0.0002" lon="0.0"/>
+  <node id="5" lat="0.001" lon="0.001"/><node id="6" lat="0.001" lon="0.0012"/>
+  <node id="7" lat="0.0012" lon="0.0012"/><node id="8" lat="0.0012" lon="0.001"/>
+  <node id="9" lat="0.002" lon="0.002"/><node id="10" lat="0.002" lon="0.0022"/>
+  <node id="11" lat="0.0022" lon="0.0022"/><node id="12" lat="0.0022" lon="0.002"/>
+  <node id="13" lat="0.003" lon="0.003"/><node id="14" lat="0.003" lon="0.0032"/>
+  <node id="15" lat="0.0032" lon="0.0032"/><node id="16" lat="0.0032" lon="0.003"/>
+  <way id="100"><nd ref="1"/><nd ref="2"/><nd ref="3"/><nd ref="4"/><nd ref="1"/><tag k="building" v="yes"/></way>
+  <way id="101"><nd ref="5"/><nd ref="6"/><nd ref="7"/><nd ref="8"/><nd ref="5"/><tag k="landuse" v="grass"/></way>
+  <way id="102"><nd ref="9"/><nd ref="10"/><nd ref="11"/><nd ref="12"/><nd ref="9"/></way>
+  <way id="103"><nd ref="13"/><nd ref="14"/><nd ref="15"/><nd ref="16"/><nd ref="13"/><tag k="building" v="no"/></way>
+  <relation id="200"><member type="way" ref="102" role="outer"/><tag k="type" v="multipolygon"/>
+    <tag k="building" v="house"/></relation>
+</osm>
+"""
+
+
+def test_openstreetmap_buildings_are_read_from_ways_and_multipolygons(tmp_path):
+    path = tmp_path / "extract.osm"
+    path.write_text(OSM)
+    frame = read_polygons(path, crs="EPSG:32631")
+    assert sorted(frame["building"]) == ["house", "yes"]  # not the grass, not building=no
+    assert frame.crs.to_epsg() == 32631
+    assert all(20 < a < 25 * 25 for a in frame.geometry.area)  # ≈ 22 m squares, reprojected to metres
+
+
+def test_an_openstreetmap_file_without_buildings_is_an_error(tmp_path):
+    from openfootprints.errors import InputError
+    path = tmp_path / "none.osm"
+    path.write_text(OSM.replace('k="building"', 'k="amenity"'))
+    with pytest.raises(InputError, match="none.osm: no building"):
+        read_polygons(path)
+
+
+def test_uncertainty_is_zero_when_sure_and_one_at_a_coin_toss():
+    valid = np.ones((4, 4), bool)
+    assert uncertainty(np.zeros((4, 4)), valid) == 0 and uncertainty(np.ones((4, 4)), valid) == 0
+    assert uncertainty(np.full((4, 4), 0.5), valid) == 1
+
+
+def test_novelty_grows_as_a_chip_moves_away_from_the_training_statistics():
+    rng = np.random.default_rng(0)
+    valid = np.ones((32, 32), bool)
+    like = rng.normal(100, 20, size=(3, 32, 32))
+    values = [novelty(like + shift, valid, [100.0] * 3, [20.0] * 3) for shift in (0, 20, 60)]
+    assert values[0] < 0.1 and values[0] < values[1] < values[2] < 1
+
+
+def test_best_chips_rank_by_uncertainty_plus_weighted_novelty():
+    from rasterio.windows import Window
+    chips = [ChipScore(Window(i, 0, 1, 1), u, n, 0.0) for i, (u, n) in enumerate([(0.2, 0.9), (0.5, 0.0), (0.1, 0.1)])]
+    assert [c.window.col_off for c in best_chips(chips, 2, 0.0)] == [1, 0]
+    assert [c.window.col_off for c in best_chips(chips, 2, 1.0)] == [0, 1]
+
+
+def test_suggest_writes_ranked_boxes_on_the_scene(half_labelled, tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "next.geojson"
+    assert main(["suggest", half_labelled["image"], "--model", str(tiny_bundle), "--n", "3", "--out", str(out),
+                 "--quiet", "suggest.chip_m=32"]) == 0
+    chips = gpd.read_file(out)
+    assert list(chips["rank"]) == [1, 2, 3] and chips.crs.to_epsg() == 4326
+    assert list(chips["score"]) == sorted(chips["score"], reverse=True)
+    assert all(0 <= u <= 1 for u in chips["uncertainty"])
+    scene_box = gpd.read_file(half_labelled["area"]).to_crs(half_labelled["crs"]).total_bounds
+    sides = chips.to_crs(half_labelled["crs"]).geometry.bounds
+    assert np.allclose(sides["maxx"] - sides["minx"], 32, atol=0.6)  # 64 px of 0.5 m
+    assert (sides["minx"] >= scene_box[0] - 1).all()
+    assert "3 chips" in capsys.readouterr().out
+    assert json.loads(out.read_text())["type"] == "FeatureCollection"
