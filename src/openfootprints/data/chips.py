@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from openfootprints.data.augment import (Augmentation, RawChip, copy_paste, degrade, flip_rotate, mosaic,
                                          photometric_jitter)
+from openfootprints.data.normalize import Normalization
 from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 
@@ -253,8 +254,7 @@ class ChipDataset(torch.utils.data.Dataset):
         if target not in self.TARGETS:
             raise InputError(f"data.target={target}: must be one of {', '.join(self.TARGETS)}")
         self.sources, self.blocks, self.chip_px = sources, blocks, chip_px
-        self.mean = np.asarray(mean, np.float32)[:, None, None]
-        self.std = np.asarray(std, np.float32)[:, None, None]
+        self.normalize = Normalization(mean, std)
         self.erode_px, self.seed, self.windows = erode_px, seed, windows
         self.augment = augment if windows is None else None
         self.gap_w0, self.gap_sigma_px = gap_w0, gap_sigma_px
@@ -313,7 +313,7 @@ class ChipDataset(torch.utils.data.Dataset):
             weight *= chip.labelled  # outside the labelled area: neither building nor background
         if self.gap_w0 > 0:
             weight *= gap_weights(chip.ids, self.gap_w0, self.gap_sigma_px)
-        image = np.where(chip.valid, (chip.image - self.mean) / self.std, 0.0).astype(np.float32)
+        image = self.normalize(chip.image, chip.valid)
         if self.augment and self.augment.degrades:
             image = degrade(image, chip.valid, self.augment, rng)
         if self.augment and self.augment.jitter > 0:

@@ -16,6 +16,7 @@ from rasterio.windows import Window
 
 from openfootprints.data.augment import Augmentation, flip_rotate, photometric_jitter
 from openfootprints.data.chips import random_window
+from openfootprints.data.normalize import Normalization
 from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 
@@ -49,8 +50,7 @@ class PseudoChipDataset(torch.utils.data.Dataset):
     def __init__(self, sources: list[PseudoLabelledScene], blocks: list[tuple[int, Window]], chip_px: int,
                  mean: list[float], std: list[float], seed: int = 0, augment: Augmentation | None = None):
         self.sources, self.blocks, self.chip_px, self.seed, self.augment = sources, blocks, chip_px, seed, augment
-        self.mean = np.asarray(mean, np.float32)[:, None, None]
-        self.std = np.asarray(std, np.float32)[:, None, None]
+        self.normalize = Normalization(mean, std)
 
     def __len__(self) -> int:
         return self.VIRTUAL_LENGTH
@@ -61,7 +61,7 @@ class PseudoChipDataset(torch.utils.data.Dataset):
         source = self.sources[scene_idx]
         image, valid = source.scene.read(window)
         target = source.soft_target(window)[None]
-        image = np.where(valid, (image - self.mean) / self.std, 0.0).astype(np.float32)
+        image = self.normalize(image, valid)
         if self.augment and self.augment.jitter > 0:
             image = photometric_jitter(image, valid, self.augment.jitter, rng)
         weight = valid[None].astype(np.float32)

@@ -28,6 +28,7 @@ from affine import Affine
 from rasterio.windows import Window
 from tqdm import tqdm
 
+from openfootprints.data.normalize import Normalization
 from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 from openfootprints.model.bundle import Bundle
@@ -100,8 +101,7 @@ class WindowPredictor:
                  threads: int | None = None, compile: bool = False, onnx_file: str | Path | None = None):
         self.bundle, self.device, self.engine = bundle, device, engine
         self.runs = 1  # batches run at once (from as many threads)
-        self.mean = np.asarray(bundle.mean, np.float32)[:, None, None]
-        self.std = np.asarray(bundle.std, np.float32)[:, None, None]
+        self.normalize = Normalization(bundle.mean, bundle.std)  # (C, H, W) file units → network input, 0 on nodata
         onnx_path = bundle.training.get("onnx_path")
         if engine == "onnx":
             if onnx_path is None:
@@ -119,10 +119,6 @@ class WindowPredictor:
                 self.net = self.net.to(memory_format=torch.channels_last)
             if compile:
                 self.net = torch.compile(self.net)
-
-    def normalize(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """(C, H, W) in the file's units → normalized float32, 0 where not valid."""
-        return np.where(valid, (image.astype(np.float32) - self.mean) / self.std, 0.0).astype(np.float32)
 
     def __call__(self, batch: np.ndarray, tta: int = 1) -> np.ndarray:
         """Probabilities for a normalized batch (N, C, H, W) → (N, H, W); with ``tta`` > 1 the mean over the
