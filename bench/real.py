@@ -102,8 +102,8 @@ def score(out: Path, name: str, scene: str, labels: str, extra_detect: list[str]
     peak = run(CLI + ["detect", scene, "--model", str(out / "model.ofp"), "--out", str(table), "--quiet",
                       "tracking.energy=false", *extra_detect], out / "log.txt")
     seconds = time.monotonic() - start
-    run(CLI + ["evaluate", str(table), labels, "--json", str(metrics), "data.fix_invalid=true", *extra_eval],
-        out / "log.txt")
+    run(CLI + ["evaluate", str(table), labels, "--json", str(metrics), "--imagery", scene, "data.fix_invalid=true",
+               *extra_eval], out / "log.txt")  # true buildings mostly off the imagery are not scored
     m = json.loads(metrics.read_text())
     return {"place": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "ap50": m["ap"],
             "pixel_iou": m["pixel_iou"], "n_predicted": m["n_predicted"], "n_true": m["n_true"],

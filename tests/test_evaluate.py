@@ -150,3 +150,32 @@ def test_select_in_bounds_uses_centroids():
     c = f.geometry.iloc[1].centroid
     picked = select_in_bounds(f, (c.x - 1e-5, c.y - 1e-5, c.x + 1e-5, c.y + 1e-5))
     assert len(picked) == 1
+
+
+def test_true_buildings_off_the_imagery_are_not_scored_when_the_imagery_is_given(tmp_path):
+    import json
+
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from openfootprints.cli import main
+
+    scene = tmp_path / "half.tif"  # 100 × 100 px of 1 m; the east half is nodata
+    image = np.full((1, 100, 100), 200, np.uint8)
+    image[:, :, 50:] = 0
+    with rasterio.open(scene, "w", driver="GTiff", width=100, height=100, count=1, dtype="uint8", nodata=0,
+                       crs="EPSG:32631", transform=from_origin(500000, 1000, 1, 1)) as dst:
+        dst.write(image)
+    on = shapely.box(500010, 950, 500020, 960)  # wholly on valid pixels
+    edge = shapely.box(500044, 950, 500064, 960)  # 30 % on valid pixels
+    outside = shapely.box(500200, 950, 500210, 960)  # beyond the scene
+    crs = "EPSG:32631"
+    gpd.GeoDataFrame(geometry=[on, edge, outside], crs=crs).to_file(tmp_path / "truth.geojson")
+    gpd.GeoDataFrame({"confidence": [0.9]}, geometry=[on], crs=crs).to_crs(4326).to_parquet(tmp_path / "pred.parquet")
+    assert main(["evaluate", str(tmp_path / "pred.parquet"), str(tmp_path / "truth.geojson"), "--imagery", str(scene),
+                 "--json", str(tmp_path / "m.json")]) == 0
+    scored = json.loads((tmp_path / "m.json").read_text())
+    assert scored["n_true"] == 1 and scored["n_true_off_imagery"] == 2 and scored["recall"] == 1.0
+    assert main(["evaluate", str(tmp_path / "pred.parquet"), str(tmp_path / "truth.geojson"), "--json",
+                 str(tmp_path / "all.json")]) == 0
+    assert json.loads((tmp_path / "all.json").read_text())["n_true"] == 3  # without imagery: every true building

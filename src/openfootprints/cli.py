@@ -117,6 +117,7 @@ CHECKS = [
     ("train.init_normalization", lambda v: v in ("parent", "adapt"), "parent or adapt"),
     ("finetune.lr", lambda v: v > 0, "positive"),
     ("suggest.n", lambda v: v >= 1, "1 or more"),
+    ("evaluate.min_on_imagery", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("suggest.chip_m", lambda v: v > 0, "positive"),
     ("suggest.min_valid", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("suggest.novelty_weight", lambda v: v >= 0, "0 or more"),
@@ -403,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("truth", help="true footprints (any vector format)")
     p.add_argument("--json", help="metrics JSON to write (default PREDICTED.metrics.json)")
     p.add_argument("--report", help="folder for an HTML report (curves, breakdowns, error crops)")
-    p.add_argument("--imagery", help="the scene, for image crops of the errors in the report")
+    p.add_argument("--imagery", help="the scene that was detected: true buildings mostly off its valid pixels are "
+                                    "not scored (evaluate.min_on_imagery), and the report shows image crops of errors")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("calibrate", help="fit the confidence calibration on a validation area; write a calibrated bundle",

@@ -274,8 +274,10 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
                    bbox=None, report_dir: str | None = None, imagery: str | None = None) -> Evaluation:
     """Evaluate a buildings table against true footprints; optionally only within ``bbox`` (degrees).
 
-    Writes the metrics JSON to ``out_json`` and an HTML report into ``report_dir`` (with image crops of
-    errors when ``imagery`` is given) when asked.
+    Writes the metrics JSON to ``out_json`` and an HTML report into ``report_dir`` when asked. With ``imagery``
+    (the scene that was detected), true buildings with less than ``evaluate.min_on_imagery`` of their area on its
+    valid pixels are not scored (no detector can find them; their number is in the JSON), and the report shows
+    image crops of the errors.
     """
     e = cfg.evaluate
     for path, folder in ((out_json, False), (report_dir, True)):
@@ -284,6 +286,9 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
     predicted = read_table(predicted_path, fix_invalid=cfg.data.fix_invalid)
     truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
     predicted, truth = select_in_bounds(predicted, bbox), select_in_bounds(truth, bbox)
+    off_imagery = 0
+    if imagery:
+        truth, off_imagery = on_imagery(truth, open_scene(imagery), e.min_on_imagery)
     if truth.empty:
         raise InputError(f"{truth_path}: no true building in the scored area"
                          f"{f' (evaluate.bbox={list(bbox)})' if bbox else ''}; there is nothing to score against")
@@ -292,6 +297,8 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
             raise InputError(f"{path}: no column '{e.region_column}' (evaluate.region_column)")
     result = evaluate(predicted, truth, e.iou, region_column=e.region_column, grid_m=e.grid_m)
     result.extra = confidence_figures(predicted, result)
+    if imagery:
+        result.extra["n_true_off_imagery"] = off_imagery
     if len(predicted) and not extents_overlap(predicted, truth):
         result.extra["warning"] = (f"{Path(predicted_path).name} and {Path(truth_path).name} do not overlap at all: "
                                    "are they of the same place (and the same CRS)?")
@@ -309,6 +316,23 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
                       "bbox": list(bbox) if bbox else None, **result.to_dict()}
             tmps[-1].write_text(json.dumps(json_safe(record), indent=2, allow_nan=False))
     return result
+
+
+def on_imagery(truth: gpd.GeoDataFrame, scene, min_share: float) -> tuple[gpd.GeoDataFrame, int]:
+    """The true buildings with at least ``min_share`` of their area on the scene's valid pixels, and how many
+    were left out."""
+    if truth.empty:
+        return truth, 0
+    valid = scene.valid_area()
+    local = truth.geometry.to_crs(scene.crs).to_numpy()
+    shapely.prepare(valid)
+    share = np.ones(len(local))
+    partly = ~shapely.contains_properly(valid, local)  # the rest is wholly inside: share 1 without an intersection
+    area = shapely.area(local[partly])
+    share[partly] = np.divide(shapely.area(shapely.intersection(local[partly], valid)), area,
+                              out=np.zeros_like(area), where=area > 0)
+    keep = share >= min_share
+    return truth[keep], int((~keep).sum())
 
 
 def extents_overlap(predicted: gpd.GeoDataFrame, truth: gpd.GeoDataFrame) -> bool:

@@ -77,6 +77,19 @@ class Scene:
         right, bottom = self.transform @ (window.col_off + window.width, window.row_off + window.height)
         return shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
 
+    def valid_area(self, max_px: int = 4096):
+        """Where the scene has valid pixels, as a (multi)polygon in ``crs``, traced from the mask read at most
+        ``max_px`` pixels a side (so its outline is exact to the scene's pixel, or to 1/max_px of its extent)."""
+        from rasterio.features import shapes
+
+        factor = max(1.0, max(self.dataset.width, self.dataset.height) / max_px)
+        h, w = max(1, round(self.dataset.height / factor)), max(1, round(self.dataset.width / factor))
+        mask = (self.dataset.dataset_mask(out_shape=(h, w), resampling=Resampling.nearest) > 0).astype(np.uint8)
+        transform = self.dataset.transform * Affine.scale(self.dataset.width / w, self.dataset.height / h)
+        parts = [shapely.geometry.shape(g) for g, v in shapes(mask, mask=mask.astype(bool), transform=transform)
+                 if v == 1]
+        return shapely.union_all(parts) if parts else shapely.Polygon()
+
     def read(self, window: Window, dtype: str = "float32", out_shape: tuple[int, int] | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
         """Read a working-grid window that lies inside the scene.
