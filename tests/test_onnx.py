@@ -83,3 +83,29 @@ def test_a_bundle_is_exported_once_in_a_child_process_and_then_taken_from_the_ca
     monkeypatch.setenv("OPENFOOTPRINTS_CACHE", str(tmp_path / "a-file" / "cache"))
     monkeypatch.setattr(onnx, "export_in_child", lambda model, path: path.write_bytes(b"onnx"))
     assert onnx.cached_onnx(tiny_bundle, tmp_path / "fallback").parent == tmp_path / "fallback"
+
+
+def test_int8_export_is_calibrated_on_imagery_and_stays_close_to_fp32(tmp_path, capsys, tiny_scene, tiny_bundle,
+                                                                      exported):
+    out = tmp_path / "tiny.int8.onnx"
+    assert main(["export", str(tiny_bundle), "--int8", "--calibration", str(tiny_scene[0]), "--chips", "4",
+                 "--out", str(out)]) == 0
+    int8 = load_model(out)
+    assert int8.training["quantization"]["calibration_chips"] == 4
+    assert int8.mean == load_bundle(tiny_bundle).mean
+    import onnx
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    from openfootprints.model.quantize import calibration_chips
+    x = calibration_chips(int8, [str(tiny_scene[0])], 1, seed=5)[0][:, :, :128, :128]  # imagery like the calibration's
+    p32 = 1 / (1 + np.exp(-OnnxNetwork(exported)(x)))
+    p8 = 1 / (1 + np.exp(-OnnxNetwork(out)(x)))
+    # 8 bits of range on each tensor: differences small against the probabilities (quality: bench/cpu_int8.py)
+    assert np.abs(p8 - p32).mean() < 0.1 and np.abs(p8 - p32).max() < 0.5
+    assert main(["detect", str(tiny_scene[0]), "--model", str(out), "--out", str(tmp_path / "b.geojson"),
+                 "--quiet", "tracking.energy=false"]) == 0
+
+
+def test_int8_export_without_imagery_is_refused(tmp_path, tiny_bundle, capsys):
+    assert main(["export", str(tiny_bundle), "--int8", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "--calibration" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()

@@ -283,6 +283,13 @@ def cmd_export(args, cfg: DictConfig) -> None:
     from openfootprints.model.bundle import load_bundle
     from openfootprints.model.onnx import export_onnx
 
+    if args.int8:
+        from openfootprints.model.quantize import quantize_int8
+
+        out = check_writable(args.out or Path(args.model).with_suffix(".int8.onnx"), {".onnx"})
+        print(f"wrote {quantize_int8(load_bundle(args.model), out, args.calibration, args.chips)} "
+              "(INT8; detect --model it)")
+        return
     out = check_writable(args.out or Path(args.model).with_suffix(".onnx"), {".onnx"})
     print(f"wrote {export_onnx(load_bundle(args.model), out)}")
 
@@ -418,7 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a model bundle as ONNX (with its metadata) for ONNX Runtime", **common)
     p.add_argument("model", help="model bundle (.ofp)")
-    p.add_argument("--out", help="ONNX file to write (default MODEL.onnx)")
+    p.add_argument("--out", help="ONNX file to write (default MODEL.onnx, or MODEL.int8.onnx with --int8)")
+    p.add_argument("--int8", action="store_true", help="quantize to INT8 for the CPU (static, QDQ, per-channel "
+                                                       "weights), calibrated on chips of real imagery")
+    p.add_argument("--calibration", action="append", help="with --int8: imagery to calibrate on (repeatable; "
+                                                          "default: the scenes the bundle was trained on)")
+    p.add_argument("--chips", type=int, default=32, help="with --int8: calibration chips of 256 px (default 32)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the base model on a small real scene: detect, evaluate, draw (--synthetic: "

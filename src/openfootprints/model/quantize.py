@@ -1,0 +1,100 @@
+"""INT8 for the CPU: ONNX Runtime static quantization of an exported bundle, calibrated on real chips.
+
+Weights are quantized per output channel (signed 8 bit) and activations per tensor (unsigned 8 bit), as QDQ
+pairs, with ranges measured on normalized chips of real imagery (by default the scenes the bundle was trained on,
+from its training record). The result is an ordinary ONNX model with the bundle's metadata, so ``detect --model
+MODEL.int8.onnx`` runs it; its training record says how it was quantized. Whether INT8 keeps a model's quality is
+measured, not assumed (``bench/cpu_int8.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from openfootprints.data.normalize import Normalization
+from openfootprints.errors import InputError
+from openfootprints.io.atomic import atomic_path
+from openfootprints.io.raster import open_scene
+from openfootprints.model.bundle import Bundle
+from openfootprints.model.onnx import METADATA_KEY, export_onnx
+
+CHIP_PX = 256  # calibration chips: ranges of activations, not the window's size, are what is measured
+
+
+def calibration_chips(bundle: Bundle, scenes: list[str], n: int, seed: int = 0,
+                      min_valid: float = 0.5) -> list[np.ndarray]:
+    """``n`` normalized chips (1, C, 256, 256) float32 from random places of ``scenes`` (at the bundle's ground
+    resolution and bands) with at least ``min_valid`` valid pixels, drawn in turn from each scene."""
+    if not scenes:
+        raise InputError("export --int8: no imagery to calibrate on; give --calibration SCENE (the bundle's "
+                         "training record names none that exists here)")
+    rng = np.random.default_rng(seed)
+    normalize = Normalization(bundle.mean, bundle.std)
+    opened = [open_scene(s, bands=bundle.bands, resolution_m=bundle.resolution_m) for s in scenes]
+    chips, tries = [], 0
+    while len(chips) < n and tries < 50 * n:
+        scene = opened[tries % len(opened)]
+        tries += 1
+        size = min(CHIP_PX, scene.width, scene.height) // 32 * 32
+        if size < 32:
+            continue
+        col, row = int(rng.integers(0, scene.width - size + 1)), int(rng.integers(0, scene.height - size + 1))
+        image, valid = scene.read(Window(col, row, size, size))
+        if valid.mean() >= min_valid:
+            chips.append(normalize(image, valid)[None])
+    if len(chips) < n:
+        raise InputError(f"export --int8: found {len(chips)} of {n} calibration chips with enough valid pixels in "
+                         f"{', '.join(scenes)}")
+    return chips
+
+
+def training_scenes(bundle: Bundle) -> list[str]:
+    """The imagery the bundle was trained on (its training record), where it still exists."""
+    return [s[0] for s in bundle.training.get("scenes", []) if os.path.exists(s[0])]
+
+
+def quantize_int8(bundle: Bundle, out: str | os.PathLike, scenes: list[str] | None = None, n_chips: int = 32,
+                  seed: int = 0) -> Path:
+    """Export ``bundle`` to ONNX and write its INT8 (QDQ, per-channel) quantization to ``out``, calibrated on
+    ``n_chips`` chips of ``scenes`` (default: the bundle's training scenes)."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    chips = calibration_chips(bundle, scenes or training_scenes(bundle), n_chips, seed)
+
+    class Chips(CalibrationDataReader):
+        def __init__(self):
+            self.left = iter(chips)
+
+        def get_next(self):
+            chip = next(self.left, None)
+            return None if chip is None else {"image": chip}
+
+    with tempfile.TemporaryDirectory(prefix="openfootprints-int8-") as tmp:
+        fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
+        export_onnx(bundle, fp32)
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        with atomic_path(out) as tmp_out:
+            quantize_static(str(prepared), str(tmp_out), Chips(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+            model = onnx.load(str(tmp_out))
+            meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}[METADATA_KEY]
+            record = json.loads(meta)
+            record["training"] = {**record.get("training", {}),
+                                  "quantization": {"kind": "int8 static, QDQ, per-channel weights, MinMax",
+                                                   "calibration_chips": len(chips), "chip_px": CHIP_PX,
+                                                   "calibration_scenes": scenes or training_scenes(bundle)}}
+            del model.metadata_props[:]
+            entry = model.metadata_props.add()
+            entry.key, entry.value = METADATA_KEY, json.dumps(record)
+            onnx.save(model, str(tmp_out))
+    return Path(out)
