@@ -12,7 +12,7 @@ import torch
 
 from openfootprints.cli import load_config
 from openfootprints.model.bundle import Bundle, save_bundle
-from openfootprints.model.unet import Architecture, build_unet
+from openfootprints.model.network import Architecture, build_network
 from openfootprints.synth.scene import SceneSpec, write_scene
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -51,7 +51,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
     """An untrained small U-Net bundle at 0.5 m for 3 bands, window 128 px."""
     torch.manual_seed(0)
     arch = tiny_architecture()
-    net = build_unet(arch)
+    net = build_network(arch)
     bundle = Bundle(architecture=arch, bands=[1, 2, 3], mean=[120.0] * 3, std=[40.0] * 3, resolution_m=0.5,
                     window=128, halo_m=8.0, state_dict=net.state_dict())
     return save_bundle(bundle, tmp_path_factory.mktemp("model") / "tiny.ofp")

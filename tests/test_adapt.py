@@ -215,3 +215,34 @@ def test_suggest_writes_ranked_boxes_on_the_scene(half_labelled, tiny_bundle, tm
     assert (sides["minx"] >= scene_box[0] - 1).all()
     assert "3 chips" in capsys.readouterr().out
     assert json.loads(out.read_text())["type"] == "FeatureCollection"
+
+
+def mean_probability_on(model, half, polygons_path, tmp_path) -> float:
+    """The model's mean building probability over the pixels of the given footprints."""
+    from openfootprints.model.onnx import load_model
+    from openfootprints.predict.probabilities import predict_probabilities
+    from openfootprints.io.raster import open_scene
+    import rasterio
+    from openfootprints.data.chips import building_ids
+
+    bundle = load_model(model)
+    scene = open_scene(half["image"], bands=bundle.bands, resolution_m=bundle.resolution_m)
+    path = predict_probabilities(scene, bundle, tmp_path / f"{model.stem}.tif", progress=False, window=128,
+                                 halo_m=8.0)
+    with rasterio.open(path) as src:
+        p = src.read(1) / 255.0
+    polygons = read_polygons(polygons_path, crs=scene.crs).geometry.to_numpy()
+    return float(p[building_ids(polygons, scene.transform, p.shape) > 0].mean())
+
+
+def test_with_the_area_given_the_model_does_not_learn_the_unlabelled_buildings_as_background(half_labelled, tmp_path):
+    runs = {}
+    for name, area in (("with_area", ["--area", half_labelled["area"]]), ("without", [])):
+        out = tmp_path / f"{name}.ofp"
+        assert main(["train", "--image", half_labelled["image"], "--labels", half_labelled["labels"], *area,
+                     "--out", str(out), "data.chip_px=64", "data.block_m=32", "train.batch_size=8",
+                     "data.samples_per_epoch=240", "train.max_epochs=1", "data.val_fraction=0",
+                     "tracking.energy=false", "model.decoder_channels=[16,16,8,8,8]", "train.lr=0.005"]) == 0
+        runs[name] = mean_probability_on(out, half_labelled, half_labelled["removed"], tmp_path)
+    # the buildings nobody labelled: called buildings with the area, pushed towards background without it
+    assert runs["with_area"] > 0.5 and runs["with_area"] > runs["without"] + 0.2, runs

@@ -4,7 +4,7 @@ import timm
 
 from openfootprints.errors import InputError
 from openfootprints.model.bundle import FORMAT, Bundle, fingerprint_files, load_bundle, save_bundle
-from openfootprints.model.unet import Architecture, build_unet, lite0_imagenet_state_dict
+from openfootprints.model.network import Architecture, build_network, lite0_imagenet_state_dict
 
 from conftest import tiny_architecture
 
@@ -17,7 +17,7 @@ def test_packaged_imagenet_weights_map_onto_timm_lite0():
 
 
 def test_pretrained_unet_takes_any_band_count():
-    net = build_unet(Architecture(in_channels=4, decoder_channels=[16, 16, 8, 8, 8]), pretrained=True)
+    net = build_network(Architecture(in_channels=4, decoder_channels=[16, 16, 8, 8, 8]), pretrained=True)
     stem = net.encoder.model.conv_stem.weight
     assert stem.shape[1] == 4
     reference = lite0_imagenet_state_dict()["conv_stem.weight"]
@@ -27,16 +27,16 @@ def test_pretrained_unet_takes_any_band_count():
 
 
 def test_other_encoders_build_from_scratch_and_unknown_ones_are_clear_errors():
-    assert build_unet(Architecture(encoder="resnet18", decoder_channels=[16, 16, 8, 8, 8]))(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    assert build_network(Architecture(encoder="resnet18", decoder_channels=[16, 16, 8, 8, 8]))(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
     with pytest.raises(InputError, match="not an encoder"):
-        build_unet(Architecture(encoder="no_such_net"))
+        build_network(Architecture(encoder="no_such_net"))
     with pytest.raises(InputError, match="pretrained"):
-        build_unet(Architecture(encoder="resnet18"), pretrained=True)
+        build_network(Architecture(encoder="resnet18"), pretrained=True)
 
 
 def test_bundle_round_trip_gives_the_same_predictions(tmp_path):
     arch = tiny_architecture()
-    net = build_unet(arch).eval()
+    net = build_network(arch).eval()
     bundle = Bundle(arch, [1, 2, 3], [1.0, 2.0, 3.0], [4.0, 5.0, 6.0], 0.5, threshold=0.4,
                     training={"steps": 3}, state_dict=net.state_dict())
     loaded = load_bundle(save_bundle(bundle, tmp_path / "m.ofp"))
@@ -67,3 +67,33 @@ def test_fingerprint_changes_with_the_data(tmp_path):
     first = fingerprint_files([a])
     a.write_text("two")
     assert fingerprint_files([a]) != first and len(first) == 16
+
+
+@pytest.mark.parametrize("name", ["unet++", "fpn", "deeplabv3+", "segformer"])
+def test_architectures_by_name_build_round_trip_and_export(name, tmp_path):
+    from openfootprints.model.onnx import OnnxNetwork, export_onnx
+
+    arch = Architecture(arch=name, decoder_channels=[16, 16, 8, 8, 8])
+    net = build_network(arch, pretrained=True).eval()  # the packaged lite0 weights fit every architecture
+    bundle = Bundle(arch, [1, 2, 3], [0.0] * 3, [1.0] * 3, 0.5, window=64, state_dict=net.state_dict())
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "m.ofp"))
+    assert loaded.architecture.arch == name
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        expected = loaded.network()(x)
+    assert expected.shape == (2, 1, 64, 96)
+    got = OnnxNetwork(export_onnx(loaded, tmp_path / "m.onnx"))(x.numpy())
+    assert abs(got - expected.numpy()).max() < 1e-3
+
+
+def test_bundles_from_before_architectures_had_names_are_unets(tmp_path, tiny_bundle):
+    payload = torch.load(tiny_bundle, weights_only=True)
+    del payload["architecture"]["arch"]  # as the previous version wrote them
+    torch.save(payload, tmp_path / "old.ofp")
+    old = load_bundle(tmp_path / "old.ofp")
+    assert old.architecture.arch == "unet" and old.network()(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_an_unknown_architecture_is_named_with_the_choices():
+    with pytest.raises(InputError, match="model.arch=unet3: not one of unet, unet\\+\\+"):
+        build_network(Architecture(arch="unet3"))

@@ -100,11 +100,11 @@ def test_rdrop_term_is_zero_for_identical_passes_and_positive_otherwise():
 def test_dropout_makes_two_training_passes_differ_and_survives_the_bundle(tmp_path):
     from conftest import tiny_architecture
     from openfootprints.model.bundle import Bundle, load_bundle, save_bundle
-    from openfootprints.model.unet import build_unet
+    from openfootprints.model.network import build_network
 
     arch = tiny_architecture()
     arch.dropout, arch.drop_path = 0.2, 0.1
-    net = build_unet(arch).train()
+    net = build_network(arch).train()
     x = torch.randn(2, 3, 64, 64)
     assert not torch.equal(net(x), net(x))
     net.eval()

@@ -34,6 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 from openfootprints import __version__
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import OUT_OF_SPACE, check_writable
+from openfootprints.model.architectures import ARCHITECTURES
 from openfootprints.model.base import model_or_base
 
 log = logging.getLogger("openfootprints")
@@ -117,6 +118,7 @@ CHECKS = [
     ("train.init_normalization", lambda v: v in ("parent", "adapt"), "parent or adapt"),
     ("finetune.lr", lambda v: v > 0, "positive"),
     ("suggest.n", lambda v: v >= 1, "1 or more"),
+    ("model.arch", lambda v: v in ARCHITECTURES, "one of " + ", ".join(ARCHITECTURES)),
     ("evaluate.min_on_imagery", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("suggest.chip_m", lambda v: v > 0, "positive"),
     ("suggest.min_valid", lambda v: 0 <= v <= 1, "in [0, 1]"),

