@@ -28,13 +28,13 @@ from hardware import machine  # noqa: E402
 
 from openfootprints.cli import load_config  # noqa: E402
 from openfootprints.model.bundle import Bundle, load_bundle, save_bundle  # noqa: E402
-from openfootprints.model.unet import Architecture, build_unet  # noqa: E402
+from openfootprints.model.network import Architecture, build_network  # noqa: E402
 from openfootprints.pipeline import detect  # noqa: E402
 from openfootprints.synth.scene import SceneSpec, write_scene  # noqa: E402
 
 
 def default_bundle(path: Path) -> Path:
-    net = build_unet(Architecture(), pretrained=False)
+    net = build_network(Architecture(), pretrained=False)
     return save_bundle(Bundle(architecture=Architecture(), bands=[1, 2, 3], mean=[120.0] * 3, std=[40.0] * 3,
                               resolution_m=0.5, state_dict=net.state_dict()), path)
 
