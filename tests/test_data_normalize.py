@@ -19,10 +19,9 @@ def test_training_and_detection_share_it(tiny_bundle):
     from openfootprints.data.chips import ChipDataset
     from openfootprints.model.bundle import load_bundle
     from openfootprints.predict.probabilities import WindowPredictor
-    import torch
 
     bundle = load_bundle(tiny_bundle)
-    predictor = WindowPredictor(bundle, torch.device("cpu"))
+    predictor = WindowPredictor(bundle, "cpu")
     chips = ChipDataset([], [], chip_px=64, mean=bundle.mean, std=bundle.std)
     assert type(predictor.normalize) is type(chips.normalize) is Normalization
 

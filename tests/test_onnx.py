@@ -109,3 +109,17 @@ def test_int8_export_is_calibrated_on_imagery_and_stays_close_to_fp32(tmp_path, 
 def test_int8_export_without_imagery_is_refused(tmp_path, tiny_bundle, capsys):
     assert main(["export", str(tiny_bundle), "--int8", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "--calibration" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
+def test_detection_with_an_onnx_model_never_imports_torch(tmp_path, tiny_scene, exported):
+    import subprocess
+    import sys
+
+    code = ("import sys; from openfootprints.cli import main; "
+            f"code = main(['detect', {str(tiny_scene[0])!r}, '--model', {str(exported)!r}, '--out', "
+            f"{str(tmp_path / 'b.parquet')!r}, '--quiet', 'tracking.energy=false']); "
+            "heavy = sorted(m for m in ('torch', 'lightning', 'timm', 'segmentation_models_pytorch', 'sklearn') "
+            "if m in sys.modules); print('HEAVY', heavy); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "HEAVY []" in done.stdout, done.stdout

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import rasterio
-import torch
 from affine import Affine
 from scipy.special import expit
 
@@ -85,7 +84,7 @@ def test_region_from_bounds_clips_to_the_scene(tiny_scene):
 def test_tta_averages_the_transformed_predictions(tiny_bundle, tta):
     from openfootprints.predict.probabilities import TTA_TRANSFORMS
 
-    predictor = WindowPredictor(load_bundle(tiny_bundle), torch.device("cpu"))
+    predictor = WindowPredictor(load_bundle(tiny_bundle), "cpu")
     batch = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     expected = np.mean([np.rot90((lambda p: p[..., ::-1] if flip else p)(predictor.probabilities(np.ascontiguousarray(
         (lambda v: v[..., ::-1] if flip else v)(np.rot90(batch, k, axes=(2, 3)))))), -k, axes=(1, 2))

@@ -66,7 +66,7 @@ def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, thread
     ``threads`` caps ONNX Runtime's threads (default: all cores).
     """
     bundle = load_model(model_path)
-    device = select_device(cfg.detect.device)
+    device = select_device(cfg.detect.device, bundle)
     engine = select_engine(cfg.detect.engine, device, bundle)
     exported = cached_onnx(model_path, workdir) if engine == "onnx" and not bundle.training.get("onnx_path") else None
     return WindowPredictor(bundle, device, engine, workdir, threads, compile=cfg.detect.compile, onnx_file=exported)

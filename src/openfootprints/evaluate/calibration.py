@@ -11,7 +11,6 @@ many detections that keeps.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
 
 PRECISION_TARGETS = (0.8, 0.85, 0.9)
 
@@ -20,6 +19,8 @@ def fit_isotonic(confidence: np.ndarray, is_tp: np.ndarray) -> dict:
     """Fit raw confidence → P(true positive). Returns ``{"method", "x", "y", "n"}`` (breakpoints)."""
     if len(confidence) < 2 or len(np.unique(is_tp)) < 2:
         raise ValueError("calibration needs detections that include both true and false positives")
+    from sklearn.isotonic import IsotonicRegression  # here: detection does not need scikit-learn
+
     model = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
     model.fit(np.asarray(confidence, np.float64), np.asarray(is_tp, np.float64))
     return {"method": "isotonic", "x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist(),

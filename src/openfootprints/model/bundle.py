@@ -10,14 +10,17 @@ import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from openfootprints import __version__
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_path
-from openfootprints.model.network import Architecture, build_network
+from openfootprints.model.architectures import Architecture
+
+if TYPE_CHECKING:  # torch is imported where weights are used: an exported ONNX model needs none of it
+    import torch
 
 FORMAT = "openfootprints-model-bundle"
 FORMAT_VERSION = 1
@@ -54,7 +57,9 @@ class Bundle:
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def network(self) -> torch.nn.Module:
-        """The U-Net with the bundle's weights, in eval mode."""
+        """The network with the bundle's weights, in eval mode."""
+        from openfootprints.model.network import build_network
+
         net = build_network(self.architecture, pretrained=False)
         net.load_state_dict(self.state_dict)
         return net.eval()
@@ -77,6 +82,8 @@ def save_bundle(bundle: Bundle, path: str | os.PathLike) -> Path:
     """Write the bundle atomically to ``path``."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **bundle.metadata(),
                "state_dict": {k: v.detach().cpu() for k, v in bundle.state_dict.items()}}
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -87,6 +94,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     path = str(path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such model bundle")
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a zip / pickle error means "not a bundle"

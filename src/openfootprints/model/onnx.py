@@ -17,12 +17,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_path
 from openfootprints.model.bundle import FORMAT_VERSION, Bundle, file_sha256, load_bundle
-from openfootprints.model.network import Architecture
+from openfootprints.model.architectures import Architecture
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "openfootprints_bundle"
@@ -32,6 +31,7 @@ OPSET = 18
 def export_onnx(bundle: Bundle, path: str | os.PathLike) -> Path:
     """Write the bundle's network and metadata as one ONNX file (batch, height and width dynamic)."""
     import onnx
+    import torch
 
     net = bundle.network()
     example = torch.zeros(1, bundle.architecture.in_channels, bundle.window, bundle.window)
@@ -61,6 +61,8 @@ def cached_onnx(model_path: str | os.PathLike, fallback_dir: str | os.PathLike) 
     version and the opset), or exported now in a child process and kept there for the next run (into
     ``fallback_dir`` when the cache cannot be written). A child, because exporting leaves about 0.5 GiB in the
     exporting process that a long detection would carry to its end."""
+    import torch
+
     name = f"{file_sha256(model_path)[:16]}-torch{torch.__version__}-opset{OPSET}.onnx".replace("+", "_")
     path = cache_dir() / "onnx" / name
     if path.exists():

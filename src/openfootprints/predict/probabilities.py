@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import torch
 from affine import Affine
 from rasterio.windows import Window
+from scipy.special import expit
 from tqdm import tqdm
 
 from openfootprints.data.normalize import Normalization
@@ -75,13 +75,22 @@ def region_from_bounds(scene: Scene, bounds: tuple[float, float, float, float] |
     return region
 
 
-def select_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+def select_device(name: str, bundle: Bundle | None = None) -> str:
+    """The device to run on, as torch names it (``cpu``, ``cuda``, ``cuda:1``): ``auto`` picks CUDA when present,
+    else the CPU. An exported ONNX model (``bundle``) runs on the CPU, and PyTorch is not even imported for it."""
+    if bundle is not None and bundle.training.get("onnx_path") and name in ("auto", "cpu"):
+        return "cpu"
+    import torch
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("detect.device=cuda, but no CUDA device is available")
-    return torch.device(name)
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"detect.device={name}, but no CUDA device is available")
+    return str(torch.device(name))
+
+
+def on_cuda(device: str) -> bool:
+    return device.startswith("cuda")
 
 
 TTA_TRANSFORMS = [(0, False), (0, True), (2, False), (2, True), (1, False), (3, False), (1, True), (3, True)]
@@ -97,9 +106,9 @@ class WindowPredictor:
     CUDA the network runs channels-last from pinned host memory. Built once, it can run any number of scenes.
     """
 
-    def __init__(self, bundle: Bundle, device: torch.device, engine: str = "torch", workdir: str | Path | None = None,
+    def __init__(self, bundle: Bundle, device: str, engine: str = "torch", workdir: str | Path | None = None,
                  threads: int | None = None, compile: bool = False, onnx_file: str | Path | None = None):
-        self.bundle, self.device, self.engine = bundle, device, engine
+        self.bundle, self.device, self.engine = bundle, str(device), engine
         self.runs = 1  # batches run at once (from as many threads)
         self.normalize = Normalization(bundle.mean, bundle.std)  # (C, H, W) file units → network input, 0 on nodata
         onnx_path = bundle.training.get("onnx_path")
@@ -114,8 +123,10 @@ class WindowPredictor:
         elif onnx_path is not None:
             raise InputError(f"{onnx_path}: an ONNX model runs with detect.engine=onnx (or auto on the CPU)")
         else:
-            self.net = bundle.network().to(device)
-            if device.type == "cuda":  # NHWC: what the GPU's convolution kernels are fastest on
+            import torch
+
+            self.net = bundle.network().to(self.device)
+            if on_cuda(self.device):  # NHWC: what the GPU's convolution kernels are fastest on
                 self.net = self.net.to(memory_format=torch.channels_last)
             if compile:
                 self.net = torch.compile(self.net)
@@ -134,27 +145,29 @@ class WindowPredictor:
             total += np.rot90(prob, -k, axes=(1, 2))
         return total / tta
 
-    @torch.inference_mode()
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """One forward pass: (N, C, H, W) normalized → (N, H, W) probabilities."""
         if self.engine == "onnx":
-            return torch.sigmoid(torch.from_numpy(self.onnx(batch)))[:, 0].numpy()
-        x = torch.from_numpy(batch)
-        if self.device.type == "cuda":  # page-locked host memory: the copy runs asynchronously
-            x = x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-        with autocast:
-            logits = self.net(x)
-        return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+            return expit(self.onnx(batch)[:, 0])
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)
+            cuda = on_cuda(self.device)
+            if cuda:  # page-locked host memory: the copy runs asynchronously
+                x = x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda):
+                logits = self.net(x)
+            return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
 
 
-def select_engine(name: str, device: torch.device, bundle: Bundle) -> str:
+def select_engine(name: str, device: str, bundle: Bundle) -> str:
     """``auto``: ONNX Runtime on the CPU (faster there), PyTorch on CUDA; an ONNX model always runs on ONNX Runtime."""
     if bundle.training.get("onnx_path"):
         return "onnx"
     if name == "auto":
-        return "onnx" if device.type == "cpu" else "torch"
-    if name == "onnx" and device.type != "cpu":
+        return "torch" if on_cuda(device) else "onnx"
+    if name == "onnx" and on_cuda(device):
         raise InputError("detect.engine=onnx runs on the CPU; use detect.device=cpu or detect.engine=torch")
     return name
 
@@ -193,7 +206,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     grid = window_grid(scene, bundle, region, window, halo_m)
     window, row_starts, col_starts = grid.window, grid.row_starts, grid.col_starts
     if predictor is None:
-        dev = select_device(device)
+        dev = select_device(device, bundle)
         predictor = WindowPredictor(bundle, dev, select_engine(engine, dev, bundle), Path(out_path).parent)
     ramp, weights = blend_ramp(window, grid.halo), blend_weights(window, grid.halo)
     left = col_starts[0]  # scene column of the strip's first column (≤ region.col0)

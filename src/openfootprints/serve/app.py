@@ -256,7 +256,7 @@ def create_app(cfg: DictConfig, model_path: str | Path, viewer: ASGIApp | None =
     """
     bundle = load_model(model_path)
     bundle.state_dict = {}  # this process only checks uploads against the metadata; the workers hold the weights
-    select_engine(cfg.detect.engine, select_device(cfg.detect.device), bundle)  # refuse a bad device/engine now
+    select_engine(cfg.detect.engine, select_device(cfg.detect.device, bundle), bundle)  # refuse a bad device/engine now
     limits = Limits.from_config(cfg.serve)
     worker_cfg = OmegaConf.to_container(cfg, resolve=True)
     worker_cfg["detect"]["probabilities"] = None  # one fixed path for every request's raster: not in a service
