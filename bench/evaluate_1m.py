@@ -21,7 +21,7 @@ import shapely
 
 from hardware import machine
 
-from openfootprints.evaluate.metrics import evaluate
+from openfootprints.evaluation.metrics import evaluate
 
 
 def peak_rss_gib() -> float:

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hardware import machine  # noqa: E402
 
-from openfootprints.cli import load_config  # noqa: E402
+from openfootprints.configuration import load_config  # noqa: E402
 from openfootprints.model.bundle import Bundle, load_bundle, save_bundle  # noqa: E402
 from openfootprints.model.network import Architecture, build_network  # noqa: E402
 from openfootprints.pipeline import detect  # noqa: E402

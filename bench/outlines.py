@@ -21,8 +21,8 @@ import shapely
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hardware import machine  # noqa: E402
 
-from openfootprints.cli import load_config  # noqa: E402
-from openfootprints.evaluate.metrics import evaluate  # noqa: E402
+from openfootprints.configuration import load_config  # noqa: E402
+from openfootprints.evaluation.metrics import evaluate  # noqa: E402
 from openfootprints.export.buildings import buildings_table  # noqa: E402
 from openfootprints.io.vector import read_polygons  # noqa: E402
 from openfootprints.model.bundle import load_bundle  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from openfootprints.cli import load_config
+from openfootprints.configuration import load_config
 from openfootprints.model.bundle import Bundle, save_bundle
 from openfootprints.model.network import Architecture, build_network
 from openfootprints.synth.scene import SceneSpec, write_scene

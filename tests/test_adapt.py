@@ -8,13 +8,14 @@ import pytest
 import shapely
 import torch
 
-from openfootprints.cli import load_config, main
+from openfootprints.cli import main
+from openfootprints.configuration import load_config
 from openfootprints.data.chips import ChipDataset
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import load_bundle
-from openfootprints.suggest import ChipScore, best_chips, novelty, uncertainty
+from openfootprints.labelling import ChipScore, best_chips, novelty, uncertainty
 from openfootprints.synth.scene import SceneSpec, write_scene
-from openfootprints.train.run import load_labelled_scenes, split_all
+from openfootprints.training.run import load_labelled_scenes, split_all
 
 SMALL = ["data.chip_px=64", "data.block_m=32", "train.batch_size=4", "data.samples_per_epoch=8",
          "train.max_epochs=1", "tracking.energy=false"]

@@ -5,7 +5,7 @@ import shapely
 import torch
 
 from openfootprints.cli import main
-from openfootprints.evaluate.calibration import (expected_calibration_error, fit_isotonic, precision_thresholds,
+from openfootprints.evaluation.calibration import (expected_calibration_error, fit_isotonic, precision_thresholds,
                                                  reliability, thresholds_by_region)
 from openfootprints.model.bundle import load_bundle
 

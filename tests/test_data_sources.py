@@ -13,14 +13,14 @@ from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 from scipy import ndimage
 
-from openfootprints.cli import load_config
+from openfootprints.configuration import load_config
 from openfootprints.data.augment import Augmentation, degrade
 from openfootprints.data.chips import (ChipDataset, LabelledScene, block_probabilities, building_ids,
                                        energy_target)
 from openfootprints.io.raster import open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.synth.scene import SceneSpec, write_scene
-from openfootprints.train.run import load_labelled_scenes, split_all
+from openfootprints.training.run import load_labelled_scenes, split_all
 
 HALF = 20037508.342789244
 Z = 19

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely import affinity
 
-from openfootprints.evaluate.matching import greedy_match, overlapping_pairs
-from openfootprints.evaluate.metrics import (average_precision, dominant_orientation_deg, evaluate,
+from openfootprints.evaluation.matching import greedy_match, overlapping_pairs
+from openfootprints.evaluation.metrics import (average_precision, dominant_orientation_deg, evaluate,
                                              orientation_error_deg, select_in_bounds)
 
 CRS = "EPSG:32630"

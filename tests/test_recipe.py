@@ -7,7 +7,7 @@ import torch
 from affine import Affine
 
 from openfootprints.data.chips import building_ids, gap_weights
-from openfootprints.train.module import bce_dice_loss, mixup
+from openfootprints.training.module import bce_dice_loss, mixup
 
 
 def two_buildings_with_a_gap(gap_px: int):
@@ -79,7 +79,7 @@ def test_training_runs_with_gap_weights_and_mixup(tmp_path, tiny_scene):
 
 
 def test_rdrop_term_is_zero_for_identical_passes_and_positive_otherwise():
-    from openfootprints.train.module import rdrop_kl
+    from openfootprints.training.module import rdrop_kl
 
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
@@ -123,8 +123,8 @@ def test_a_chip_with_flipped_labels_gets_the_highest_el2n_score(tiny_scene, cfg)
     from openfootprints.data.chips import ChipDataset, LabelledScene, validation_windows
     from openfootprints.io.raster import open_scene
     from openfootprints.io.vector import read_polygons
-    from openfootprints.train.diet import el2n_scores
-    from openfootprints.train.run import short_fit
+    from openfootprints.training.diet import el2n_scores
+    from openfootprints.training.run import short_fit
 
     scene = open_scene(tiny_scene[0])
     source = LabelledScene(scene, read_polygons(tiny_scene[1], crs=scene.crs).geometry)
@@ -150,7 +150,7 @@ def test_a_chip_with_flipped_labels_gets_the_highest_el2n_score(tiny_scene, cfg)
 
 
 def test_prune_keeps_the_hardest_after_dropping_the_very_hardest():
-    from openfootprints.train.diet import prune
+    from openfootprints.training.diet import prune
 
     scores = np.array([0.9, 0.1, 0.5, 0.7, 0.3, 0.8, 0.2, 0.6, 0.4, 0.05])
     kept = prune(scores, keep=0.5, offset=0.1)
@@ -185,7 +185,7 @@ def test_self_training_learns_from_soft_pseudo_labels(tmp_path, tiny_scene, tiny
     from openfootprints.data.pseudo import PseudoLabelledScene
     from openfootprints.io.raster import open_scene
     from openfootprints.model.bundle import load_bundle
-    from openfootprints.train.selftrain import pseudo_label
+    from openfootprints.training.selftrain import pseudo_label
     from rasterio.windows import Window
 
     probs = pseudo_label(load_config_default(), str(tiny_bundle), str(tiny_scene[0]), tmp_path / "p.tif")
@@ -207,13 +207,13 @@ def test_self_training_learns_from_soft_pseudo_labels(tmp_path, tiny_scene, tiny
 
 
 def load_config_default():
-    from openfootprints.cli import load_config
+    from openfootprints.configuration import load_config
 
     return load_config([])
 
 
 def test_the_deadline_stops_training_before_a_step_and_a_validation_would_pass_it():
-    from openfootprints.train.module import Deadline
+    from openfootprints.training.module import Deadline
 
     now = [0.0]
     trainer = type("T", (), {"should_stop": False})()
@@ -232,7 +232,7 @@ def test_the_deadline_stops_training_before_a_step_and_a_validation_would_pass_i
 
 
 def test_an_untrained_model_is_called_so():
-    from openfootprints.train.run import untrained_warning
+    from openfootprints.training.run import untrained_warning
 
     assert "looks untrained: validation pixel IoU 0.05 after 5 steps" in untrained_warning({"val_pixel_iou": 0.05}, 5)
     assert untrained_warning({"val_pixel_iou": 0.6}, 500) is None and untrained_warning({}, 5) is None

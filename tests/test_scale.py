@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import shapely
 
-from openfootprints.cli import load_config, main
+from openfootprints.cli import main
+from openfootprints.configuration import load_config
 from openfootprints.pipeline import detect
 from openfootprints.scale import engine
 from openfootprints.scale.cells import area_of_interest, cells_covering

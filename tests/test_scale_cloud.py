@@ -11,7 +11,8 @@ import pytest
 import rasterio.shutil
 from rasterio.windows import Window
 
-from openfootprints.cli import load_config, main
+from openfootprints.cli import main
+from openfootprints.configuration import load_config
 from openfootprints.io.raster import open_scene
 from openfootprints.scale import engine
 

@@ -9,7 +9,7 @@ import time
 import geopandas as gpd
 import pytest
 
-from openfootprints.cli import load_config
+from openfootprints.configuration import load_config
 from openfootprints.scale import engine, ray_engine
 
 from test_scale import SETTINGS, assert_same_buildings, detect_whole_scene

@@ -13,7 +13,7 @@ import shapely
 from rasterio.transform import from_origin
 from scipy.special import expit
 
-from openfootprints.evaluate.matching import greedy_match, overlapping_pairs
+from openfootprints.evaluation.matching import greedy_match, overlapping_pairs
 from openfootprints.io.raster import open_scene
 from openfootprints.model.bundle import load_bundle
 from openfootprints.predict.probabilities import WindowPredictor, predict_probabilities

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.staticfiles import StaticFiles
 
-from openfootprints.cli import load_config, main
+from openfootprints.cli import main
+from openfootprints.configuration import load_config
 from openfootprints.errors import InputError
 from openfootprints.export.buildings import COLUMNS
 from openfootprints.pipeline import detect

@@ -25,7 +25,8 @@ from pmtiles.reader import MmapSource, Reader, all_tiles
 from pmtiles.tile import TileType
 from pyproj import Transformer
 
-from openfootprints.cli import load_config, main
+from openfootprints.cli import main
+from openfootprints.configuration import load_config
 from openfootprints.export.buildings import buildings_table
 from openfootprints.io.vector import read_polygons, write_table
 from openfootprints.view import STATIC_DIR, create_app, prepare_viewer, running

@@ -1,3 +1,18 @@
-"""openfootprints: building footprints from high-resolution imagery."""
+"""openfootprints: building footprints from high-resolution imagery.
+
+The Python API (:mod:`openfootprints.api`) is importable from here: ``detect``, ``evaluate``, ``train``,
+``finetune``, ``suggest``, ``load_model`` and ``config``; it is loaded on first use, so the command line starts
+without it.
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["config", "detect", "evaluate", "finetune", "load_model", "suggest", "train", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from openfootprints import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'openfootprints' has no attribute {name!r}")

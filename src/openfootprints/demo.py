@@ -20,13 +20,13 @@ import rasterio
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
-from openfootprints.evaluate.metrics import format_table
+from openfootprints.evaluation.metrics import format_table
 from openfootprints.io.atomic import atomic_path
 from openfootprints.io.vector import read_table
 from openfootprints.model.base import ATTRIBUTION, model_or_base
 from openfootprints.pipeline import detect, evaluate_files
 from openfootprints.synth.scene import SceneSpec, write_scene
-from openfootprints.train.run import train
+from openfootprints.training.run import train
 
 log = logging.getLogger(__name__)
 DEMO_SCENE = Path(__file__).with_name("demo_scene") / "kampala.tif"

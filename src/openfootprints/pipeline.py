@@ -27,10 +27,10 @@ from rasterio.windows import Window
 
 from openfootprints.energy import energy_meter
 from openfootprints.errors import InputError
-from openfootprints.evaluate.calibration import (expected_calibration_error, fit_isotonic,
+from openfootprints.evaluation.calibration import (expected_calibration_error, fit_isotonic,
                                                  thresholds_by_region)
 
-from openfootprints.evaluate.metrics import Evaluation, evaluate, format_table, select_in_bounds
+from openfootprints.evaluation.metrics import Evaluation, evaluate, format_table, select_in_bounds
 from openfootprints.export.buildings import buildings_table
 from openfootprints.io.atomic import atomic_outputs, check_writable
 from openfootprints.io.geo import degrees_to_crs, to_lonlat
@@ -306,7 +306,7 @@ def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_js
     finals = ([Path(report_dir) / "index.html"] if report_dir else []) + ([out_json] if out_json else [])
     with atomic_outputs(*finals) as tmps:
         if report_dir:
-            from openfootprints.evaluate.report import write_report  # matplotlib only when a report is asked
+            from openfootprints.evaluation.report import write_report  # matplotlib only when a report is asked
 
             scene = open_scene(imagery) if imagery else None
             write_report(tmps[0], predicted, truth, result, scene,

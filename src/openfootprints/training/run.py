@@ -28,8 +28,8 @@ from openfootprints.io.raster import display_rgb, open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, load_bundle, save_bundle
 from openfootprints.model.network import Architecture, build_network
-from openfootprints.train.diet import el2n_scores, prune, write_gallery
-from openfootprints.train.module import Deadline, SegmentationModule
+from openfootprints.training.diet import el2n_scores, prune, write_gallery
+from openfootprints.training.module import Deadline, SegmentationModule
 
 log = logging.getLogger(__name__)
 WRAP_UP_S = 3.0  # of train.max_minutes kept for writing the bundle and logging it
@@ -97,7 +97,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     """Train a U-Net on labelled scenes and write the model bundle to ``out``. Returns the bundle path.
 
     ``pseudo``: (imagery, teacher probability raster) pairs whose chips join training with soft targets
-    (noisy-student self-training, see :mod:`openfootprints.train.selftrain`); ``provenance`` is stored in
+    (noisy-student self-training, see :mod:`openfootprints.training.selftrain`); ``provenance`` is stored in
     the bundle's training record.
     """
     check_writable(out)  # before any work: training must not end in weights that cannot be written

@@ -20,7 +20,7 @@ from openfootprints.io.atomic import check_writable
 from openfootprints.io.raster import open_scene
 from openfootprints.model.onnx import load_model
 from openfootprints.predict.probabilities import predict_probabilities
-from openfootprints.train.run import train
+from openfootprints.training.run import train
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Instance-level scores: precision, recall, F1, AP, pixel IoU, outline quality, and their breakdowns.
 
 Definitions (docs/metrics.md has the details and how they compare with SpaceNet and COCO):
-- a prediction is a true positive when :func:`~openfootprints.evaluate.matching.greedy_match` pairs it
+- a prediction is a true positive when :func:`~openfootprints.evaluation.matching.greedy_match` pairs it
   with a true building at IoU ≥ the threshold; precision = TP / predictions, recall = TP / truths,
   F1 their harmonic mean (SpaceNet's building F1 at 0.5);
 - AP is COCO's 101-point interpolated average precision over predictions ranked by confidence;
@@ -20,7 +20,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from openfootprints.evaluate.matching import Pairs, greedy_match, overlapping_pairs
+from openfootprints.evaluation.matching import Pairs, greedy_match, overlapping_pairs
 
 SIZE_BINS_M2 = (0.0, 25.0, 50.0, 100.0, 200.0, 500.0, 1000.0, float("inf"))
 COCO_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from openfootprints.io.atomic import check_writable
 from openfootprints.model.base import model_or_base
 from openfootprints.model.bundle import Bundle, load_bundle
-from openfootprints.train.run import train
+from openfootprints.training.run import train
 
 
 def finetune_config(cfg: DictConfig, parent: Bundle, parent_path: str) -> DictConfig:

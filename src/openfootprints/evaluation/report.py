@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
-from openfootprints.evaluate.calibration import reliability  # noqa: E402
-from openfootprints.evaluate.metrics import Evaluation  # noqa: E402
+from openfootprints.evaluation.calibration import reliability  # noqa: E402
+from openfootprints.evaluation.metrics import Evaluation  # noqa: E402
 from openfootprints.io.raster import display_rgb  # noqa: E402
 
 N_CROPS = 8

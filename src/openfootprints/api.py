@@ -1,0 +1,144 @@
+"""The Python API: what the command line does, as typed calls that return data.
+
+    import openfootprints as ofp
+
+    buildings = ofp.detect("scene.tif", model="model.ofp", min_area_m2=10)   # a GeoDataFrame, EPSG:4326
+    scores = ofp.evaluate(buildings, "truth.geojson")                        # precision, recall, F1, …
+    child = ofp.finetune("base.ofp", [("new.tif", "few.geojson")], "new.ofp", areas=["area.geojson"])
+
+Keyword options are the keys of the command's own config section (``detect.*`` for :func:`detect`, ``train.*``
+for :func:`train`, …); any other key goes in ``config`` as ``{"section.key": value}``, or pass a config from
+:func:`config`. Every value is checked as the command line checks it (:func:`openfootprints.configuration.load_config`).
+Sizes are metres on the ground; bounding boxes are ``[west, south, east, north]`` in degrees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+from omegaconf import DictConfig, OmegaConf
+
+from openfootprints.configuration import check_config, load_config
+from openfootprints.model.base import model_or_base
+
+PathLike = str | os.PathLike
+
+
+def config(overrides: dict[str, Any] | None = None, **section_values: dict[str, Any]) -> DictConfig:
+    """The checked configuration with ``{"section.key": value}`` overrides and ``section={key: value}`` groups,
+    e.g. ``config({"recipe": "base"}, detect={"min_area_m2": 10})``."""
+    flat = dict(overrides or {})
+    for section, values in section_values.items():
+        flat |= {f"{section}.{key}": value for key, value in values.items()}
+    return load_config([f"{key}={_hydra_value(value)}" for key, value in flat.items()])
+
+
+def _hydra_value(value: Any) -> str:
+    """A Python value written in Hydra's override grammar (None → null, lists as JSON, strings quoted if needed)."""
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, int, float, list, tuple)):
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    text = str(value)
+    return text if text.replace("_", "").replace("-", "").replace(".", "").replace("/", "").isalnum() else repr(text)
+
+
+def _config_for(section: str, cfg: DictConfig | dict | None, options: dict[str, Any]) -> DictConfig:
+    """The config of a call: ``cfg`` (a config, or ``{"section.key": value}`` overrides) with the call's keyword
+    options as ``section.*`` keys, checked."""
+    if isinstance(cfg, DictConfig):
+        merged = OmegaConf.merge(cfg, {section: options}) if options else cfg
+        return check_config(merged)
+    return config(dict(cfg or {}), **({section: options} if options else {}))
+
+
+def detect(scene: PathLike, model: PathLike | None = None, out: PathLike | None = None,
+           config: DictConfig | dict | None = None, progress: bool = False, **options) -> gpd.GeoDataFrame:
+    """Find the buildings of ``scene`` (any imagery ``detect`` reads) with ``model`` (a bundle or its ONNX export;
+    default: the shipped base model). Returns the buildings table (EPSG:4326, Open Buildings columns) and, with
+    ``out``, also writes it there (format by extension). ``options``: ``detect.*`` keys, e.g. ``bbox``,
+    ``min_area_m2``, ``tta``."""
+    from openfootprints.io.vector import read_table
+    from openfootprints.pipeline import detect as run_detect
+
+    cfg = _config_for("detect", config, options)
+    with tempfile.TemporaryDirectory(prefix="openfootprints-api-") as tmp:
+        path = Path(out) if out else Path(tmp) / "buildings.parquet"
+        run_detect(cfg, str(scene), model_or_base(None if model is None else str(model)), str(path), progress)
+        return read_table(str(path))
+
+
+def evaluate(predicted: PathLike | gpd.GeoDataFrame, truth: PathLike | gpd.GeoDataFrame,
+             imagery: PathLike | None = None, config: DictConfig | dict | None = None, **options) -> dict:
+    """Score predicted buildings against true footprints at IoU ≥ ``evaluate.iou``: precision, recall, F1, AP50,
+    pixel IoU, breakdowns by size (see docs/metrics.md). Either side may be a file or a GeoDataFrame.
+    ``options``: ``evaluate.*`` keys, e.g. ``bbox``."""
+    from openfootprints.pipeline import evaluate_files
+
+    cfg = _config_for("evaluate", config, options)
+    with tempfile.TemporaryDirectory(prefix="openfootprints-api-") as tmp:
+        paths = []
+        for name, value in (("predicted", predicted), ("truth", truth)):
+            if isinstance(value, gpd.GeoDataFrame):
+                value.to_parquet(Path(tmp) / f"{name}.parquet")
+                value = Path(tmp) / f"{name}.parquet"
+            paths.append(str(value))
+        result = evaluate_files(cfg, paths[0], paths[1], bbox=cfg.evaluate.bbox,
+                                imagery=None if imagery is None else str(imagery))
+    return result.to_dict()
+
+
+def train(sources: list[tuple[PathLike, PathLike]], out: PathLike, areas: list[PathLike | None] | None = None,
+          config: DictConfig | dict | None = None, **options) -> Path:
+    """Train a model bundle on (imagery, labels) pairs; ``areas``: one polygon file (or None) per pair saying
+    where its labels are complete. ``options``: ``train.*`` keys, e.g. ``max_minutes``, ``init``. Returns the
+    bundle's path."""
+    from openfootprints.training.run import train as run_train
+
+    cfg = _with_areas(_config_for("train", config, options), areas)
+    return run_train(cfg, [(str(i), str(labels)) for i, labels in sources], str(out))
+
+
+def finetune(model: PathLike | None, sources: list[tuple[PathLike, PathLike]], out: PathLike,
+             areas: list[PathLike | None] | None = None, config: DictConfig | dict | None = None,
+             **options) -> Path:
+    """Adapt ``model`` (default: the shipped base model) to a new place from a few labels; keeps its bands,
+    resolution, target and network. ``options``: ``finetune.*`` keys (``lr``, ``max_minutes``). Returns the new
+    bundle's path."""
+    from openfootprints.training.finetune import finetune as run_finetune
+
+    cfg = _with_areas(_config_for("finetune", config, options), areas)
+    return run_finetune(cfg, [(str(i), str(labels)) for i, labels in sources], None if model is None else str(model),
+                        str(out))
+
+
+def suggest(scene: PathLike, model: PathLike | None = None, n: int | None = None, out: PathLike | None = None,
+            config: DictConfig | dict | None = None, **options) -> gpd.GeoDataFrame:
+    """The ``n`` chips of ``scene`` where new labels would teach ``model`` most, ranked (EPSG:4326 boxes); also
+    written to ``out`` when given. ``options``: ``suggest.*`` keys (``chip_m``, ``novelty_weight``, …)."""
+    from openfootprints.labelling import suggest as run_suggest
+
+    cfg = _config_for("suggest", config, options)
+    with tempfile.TemporaryDirectory(prefix="openfootprints-api-") as tmp:
+        path = Path(out) if out else Path(tmp) / "chips.geojson"
+        return run_suggest(cfg, str(scene), model_or_base(None if model is None else str(model)), path, n)
+
+
+def load_model(path: PathLike | None = None):
+    """A model bundle (``.ofp``, with weights) or an exported ``.onnx`` (its metadata); default: the base model.
+    The :class:`~openfootprints.model.bundle.Bundle` says its bands, normalization, ground resolution (m/px),
+    window (px), architecture, scores and training record."""
+    from openfootprints.model.onnx import load_model as read
+
+    return read(model_or_base(None if path is None else str(path)))
+
+
+def _with_areas(cfg: DictConfig, areas: list[PathLike | None] | None) -> DictConfig:
+    if areas is not None:
+        cfg.data.areas = [None if a is None else str(a) for a in areas]
+    return cfg

@@ -1,0 +1,44 @@
+"""The Python API: the same stages as the command line, as calls that return data."""
+
+import geopandas as gpd
+import pytest
+
+import openfootprints as ofp
+from openfootprints.errors import InputError
+
+
+def test_detect_returns_the_buildings_table_and_can_write_it(tmp_path, tiny_scene, tiny_bundle):
+    buildings = ofp.detect(tiny_scene[0], model=tiny_bundle, min_area_m2=1.0, config={"tracking.energy": False})
+    assert isinstance(buildings, gpd.GeoDataFrame) and buildings.crs.to_epsg() == 4326
+    assert {"confidence", "area_in_meters", "full_plus_code"} <= set(buildings.columns)
+    out = tmp_path / "b.geojson"
+    again = ofp.detect(tiny_scene[0], model=tiny_bundle, out=out, min_area_m2=1.0, config={"tracking.energy": False})
+    assert out.exists() and len(again) == len(buildings)
+
+
+def test_options_are_checked_as_on_the_command_line(tiny_scene, tiny_bundle):
+    with pytest.raises(InputError, match="detect.tta=3"):
+        ofp.detect(tiny_scene[0], model=tiny_bundle, tta=3)
+    with pytest.raises(InputError, match="did you mean detect.min_area_m2"):
+        ofp.detect(tiny_scene[0], model=tiny_bundle, min_area_m=3)
+
+
+def test_evaluate_takes_frames_or_files(tiny_scene):
+    truth = gpd.read_file(tiny_scene[1])
+    scores = ofp.evaluate(truth.assign(confidence=0.9), tiny_scene[1])
+    assert scores["f1"] == 1.0 and scores["n_true"] == len(truth)
+
+
+def test_config_takes_dotted_keys_and_sections():
+    cfg = ofp.config({"recipe": "base"}, detect={"min_area_m2": 12, "bbox": [1.0, 2.0, 3.0, 4.0]})
+    assert cfg.data.target == "energy" and cfg.detect.min_area_m2 == 12 and list(cfg.detect.bbox) == [1, 2, 3, 4]
+
+
+def test_load_model_reads_a_bundle(tiny_bundle):
+    bundle = ofp.load_model(tiny_bundle)
+    assert bundle.resolution_m == 0.5 and bundle.architecture.arch == "unet"
+
+
+def test_unknown_names_are_attribute_errors():
+    with pytest.raises(AttributeError):
+        ofp.no_such_thing  # noqa: B018
