@@ -1,0 +1,161 @@
+"""The learning curve of adapting to a new place: how few labels does fine-tuning need?
+
+    python bench/adapt.py --base runs/real/base-s0-80min/model.ofp [--place nairobi_ke] [--minutes 4]
+                          [--counts 10 25 50] [--runs runs/adapt] [--doc docs/adapt.md]
+
+The place (one the base model never saw, not even for validation) is cut in two at the median longitude of its
+buildings: the west half is the pool a mapper labels from, the east half is only scored. Labelling happens as a
+mapper does it, chip by chip: ``openfootprints suggest`` cuts the place into ``suggest.chip_m`` chips and ranks
+them; the pool's chips are taken in a random order (or in ``suggest``'s order), and every building in a chip is
+labelled, until at least N buildings are. For each N the base model is fine-tuned on those labels (``finetune``,
+the chips as the labelled area) and, for comparison, a model is trained from ImageNet weights on the same labels
+for the same time (``train recipe=base``). Each model detects the east half; F1 at IoU 0.5 and pixel IoU are
+written to ``--doc`` with the minutes each run took on this machine. N = 0 is the base model as it is; "all" is
+every building of the pool, the pool as the area.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from real import CLI, DATA, ROOT, machine, run  # noqa: I001  (bench/ is on sys.path when run as a script)
+
+CHIP_M = 30  # labelling chips: the scattered tiles of the OAM places hold few whole larger ones
+PLACES = {"kampala_ug": ("kampala_ug", "kampala_ug/labels.geojson"),
+          "nairobi_ke": ("nairobi_ke", "nairobi_ke/labels.geojson")}
+
+
+def split_place(labels: gpd.GeoDataFrame) -> tuple[float, list[float]]:
+    """The median longitude of the buildings' centroids, and the scored east half's bbox in degrees."""
+    centroids = labels.to_crs(4326).geometry.centroid
+    middle = float(np.median(centroids.x))
+    west, south, east, north = labels.to_crs(4326).total_bounds
+    return middle, [middle, south - 1e-4, east + 1e-4, north + 1e-4]
+
+
+def ranked_chips(base: Path, image: str, out: Path) -> gpd.GeoDataFrame:
+    """Every chip of the place, ranked by ``suggest`` with the base model (EPSG:4326)."""
+    chips = out / "chips.geojson"
+    if not chips.exists():
+        run(CLI + ["suggest", image, "--model", str(base), "--n", "100000", "--out", str(chips), "--quiet",
+                   f"suggest.chip_m={CHIP_M}", "suggest.min_valid=0.3"], out / "log.txt")
+    return gpd.read_file(chips)
+
+
+def labelled_set(chips: gpd.GeoDataFrame, labels: gpd.GeoDataFrame, n: int | None
+                 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Chips taken in their order until at least ``n`` buildings (centroid inside) are labelled (``None``: all);
+    returns (the buildings, the chips)."""
+    centroids = labels.geometry.centroid
+    taken, count = [], 0
+    for i, chip in enumerate(chips.geometry):
+        if n is not None and count >= n:
+            break
+        taken.append(i)
+        count += int(centroids.within(chip).sum())
+    area = chips.iloc[taken]
+    inside = centroids.within(shapely.union_all(area.geometry.to_numpy()))
+    return labels[inside.to_numpy()], area
+
+
+def score(model: Path, image: str, truth: str, bbox: list[float], out: Path, name: str) -> dict:
+    table, metrics = out / f"{name}.parquet", out / f"{name}.metrics.json"
+    box = "[" + ",".join(f"{v:.7f}" for v in bbox) + "]"
+    run(CLI + ["detect", image, "--model", str(model), "--out", str(table), "--quiet", "tracking.energy=false",
+               f"detect.bbox={box}"], out / "log.txt")
+    run(CLI + ["evaluate", str(table), truth, "--json", str(metrics), f"evaluate.bbox={box}",
+               "data.fix_invalid=true"], out / "log.txt")
+    m = json.loads(metrics.read_text())
+    return {"f1": m["f1"], "pixel_iou": m["pixel_iou"], "precision": m["precision"], "recall": m["recall"]}
+
+
+def adapt_run(kind: str, base: Path, image: str, subset: Path, area: Path, out: Path, minutes: float) -> float:
+    """Fine-tune the base, or train from ImageNet weights, on one labelled set; returns minutes taken."""
+    model = out / "model.ofp"
+    start = time.monotonic()
+    common = ["--image", image, "--labels", str(subset), "--area", str(area), "--out", str(model),
+              "data.val_fraction=0", "tracking.energy=false", f"tracking.uri=file:{out.parent / 'mlruns'}"]
+    if kind == "finetune":
+        cmd = CLI + ["finetune", "--model", str(base), *common, f"finetune.max_minutes={minutes}", "recipe=base"]
+    else:
+        cmd = CLI + ["train", *common, "recipe=base", f"train.max_minutes={minutes}"]
+    run(cmd, out / "log.txt")
+    return (time.monotonic() - start) / 60
+
+
+def curve(args, order: str) -> list[dict]:
+    image, truth = (str(DATA / "oam" / p) for p in PLACES[args.place])
+    labels = gpd.read_file(truth)
+    middle, test_box = split_place(labels)
+    folder = args.runs / args.place
+    folder.mkdir(parents=True, exist_ok=True)
+    chips = ranked_chips(args.base, image, folder)
+    pool = chips[chips.geometry.centroid.x < middle]
+    if order == "random":
+        pool = pool.sample(frac=1.0, random_state=args.seed)
+    pool_labels = labels[(labels.geometry.centroid.x < middle).to_numpy()]
+    rows = [{"order": order, "n": 0, "kind": "base", **score(args.base, image, truth, test_box, folder, "base"),
+             "minutes": 0.0}] if order == "random" else []
+    for n in [*args.counts, None] if order == "random" else args.counts:  # "all" is the same set in any order
+        subset, area = labelled_set(pool, pool_labels, n)
+        tag = f"{order}-{'all' if n is None else n}"
+        for kind in (("finetune", "scratch") if order == "random" else ("finetune",)):
+            out = folder / f"{tag}-{kind}"
+            result = out / "result.json"
+            if not result.exists():
+                out.mkdir(parents=True, exist_ok=True)
+                subset.to_file(out / "labels.geojson")
+                area.to_file(out / "area.geojson")
+                took = adapt_run(kind, args.base, image, out / "labels.geojson", out / "area.geojson", out,
+                                 args.minutes)
+                result.write_text(json.dumps({"order": order, "n": len(subset), "kind": kind, "minutes": round(took, 1),
+                                              "chips": len(area),
+                                              **score(out / "model.ofp", image, truth, test_box, out, "test")}))
+            rows.append(json.loads(result.read_text()))
+    return rows
+
+
+def write_doc(rows: list[dict], args) -> None:
+    frame = pd.DataFrame(rows)
+    lines = ["| chips chosen | labelled buildings | model | F1 @ IoU 0.5 | pixel IoU | precision | recall | minutes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in frame.itertuples():
+        lines.append(f"| {r.order} | {r.n} | {r.kind} | {r.f1:.3f} | {r.pixel_iou:.3f} | {r.precision:.3f} | "
+                     f"{r.recall:.3f} | {r.minutes:.1f} |")
+    table = "\n".join(lines)
+    text = args.doc.read_text() if args.doc.exists() else "<!-- adapt-table:begin -->\n<!-- adapt-table:end -->\n"
+    head, rest = text.split("<!-- adapt-table:begin -->")
+    _, tail = rest.split("<!-- adapt-table:end -->")
+    stamp = (f"Measured on {machine()}: place {args.place}, base `{args.base}`, {args.minutes:g} min per run "
+             f"(`python bench/adapt.py --base {args.base} --minutes {args.minutes:g}`).")
+    args.doc.write_text(f"{head}<!-- adapt-table:begin -->\n{stamp}\n\n{table}\n<!-- adapt-table:end -->{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, required=True, help="a base model that never saw the place")
+    parser.add_argument("--place", default="nairobi_ke", choices=sorted(PLACES))
+    parser.add_argument("--minutes", type=float, default=4.0, help="training budget of each run")
+    parser.add_argument("--counts", type=int, nargs="+", default=[10, 25, 50])
+    parser.add_argument("--seed", type=int, default=0, help="the random order of the chips")
+    parser.add_argument("--orders", nargs="+", default=["random", "suggest"], choices=["random", "suggest"])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "adapt")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "adapt.md")
+    args = parser.parse_args()
+    rows = []
+    for order in args.orders:
+        rows += curve(args, order)
+        write_doc(rows, args)
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
