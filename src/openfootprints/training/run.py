@@ -41,8 +41,8 @@ def load_labelled_scenes(pairs: list[tuple[str, str]], cfg: DictConfig) -> list[
     scene's own. Each scene gets its weight from ``data.source_weights`` (default 1)."""
     if not pairs:
         raise InputError("train: give at least one --image with its --labels")
-    weights = per_source(cfg.data.source_weights, 1.0, "data.source_weights", len(pairs))
-    areas = per_source(cfg.data.areas, None, "data.areas", len(pairs))
+    weights = per_source(cfg.data.source_weights, 1.0, "data.source_weights", "weight", len(pairs))
+    areas = per_source(cfg.data.areas, None, "data.areas", "area", len(pairs))
     sources, resolution = [], cfg.data.resolution_m
     bands = list(cfg.data.bands) if cfg.data.bands else None
     for (image, labels), weight, area in zip(pairs, weights, areas):
@@ -58,13 +58,13 @@ def load_labelled_scenes(pairs: list[tuple[str, str]], cfg: DictConfig) -> list[
     return sources
 
 
-def per_source(values, default, key: str, n: int) -> list:
+def per_source(values, default, key: str, noun: str, n: int) -> list:
     """One value per --image from a config list (``null``: ``default`` for every source)."""
     if values is None:
         return [default] * n
     values = list(values)
     if len(values) != n:
-        raise InputError(f"config: {key} has {len(values)} value(s) for {n} --image(s); give one per --image")
+        raise InputError(f"config: {key} has {len(values)} {noun}(s) for {n} --image(s); give one per --image")
     return values
 
 
