@@ -67,11 +67,13 @@ def labelled_set(chips: gpd.GeoDataFrame, labels: gpd.GeoDataFrame, n: int | Non
 
 
 def score(model: Path, image: str, truth: str, bbox: list[float], out: Path, name: str) -> dict:
+    """Detect the scored half (once) and evaluate it (every time: cheap, and always with today's protocol)."""
     table, metrics = out / f"{name}.parquet", out / f"{name}.metrics.json"
     box = "[" + ",".join(f"{v:.7f}" for v in bbox) + "]"
-    run(CLI + ["detect", image, "--model", str(model), "--out", str(table), "--quiet", "tracking.energy=false",
-               f"detect.bbox={box}"], out / "log.txt")
-    run(CLI + ["evaluate", str(table), truth, "--json", str(metrics), f"evaluate.bbox={box}",
+    if not table.exists():
+        run(CLI + ["detect", image, "--model", str(model), "--out", str(table), "--quiet", "tracking.energy=false",
+                   f"detect.bbox={box}"], out / "log.txt")
+    run(CLI + ["evaluate", str(table), truth, "--json", str(metrics), f"evaluate.bbox={box}", "--imagery", image,
                "data.fix_invalid=true"], out / "log.txt")
     m = json.loads(metrics.read_text())
     return {"f1": m["f1"], "pixel_iou": m["pixel_iou"], "precision": m["precision"], "recall": m["recall"]}
@@ -102,24 +104,25 @@ def curve(args, order: str) -> list[dict]:
     if order == "random":
         pool = pool.sample(frac=1.0, random_state=args.seed)
     pool_labels = labels[(labels.geometry.centroid.x < middle).to_numpy()]
-    rows = [{"order": order, "n": 0, "kind": "base", **score(args.base, image, truth, test_box, folder, "base"),
-             "minutes": 0.0}] if order == "random" else []
+    rows = [{"order": order, "n": 0, "kind": "base", "minutes": 0.0,
+             **score(args.base, image, truth, test_box, folder, "base")}] if order == "random" else []
     for n in [*args.counts, None] if order == "random" else args.counts:  # "all" is the same set in any order
         subset, area = labelled_set(pool, pool_labels, n)
         tag = f"{order}-{'all' if n is None else n}"
         for kind in (("finetune", "scratch") if order == "random" else ("finetune",)):
             out = folder / f"{tag}-{kind}"
-            result = out / "result.json"
-            if not result.exists():
+            trained = out / "result.json"  # what was trained, and how long it took
+            if not trained.exists():
                 out.mkdir(parents=True, exist_ok=True)
                 subset.to_file(out / "labels.geojson")
                 area.to_file(out / "area.geojson")
                 took = adapt_run(kind, args.base, image, out / "labels.geojson", out / "area.geojson", out,
                                  args.minutes)
-                result.write_text(json.dumps({"order": order, "n": len(subset), "kind": kind, "minutes": round(took, 1),
-                                              "chips": len(area),
-                                              **score(out / "model.ofp", image, truth, test_box, out, "test")}))
-            rows.append(json.loads(result.read_text()))
+                trained.write_text(json.dumps({"order": order, "n": len(subset), "kind": kind,
+                                               "minutes": round(took, 1), "chips": len(area)}))
+            record = {k: v for k, v in json.loads(trained.read_text()).items()
+                      if k in ("order", "n", "kind", "minutes", "chips")}
+            rows.append({**record, **score(out / "model.ofp", image, truth, test_box, out, "test")})
     return rows
 
 
