@@ -167,7 +167,7 @@ def table(results: list[dict]) -> str:
         for p in r["places"]:
             sizes = ", ".join(f"{k}: {v:.2f}" for k, v in p["f1_by_size"].items() if v is not None)
             kwh = f"{r['energy_kwh']:.4f}" if r.get("energy_kwh") is not None else "–"
-            lines.append(f"| {r['variant']} | {r['seed']} | {p['place']} | {p['precision']:.3f} | {p['recall']:.3f} | "
+            lines.append(f"| {r.get('label', r['variant'])} | {r['seed']} | {p['place']} | {p['precision']:.3f} | {p['recall']:.3f} | "
                          f"**{p['f1']:.3f}** | {p['ap50']:.3f} | {p['pixel_iou']:.3f} | {p['n_predicted']} / "
                          f"{p['n_true']} ({p['count_ratio']:.2f}) | {sizes} | {r['steps']} steps, "
                          f"{(r['train_s'] or 0) / 60:.0f} min | {kwh} | {r['train_peak_gib']:.1f} / "
@@ -265,7 +265,8 @@ labels are incomplete: its recall and pixel IoU are the measure there, not its p
 **Limits.** Four training places, all drone imagery from Africa and Asia: expect lower scores on satellite
 imagery, other building styles (Xiamen's dense high-rises) and snow, desert or dense forest. The confidence is
 the mean energy over a building's core, not yet a calibrated probability: fit one with `openfootprints
-calibrate` on a labelled area of your own. Adapt it to your place by training on your labels (see README).
+calibrate` on a labelled area of your own. Adapt it to your place with a few labels: `openfootprints finetune
+--model base_model.ofp --image … --labels … --area …` (README; how few: [adapt.md](adapt.md)).
 """)
 
 
