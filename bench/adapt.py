@@ -52,18 +52,23 @@ def ranked_chips(base: Path, image: str, out: Path) -> gpd.GeoDataFrame:
 
 def labelled_set(chips: gpd.GeoDataFrame, labels: gpd.GeoDataFrame, n: int | None
                  ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """Chips taken in their order until at least ``n`` buildings (centroid inside) are labelled (``None``: all);
-    returns (the buildings, the chips)."""
-    centroids = labels.geometry.centroid
-    taken, count = [], 0
+    """Chips taken in their order until at least ``n`` buildings are labelled (``None``: all chips). A mapper
+    traces every building a chip touches, whole, so the labelled area is the chips together with those buildings
+    (an area that cut buildings would teach their outside parts as background). Returns (buildings, area)."""
+    geometry = labels.geometry.to_numpy()
+    taken, touched = [], np.zeros(len(labels), bool)
     for i, chip in enumerate(chips.geometry):
-        if n is not None and count >= n:
+        if n is not None and touched.sum() >= n:
             break
         taken.append(i)
-        count += int(centroids.within(chip).sum())
-    area = chips.iloc[taken]
-    inside = centroids.within(shapely.union_all(area.geometry.to_numpy()))
-    return labels[inside.to_numpy()], area
+        touched |= shapely.intersects(geometry, chip)
+    area = shapely.union_all(np.concatenate([chips.geometry.to_numpy()[taken], geometry[touched]]))
+    return labels[touched], gpd.GeoDataFrame(geometry=[area], crs=chips.crs)
+
+
+def chips_in(area: gpd.GeoDataFrame, chips: gpd.GeoDataFrame) -> int:
+    """How many of the chips lie in the labelled area (for the table)."""
+    return int(chips.geometry.representative_point().within(area.geometry.iloc[0]).sum())
 
 
 def score(model: Path, image: str, truth: str, bbox: list[float], out: Path, name: str) -> dict:
@@ -119,7 +124,7 @@ def curve(args, order: str) -> list[dict]:
                 took = adapt_run(kind, args.base, image, out / "labels.geojson", out / "area.geojson", out,
                                  args.minutes)
                 trained.write_text(json.dumps({"order": order, "n": len(subset), "kind": kind,
-                                               "minutes": round(took, 1), "chips": len(area)}))
+                                               "minutes": round(took, 1), "chips": chips_in(area, pool)}))
             record = {k: v for k, v in json.loads(trained.read_text()).items()
                       if k in ("order", "n", "kind", "minutes", "chips")}
             rows.append({**record, **score(out / "model.ofp", image, truth, test_box, out, "test")})
