@@ -244,7 +244,9 @@ def test_with_the_area_given_the_model_does_not_learn_the_unlabelled_buildings_a
                      "--out", str(out), "data.chip_px=64", "data.block_m=32", "train.batch_size=8",
                      "data.samples_per_epoch=960", "train.max_epochs=1", "data.val_fraction=0",
                      "tracking.energy=false", "model.decoder_channels=[16,16,8,8,8]", "train.lr=0.01"]) == 0
-        runs[name] = mean_probability_on(out, half_labelled, half_labelled["removed"], tmp_path)
-    # the buildings nobody labelled: pushed towards background without the area (measured: 0.30 against 0.12
-    # after these 120 steps; the tiny network is still far from sure of any building)
-    assert runs["with_area"] > 2 * runs["without"] and runs["with_area"] > runs["without"] + 0.1, runs
+        unlabelled = mean_probability_on(out, half_labelled, half_labelled["removed"], tmp_path)
+        labelled = mean_probability_on(out, half_labelled, half_labelled["labels"], tmp_path)
+        runs[name] = unlabelled / labelled  # the unlabelled buildings against the labelled ones, same model
+    # with the area, the buildings nobody labelled look much like the labelled ones to the model; without it, they
+    # are pushed towards background (measured: 0.75 against 0.48 after these 120 steps)
+    assert runs["with_area"] > 0.6 and runs["without"] < runs["with_area"] - 0.15, runs
