@@ -62,3 +62,22 @@ def test_validation_windows_tile_the_blocks():
     wins = validation_windows([(0, Window(0, 0, 128, 128)), (1, Window(128, 0, 128, 128))], 64, limit=100)
     assert len(wins) == 8
     assert len(validation_windows([(0, Window(0, 0, 128, 128))], 64, limit=2)) == 2
+
+
+def test_the_margins_of_a_scene_that_is_not_a_multiple_of_the_block_are_sampled(tmp_path):
+    from openfootprints.synth.scene import SceneSpec, write_scene
+
+    write_scene(SceneSpec(width=200, height=150, seed=4), tmp_path / "s.tif", tmp_path / "s.geojson")
+    scene = open_scene(tmp_path / "s.tif")
+    train, val = split_blocks(scene, 64, 0.25, seed=0)
+    covered = np.zeros((150, 200), bool)
+    for w in train + val:
+        covered[int(w.row_off):int(w.row_off + w.height), int(w.col_off):int(w.col_off + w.width)] = True
+        assert w.width == w.height == 64 and w.row_off + 64 <= 150 and w.col_off + 64 <= 200
+    val_pixels = np.zeros((150, 200), bool)
+    for w in val:
+        val_pixels[int(w.row_off):int(w.row_off + 64), int(w.col_off):int(w.col_off + 64)] = True
+    for w in train:  # the split stays spatial: no training block reaches into a validation block
+        assert not val_pixels[int(w.row_off):int(w.row_off + 64), int(w.col_off):int(w.col_off + 64)].any()
+    assert covered[:, 192:].any() and covered[128:, :].any()  # the right and bottom margins are used
+    assert covered.mean() > 0.9  # a block dropped where its neighbours went to both sides, at most

@@ -150,18 +150,25 @@ def split_blocks(scene: Scene, block_px: int, val_fraction: float, seed: int,
     Blocks with less than ``min_valid`` valid pixels, blocks touching ``exclude`` (bounds in the
     scene's CRS: an area held out from training altogether) and blocks that miss ``area`` (where the labels
     are complete, in the scene's CRS) are dropped. At least one block goes to each side when there are two or more.
+    The grid starts at the top-left corner; where the scene's size is not a multiple of ``block_px``, a last row
+    and column of blocks end at its far edges (overlapping their neighbours, so no margin is left unsampled) and
+    join the side of the grid blocks they overlap (dropped when those went to both sides).
     """
-    blocks = []
     valid = _coarse_valid(scene, block_px)
-    for row in range(0, scene.height - block_px + 1, block_px):
-        for col in range(0, scene.width - block_px + 1, block_px):
+    blocks, edges = [], []
+    for row in block_starts(scene.height, block_px):
+        for col in block_starts(scene.width, block_px):
             window = Window(col, row, block_px, block_px)
             if exclude is not None and scene.window_box(window).intersects(shapely.box(*exclude)):
                 continue
             if area is not None and not scene.window_box(window).intersects(area):
                 continue
-            if valid[row // block_px, col // block_px] >= min_valid:
-                blocks.append(window)
+            on_grid = row % block_px == 0 and col % block_px == 0
+            share = valid[row // block_px, col // block_px] if on_grid else _window_valid(scene, window)
+            if share >= min_valid:
+                (blocks if on_grid else edges).append(window)
+    if not blocks:  # what there is lies in the margins: their blocks are the split's
+        blocks, edges = edges, []
     if not blocks:
         where = " inside its labelled area (--area)" if area is not None else ""
         raise InputError(f"{scene.path}: no {block_px} px block with enough valid pixels{where} for the split; "
@@ -169,9 +176,37 @@ def split_blocks(scene: Scene, block_px: int, val_fraction: float, seed: int,
     order = np.random.default_rng(seed).permutation(len(blocks))
     n_val = min(len(blocks) - 1, max(1, round(val_fraction * len(blocks)))) if len(blocks) > 1 else 0
     n_val = n_val if val_fraction > 0 else 0
-    val = sorted((blocks[i] for i in order[:n_val]), key=lambda w: (w.row_off, w.col_off))
-    train = sorted((blocks[i] for i in order[n_val:]), key=lambda w: (w.row_off, w.col_off))
-    return train, val
+    val = [blocks[i] for i in order[:n_val]]
+    train = [blocks[i] for i in order[n_val:]]
+    for edge in edges:
+        sides = {side for side, group in ((0, train), (1, val)) if any(_overlap(edge, w) for w in group)}
+        if sides == {1}:
+            val.append(edge)
+        elif sides == {0} or (not sides and train):  # beside no used block: it cannot leak into validation
+            train.append(edge)
+    key = lambda w: (w.row_off, w.col_off)  # noqa: E731
+    return sorted(train, key=key), sorted(val, key=key)
+
+
+def block_starts(length: int, block_px: int) -> list[int]:
+    """Offsets of the blocks along one side: every ``block_px`` from 0, plus one ending at the far edge when the
+    side is not a multiple of ``block_px`` (none when the side is shorter than a block)."""
+    starts = list(range(0, length - block_px + 1, block_px))
+    if starts and starts[-1] + block_px < length:
+        starts.append(length - block_px)
+    return starts
+
+
+def _overlap(a: Window, b: Window) -> bool:
+    return (abs(a.row_off - b.row_off) < max(a.height, b.height)
+            and abs(a.col_off - b.col_off) < max(a.width, b.width))
+
+
+def _window_valid(scene: Scene, window: Window) -> float:
+    """Fraction of valid pixels in a working-grid window, read at 16 × 16."""
+    src = Window(window.col_off * scene.scale, window.row_off * scene.scale, window.width * scene.scale,
+                 window.height * scene.scale)
+    return float((scene.dataset.dataset_mask(window=src, out_shape=(16, 16)) > 0).mean())
 
 
 def _coarse_valid(scene: Scene, block_px: int) -> np.ndarray:
