@@ -241,10 +241,7 @@ def block_probabilities(sources: list[LabelledScene], blocks: list[tuple[int, Wi
     area = np.zeros(len(blocks))
     for k, (idx, block) in enumerate(blocks):
         scene = sources[idx].scene
-        src = Window(block.col_off * scene.scale, block.row_off * scene.scale, block.width * scene.scale,
-                     block.height * scene.scale)
-        valid = scene.dataset.dataset_mask(window=src, out_shape=(16, 16)) > 0
-        area[k] = (valid.mean() * sources[idx].area_share(block) * block.width * block.height * scene.resolution_m**2
+        area[k] = (_window_valid(scene, block) * sources[idx].area_share(block) * block.width * block.height * scene.resolution_m**2
                    * sources[idx].weight)
     if area.sum() <= 0:
         raise InputError("train: the training blocks hold no valid pixels (or every scene has weight 0)")
