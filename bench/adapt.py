@@ -11,7 +11,8 @@ labelled, until at least N buildings are. For each N the base model is fine-tune
 the chips as the labelled area) and, for comparison, a model is trained from ImageNet weights on the same labels
 for the same time (``train recipe=base``). Each model detects the east half; F1 at IoU 0.5 and pixel IoU are
 written to ``--doc`` with the minutes each run took on this machine. N = 0 is the base model as it is; "all" is
-every building of the pool, the pool as the area.
+every building of the pool, the pool as the area. Runs are kept in ``--runs``/PLACE and reused: what depends on
+the base model under ``base-<its sha256>/``, training from scratch beside it (the same for any base).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from openfootprints.model.bundle import file_sha256
 from real import CLI, DATA, ROOT, machine, run  # noqa: I001  (bench/ is on sys.path when run as a script)
 
 CHIP_M = 30  # labelling chips: the scattered tiles of the OAM places hold few whole larger ones
@@ -66,6 +68,14 @@ def labelled_set(chips: gpd.GeoDataFrame, labels: gpd.GeoDataFrame, n: int | Non
     return labels[touched], gpd.GeoDataFrame(geometry=[area], crs=chips.crs)
 
 
+def random_order(chips: gpd.GeoDataFrame, seed: int) -> gpd.GeoDataFrame:
+    """The chips shuffled by ``seed`` from their places on the ground, not from the base model's ranking: the same
+    seed labels the same chips whatever the base, so training from scratch is run once for all bases."""
+    corner = chips.geometry.bounds
+    by_place = chips.iloc[np.lexsort((corner.minx.to_numpy(), corner.miny.to_numpy()))]
+    return by_place.sample(frac=1.0, random_state=seed)
+
+
 def chips_in(area: gpd.GeoDataFrame, chips: gpd.GeoDataFrame) -> int:
     """How many of the chips lie in the labelled area (for the table)."""
     return int(chips.geometry.representative_point().within(area.geometry.iloc[0]).sum())
@@ -103,19 +113,20 @@ def curve(args, order: str) -> list[dict]:
     labels = gpd.read_file(truth)
     middle, test_box = split_place(labels)
     folder = args.runs / args.place
-    folder.mkdir(parents=True, exist_ok=True)
-    chips = ranked_chips(args.base, image, folder)
+    with_base = folder / f"base-{file_sha256(args.base)[:12]}"  # what depends on the base model
+    with_base.mkdir(parents=True, exist_ok=True)
+    chips = ranked_chips(args.base, image, with_base)
     pool = chips[chips.geometry.centroid.x < middle]
     if order == "random":
-        pool = pool.sample(frac=1.0, random_state=args.seed)
+        pool = random_order(pool, args.seed)
     pool_labels = labels[(labels.geometry.centroid.x < middle).to_numpy()]
     rows = [{"order": order, "n": 0, "kind": "base", "minutes": 0.0,
-             **score(args.base, image, truth, test_box, folder, "base")}] if order == "random" else []
+             **score(args.base, image, truth, test_box, with_base, "base")}] if order == "random" else []
     for n in [*args.counts, None] if order == "random" else args.counts:  # "all" is the same set in any order
         subset, area = labelled_set(pool, pool_labels, n)
-        tag = f"{order}-{'all' if n is None else n}"
+        tag = f"{order}{args.seed if order == 'random' else ''}-{'all' if n is None else n}"
         for kind in (("finetune", "scratch") if order == "random" else ("finetune",)):
-            out = folder / f"{tag}-{kind}"
+            out = (with_base if kind == "finetune" else folder) / f"{tag}-{kind}"  # scratch: the same for any base
             trained = out / "result.json"  # what was trained, and how long it took
             if not trained.exists():
                 out.mkdir(parents=True, exist_ok=True)
