@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import geopandas as gpd
 from omegaconf import DictConfig, OmegaConf
@@ -52,7 +52,7 @@ def _config_for(section: str, cfg: DictConfig | dict | None, options: dict[str, 
     """The config of a call: ``cfg`` (a config, or ``{"section.key": value}`` overrides) with the call's keyword
     options as ``section.*`` keys, checked."""
     if isinstance(cfg, DictConfig):
-        merged = OmegaConf.merge(cfg, {section: options}) if options else cfg
+        merged = cast(DictConfig, OmegaConf.merge(cfg, {section: options})) if options else cfg
         return check_config(merged)
     return config(dict(cfg or {}), **({section: options} if options else {}))
 

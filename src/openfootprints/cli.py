@@ -25,6 +25,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -212,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openfootprints", description="Building footprints from imagery.")
     parser.add_argument("--version", action="version", version=f"openfootprints {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    common = dict(epilog="Any key=value after the arguments overrides the configuration "
-                         "(src/openfootprints/conf/config.yaml), e.g. detect.min_area_m2=10.")
+    common: dict[str, Any] = dict(epilog="Any key=value after the arguments overrides the configuration "
+                                         "(src/openfootprints/conf/config.yaml), e.g. detect.min_area_m2=10.")
 
     p = sub.add_parser("synth", help="write a synthetic scene (GeoTIFF) and its true footprints", **common)
     p.add_argument("out", help="output GeoTIFF")

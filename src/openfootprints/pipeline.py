@@ -103,7 +103,7 @@ def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, o
     bundle = predictor.bundle
     scene = open_for_model(cfg, scene_path, bundle)
     region, context = detection_area(cfg, scene)
-    timings = {}
+    timings: dict[str, float] = {}
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
         n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, out, timings, progress, predictor)
     summary = detect_summary(scene, region, n_buildings, timings, energy, out)
@@ -194,8 +194,9 @@ def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: di
                     if isinstance(err, Cancelled) and cause is not None:
                         raise cause from None  # the prediction failed: that is the error to report
                     raise
-                if producer.exception() is not None:
-                    raise producer.exception()
+                failed = producer.exception()
+                if failed is not None:
+                    raise failed
         vectorized = time.monotonic()
         write_outputs(cfg, out, parts, table, probabilities=source if d.probabilities else None)
     end = time.monotonic()

@@ -85,13 +85,13 @@ def degrade(image: np.ndarray, valid: np.ndarray, aug: Augmentation, rng: np.ran
     blurred (σ up to ``aug.blur_px``), less or more saturated, noisier. Nodata pixels stay 0.
     """
     c, h, w = image.shape
-    out = torch.from_numpy(image)[None]
+    batch = torch.from_numpy(image)[None]
     if aug.coarsen > 1 and rng.random() < 0.5:
         factor = rng.uniform(1.0, aug.coarsen)
         small = (max(1, round(h / factor)), max(1, round(w / factor)))
-        out = F.interpolate(F.interpolate(out, size=small, mode="bilinear", antialias=True, align_corners=False),
-                            size=(h, w), mode="bilinear", align_corners=False)
-    out = out[0].numpy()
+        batch = F.interpolate(F.interpolate(batch, size=small, mode="bilinear", antialias=True, align_corners=False),
+                              size=(h, w), mode="bilinear", align_corners=False)
+    out = batch[0].numpy()
     if aug.blur_px > 0 and rng.random() < 0.5:
         out = ndimage.gaussian_filter(out, sigma=(0, *[rng.uniform(0, aug.blur_px)] * 2))
     if aug.saturation > 0 and c >= 3 and rng.random() < 0.5:
@@ -124,7 +124,7 @@ def mosaic(chips: list[RawChip], rng: np.random.Generator) -> RawChip:
         ids = chip.ids[rows, cols]
         out.ids[rows, cols] = np.where(ids > 0, ids + offset, 0)
         out.valid[rows, cols] = chip.valid[rows, cols]
-        if any_area:
+        if out.labelled is not None:  # some chip has a labelled area
             out.labelled[rows, cols] = True if chip.labelled is None else chip.labelled[rows, cols]
         offset += int(chip.ids.max())
     return out
@@ -146,7 +146,7 @@ def copy_paste(target: RawChip, donor: RawChip, rng: np.random.Generator, max_bu
     boxes = ndimage.find_objects(donor.ids)
     whole = [k for k, box in enumerate(boxes, start=1) if box is not None and _inside(box, h, w)
              and donor.valid[box][donor.ids[box] == k].all()]
-    picked = rng.permutation(whole)[:max_buildings] if whole else []
+    picked: np.ndarray | list[int] = rng.permutation(whole)[:max_buildings] if whole else []
     next_id, pasted = int(out.ids.max()) + 1, []
     for k in picked:
         box = boxes[k - 1]

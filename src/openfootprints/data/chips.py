@@ -155,7 +155,8 @@ def split_blocks(scene: Scene, block_px: int, val_fraction: float, seed: int,
     join the side of the grid blocks they overlap (dropped when those went to both sides).
     """
     valid = _coarse_valid(scene, block_px)
-    blocks, edges = [], []
+    blocks: list[Window] = []
+    edges: list[Window] = []
     for row in block_starts(scene.height, block_px):
         for col in block_starts(scene.width, block_px):
             window = Window(col, row, block_px, block_px)

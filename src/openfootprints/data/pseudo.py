@@ -15,7 +15,7 @@ import torch
 from rasterio.windows import Window
 
 from openfootprints.data.augment import Augmentation, flip_rotate, photometric_jitter
-from openfootprints.data.chips import random_window
+from openfootprints.data.chips import ChipDataset, random_window
 from openfootprints.data.normalize import Normalization
 from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
@@ -73,8 +73,8 @@ class PseudoChipDataset(torch.utils.data.Dataset):
 class MixedDataset(torch.utils.data.Dataset):
     """Item ``i`` from ``second`` with probability ``fraction`` (drawn from ``(seed, i)``), else from ``first``."""
 
-    def __init__(self, first: torch.utils.data.Dataset, second: torch.utils.data.Dataset, fraction: float,
-                 seed: int = 0):
+    def __init__(self, first: ChipDataset | PseudoChipDataset, second: ChipDataset | PseudoChipDataset,
+                 fraction: float, seed: int = 0):
         self.first, self.second, self.fraction, self.seed = first, second, fraction, seed
 
     def __len__(self) -> int:

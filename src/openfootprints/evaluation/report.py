@@ -78,7 +78,8 @@ def f1_by_size_png(result: Evaluation) -> str:
     return _png(fig)
 
 
-def crop_png(scene, geom_scene_crs, predicted: np.ndarray, truth: np.ndarray, pad_px: int = 24, size: int = 192) -> str:
+def crop_png(scene, geom_scene_crs, predicted: np.ndarray, truth: np.ndarray, pad_px: int = 24,
+             size: int = 192) -> str | None:
     """An RGB crop around one building with predicted and true outlines (all geometries in the scene's CRS)."""
     inv = ~scene.transform
     minx, miny, maxx, maxy = geom_scene_crs.bounds
@@ -92,7 +93,7 @@ def crop_png(scene, geom_scene_crs, predicted: np.ndarray, truth: np.ndarray, pa
     rgb = (display_rgb(image, percentiles=(1, 99)) * 255).astype(np.uint8).transpose(1, 2, 0)
     scale = size / max(rgb.shape[:2])
     picture = Image.fromarray(np.ascontiguousarray(rgb)).resize(
-        (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))), Image.NEAREST)
+        (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))), Image.Resampling.NEAREST)
     pen = ImageDraw.Draw(picture)
     for geoms, colour in ((truth, (0, 255, 255)), (predicted, (255, 0, 255))):
         for g in geoms:

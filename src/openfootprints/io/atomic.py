@@ -8,10 +8,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Iterable, Iterator
 
 from openfootprints.errors import InputError
 
+resource: ModuleType | None
 try:
     import resource
 except ImportError:  # not on Windows
@@ -21,14 +23,14 @@ OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # disk full, file over
 
 
 @contextlib.contextmanager
-def atomic_outputs(*finals: str | os.PathLike) -> Iterator[list[Path]]:
+def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     """Yield one path to write per final path; on success all are renamed into place, on error none is.
 
     Each temporary file has its final file's name inside a hidden folder beside it, so writers that derive
     something from the name (a GeoPackage layer) see the real one, and the rename stays on one filesystem.
     Files are renamed in the order given, so put the main output last.
     """
-    finals = [Path(f) for f in finals]
+    finals = [Path(f) for f in paths]
     folders = []
     try:
         for final in finals:
@@ -62,7 +64,7 @@ def out_of_space(err: BaseException, written: Iterable[Path] = ()) -> str | None
     when it is not: an OSError (or one that caused it) with errno ENOSPC, EFBIG or EDQUOT or, for writers that report
     no errno (PyTorch's, GDAL's), one of the files being ``written`` that reached the process's file-size limit or
     lies on a disk with less than 1 MiB left (what the failed write took may have been freed since)."""
-    cause = err
+    cause: BaseException | None = err
     for _ in range(8):  # the chain of causes, a few deep
         if cause is None:
             break

@@ -9,6 +9,7 @@ read as invalid pixels. Where files overlap, the later one in name order wins wh
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -61,7 +62,7 @@ def raster_list(path: str | os.PathLike) -> list[str]:
     return names
 
 
-def mosaic_vrt(files: list[Path | str]) -> str:
+def mosaic_vrt(files: Sequence[Path | str]) -> str:
     """VRT XML mosaicking ``files`` (one CRS, pixel size, band count, pixel type, pixel grid), plus an alpha band."""
     infos = [_describe(f) for f in files]
     first = infos[0]
@@ -111,7 +112,7 @@ def mosaic_vrt(files: list[Path | str]) -> str:
             + "".join(bands) + "</VRTDataset>")
 
 
-def _describe(path: Path) -> dict:
+def _describe(path: Path | str) -> dict:
     try:
         with rasterio.open(path) as ds:
             if ds.crs is None:

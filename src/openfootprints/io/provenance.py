@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 
-def config_path_beside(output: str | Path) -> Path:
+def config_path_beside(output: str | os.PathLike) -> Path:
     """Where the resolved config of an output goes: ``<output>.config.yaml``."""
     output = Path(output)
     return output.with_name(output.name + ".config.yaml")

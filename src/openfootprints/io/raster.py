@@ -90,7 +90,7 @@ class Scene:
                  if v == 1]
         return shapely.union_all(parts) if parts else shapely.Polygon()
 
-    def read(self, window: Window, dtype: str = "float32", out_shape: tuple[int, int] | None = None
+    def read(self, window: Window, dtype: str | None = "float32", out_shape: tuple[int, int] | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
         """Read a working-grid window that lies inside the scene.
 

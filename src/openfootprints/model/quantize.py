@@ -37,7 +37,8 @@ def calibration_chips(bundle: Bundle, scenes: list[str], n: int, seed: int = 0,
     rng = np.random.default_rng(seed)
     normalize = Normalization(bundle.mean, bundle.std)
     opened = [open_scene(s, bands=bundle.bands, resolution_m=bundle.resolution_m) for s in scenes]
-    chips, tries = [], 0
+    chips: list[np.ndarray] = []
+    tries = 0
     while len(chips) < n and tries < 50 * n:
         scene = opened[tries % len(opened)]
         tries += 1

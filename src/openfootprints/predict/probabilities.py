@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import rasterio
@@ -129,7 +130,7 @@ class WindowPredictor:
             if on_cuda(self.device):  # NHWC: what the GPU's convolution kernels are fastest on
                 self.net = self.net.to(memory_format=torch.channels_last)
             if compile:
-                self.net = torch.compile(self.net)
+                self.net = cast(torch.nn.Module, torch.compile(self.net))  # an OptimizedModule
 
     def __call__(self, batch: np.ndarray, tta: int = 1) -> np.ndarray:
         """Probabilities for a normalized batch (N, C, H, W) → (N, H, W); with ``tta`` > 1 the mean over the
@@ -221,10 +222,11 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     top = row_starts[0]  # scene row of the strip's first row
     emit = functools.partial(_emit_rows, acc=acc, valid=valid_strip, row_sums=row_sums, col_sums=col_sums,
                              first_row=row_starts[0], left=left, region=region)
+    reads: Iterator[tuple]  # (image, valid) of each window, in the order of the grid
     if tiles is None:
-        tiles = read_windows(scene, grid.starts(), window, depth=max(8, 2 * batch_size))
+        reads = read_windows(scene, grid.starts(), window, depth=max(8, 2 * batch_size))
     else:
-        tiles = zip(*tiles)
+        reads = zip(*tiles)
     destination = contextlib.nullcontext(sink) if sink is not None else probability_file(out_path, profile, bundle)
     per_run = max(1, batch_size // predictor.runs)  # batch_size windows in flight, split between the runs
     with destination as dst, BatchRunner(predictor, acc, weights, tta) as runner:
@@ -240,7 +242,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
                 top = row
             batch = []
             for col in col_starts:
-                image, valid = next(tiles)
+                image, valid = next(reads)
                 valid_strip[:, col - left : col - left + window] |= valid
                 if valid.any():  # windows with no valid pixel are not run
                     batch.append((col - left, image, valid))

@@ -56,7 +56,7 @@ class ProbabilityStream:
             if self._error is not None:
                 raise Cancelled(f"{self.name}: the reader stopped") from self._error
         for start, rows in self._slots(row, data.shape[0]):
-            _write_all(self._fd, memoryview(data[rows]).cast("B"), start * self.width)
+            _write_all(self._fd, data[rows].data.cast("B"), start * self.width)
         with self._cond:
             self._rows_done = max(self._rows_done, row + data.shape[0])
             self._cond.notify_all()

@@ -15,6 +15,7 @@ import mercantile
 import numpy as np
 import shapely
 from pyproj import Geod
+from shapely.geometry.base import BaseGeometry
 
 from openfootprints.errors import InputError
 from openfootprints.io.geo import to_lonlat
@@ -35,14 +36,14 @@ def cell_of(tile: mercantile.Tile) -> Cell:
     return Cell(mercantile.quadkey(tile), (b.west, b.south, b.east, b.north))
 
 
-def scene_footprint(scene: Scene) -> shapely.Geometry:
+def scene_footprint(scene: Scene) -> BaseGeometry:
     """The scene's outline in degrees (its edges densified, so a UTM scene is not taken for its bounding box)."""
     outline = shapely.segmentize(shapely.box(*scene.bounds), max_segment_length=max(scene.width, scene.height)
                                  * abs(scene.transform.a) / 50)
     return to_lonlat(np.array([outline]), scene.crs)[0]
 
 
-def area_of_interest(scene: Scene, aoi: str | list[float] | None) -> shapely.Geometry:
+def area_of_interest(scene: Scene, aoi: str | list[float] | None) -> BaseGeometry:
     """The area to cover, in degrees, clipped to the scene: a bbox [w, s, e, n], a polygon file, or (None) all of it."""
     footprint = scene_footprint(scene)
     if aoi is None:
@@ -50,7 +51,7 @@ def area_of_interest(scene: Scene, aoi: str | list[float] | None) -> shapely.Geo
     if isinstance(aoi, (list, tuple)):
         if len(aoi) != 4 or not (aoi[0] < aoi[2] and aoi[1] < aoi[3]):
             raise InputError(f"scale.aoi={list(aoi)}: a box is [west, south, east, north] with west < east, south < north")
-        area = shapely.box(*aoi)
+        area: BaseGeometry = shapely.box(aoi[0], aoi[1], aoi[2], aoi[3])
     else:
         polygons = read_polygons(aoi, crs="EPSG:4326")
         area = shapely.union_all(polygons.geometry.to_numpy())
@@ -65,7 +66,7 @@ def area_km2(geometry: shapely.Geometry) -> float:
     return abs(Geod(ellps="WGS84").geometry_area_perimeter(geometry)[0]) / 1e6
 
 
-def cells_covering(area: shapely.Geometry, zoom: int) -> list[Cell]:
+def cells_covering(area: BaseGeometry, zoom: int) -> list[Cell]:
     """The quadkey cells at ``zoom`` whose tile intersects ``area`` (degrees), in quadkey order."""
     if not 0 <= zoom <= 22:
         raise InputError(f"scale.zoom={zoom}: must be 0–22")

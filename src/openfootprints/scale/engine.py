@@ -21,6 +21,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import shapely
 from omegaconf import DictConfig, OmegaConf
@@ -90,7 +91,7 @@ def plan(cfg: DictConfig, scene_path: str, model_path: str, out: Storage | str |
 
 def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
     """The config of one cell: the run's, with ``detect.bbox`` the cell and no probability raster."""
-    one = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    one = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
     one.detect.bbox = list(cell.bbox)
     one.detect.probabilities = None
     return one

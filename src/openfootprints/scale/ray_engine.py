@@ -174,12 +174,12 @@ def run_ray(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell]
     if on_start:
         on_start(actors)
     todo = collections.deque(cells)
-    attempts = collections.Counter()
+    attempts: collections.Counter[str] = collections.Counter()
     busy = {actor: 0 for actor in actors}  # cells in flight per live actor
     running, results = {}, []
 
     def submit(cell: Cell) -> None:
-        actor = min(busy, key=busy.get)
+        actor = min(busy, key=busy.__getitem__)
         attempts[cell.quadkey] += 1
         tiles = read.remote(plain, str(scene_path), bundle, cell)
         done = vectorize.remote(plain, str(scene_path), bundle, cell, actor.predict.remote(tiles), out.root)

@@ -14,10 +14,11 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import anyio
 import rasterio
@@ -228,7 +229,7 @@ def choose_format(fmt: OutputFormat | None, accept: str) -> OutputFormat:
     return OutputFormat.parquet if PARQUET in accept else OutputFormat.geojson
 
 
-def one_line(errors: list[dict]) -> str:
+def one_line(errors: Sequence[dict]) -> str:
     """FastAPI's validation errors as one line: ``query.format: Input should be 'geojson' or 'parquet'``."""
     return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors)
 
@@ -258,7 +259,7 @@ def create_app(cfg: DictConfig, model_path: str | Path, viewer: ASGIApp | None =
     bundle.state_dict = {}  # this process only checks uploads against the metadata; the workers hold the weights
     select_engine(cfg.detect.engine, select_device(cfg.detect.device, bundle), bundle)  # refuse a bad device/engine now
     limits = Limits.from_config(cfg.serve)
-    worker_cfg = OmegaConf.to_container(cfg, resolve=True)
+    worker_cfg = cast(dict, OmegaConf.to_container(cfg, resolve=True))  # a DictConfig's container is a dict
     worker_cfg["detect"]["probabilities"] = None  # one fixed path for every request's raster: not in a service
     pool = WorkerPool(worker_cfg, str(Path(model_path).resolve()), limits.max_concurrent, limits.max_queued)
     info = model_info(bundle, cfg)
@@ -290,6 +291,7 @@ def create_app(cfg: DictConfig, model_path: str | Path, viewer: ASGIApp | None =
     async def health() -> JSONResponse:
         status = pool.status()
         ready = status["idle"] + status["busy"]
+        state: Literal["ok", "starting", "degraded"]
         state = "ok" if ready >= limits.max_concurrent else ("degraded" if ready else "starting")
         body = Health(status=state, model_loaded=ready > 0, **status)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -148,6 +148,7 @@ class Worker:
             raise InputError(payload)
         if kind == "error":
             raise WorkerFailed(f"detection failed: {payload}")
+        assert payload is not None  # "ok": the path of the result
         return Path(payload)
 
     def _receive(self) -> tuple[str, str | None]:
@@ -212,6 +213,7 @@ class WorkerPool:
     def _spawn(self) -> Worker:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)  # only read when the forkserver starts, once per process
+        assert self._root is not None  # set by start()
         with self._lock:
             self._started += 1
             worker = Worker(ctx, self.cfg_dict, self.model_path, self._root / f"worker{self._started}", self.threads)

@@ -8,7 +8,9 @@ metre is in that CRS. Everything is driven by one ``numpy.random.Generator``, so
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 import shapely
@@ -18,6 +20,7 @@ from rasterio.features import rasterize
 from scipy import ndimage
 from shapely import affinity
 from shapely.geometry import Polygon, box
+from shapely.geometry.base import BaseGeometry
 
 from openfootprints.io.geo import ground_scale
 
@@ -101,7 +104,7 @@ def _footprint(length_m: float, width_m: float, angle: float, cx: float, cy: flo
     shape = box(-hl, -hw, hl, hw)
     if l_shape:
         notch = box(hl * rng.uniform(0.0, 0.4), hw * rng.uniform(-0.2, 0.3), hl, hw)
-        shape = shape.difference(notch)
+        shape = cast(Polygon, shape.difference(notch))  # the corner cut off: an L, still one polygon
     return affinity.translate(affinity.rotate(shape, angle, origin=(0, 0)), cx, cy)
 
 
@@ -161,19 +164,19 @@ class _GrowingIndex:
     """Intersection queries against a growing set of polygons: an STRtree rebuilt now and then, plus a short tail."""
 
     def __init__(self, rebuild_every: int = 256):
-        self.frozen: list[Polygon] = []
-        self.tail: list[Polygon] = []
+        self.frozen: list[BaseGeometry] = []
+        self.tail: list[BaseGeometry] = []
         self.tree: shapely.STRtree | None = None
         self.rebuild_every = rebuild_every
 
-    def add(self, geom: Polygon) -> None:
+    def add(self, geom: BaseGeometry) -> None:
         self.tail.append(geom)
         if len(self.tail) >= self.rebuild_every:
             self.frozen += self.tail
             self.tail = []
             self.tree = shapely.STRtree(self.frozen)
 
-    def intersects(self, geom: Polygon) -> bool:
+    def intersects(self, geom: BaseGeometry) -> bool:
         if self.tree is not None and len(self.tree.query(geom, predicate="intersects")):
             return True
         return any(geom.intersects(g) for g in self.tail)
@@ -276,7 +279,8 @@ def to_crs_polygons(polygons: list[Polygon], transform: Affine) -> list[Polygon]
     return [affinity.affine_transform(p, [a, b, d, e, c, f]) for p in polygons]
 
 
-def write_scene(spec: SceneSpec, image_path: str, labels_path: str, tile_px: int = 2048) -> int:
+def write_scene(spec: SceneSpec, image_path: str | os.PathLike, labels_path: str | os.PathLike,
+                tile_px: int = 2048) -> int:
     """Render ``spec`` and write the GeoTIFF and its footprints (any pyogrio format, by extension).
 
     Scenes larger than ``tile_px`` are drawn tile by tile (each tile its own seed, derived from the

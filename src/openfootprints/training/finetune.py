@@ -12,6 +12,7 @@ complete, so that the unlabelled buildings around them are not learnt as backgro
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,7 +24,7 @@ from openfootprints.training.run import train
 
 def finetune_config(cfg: DictConfig, parent: Bundle, parent_path: str) -> DictConfig:
     """The training config of a fine-tune: ``cfg`` with the parent's contract and ``finetune.*`` applied."""
-    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    out = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
     out.train.init = parent_path
     out.train.lr = cfg.finetune.lr
     out.train.max_minutes = cfg.finetune.max_minutes

@@ -43,7 +43,8 @@ def load_labelled_scenes(pairs: list[tuple[str, str]], cfg: DictConfig) -> list[
         raise InputError("train: give at least one --image with its --labels")
     weights = per_source(cfg.data.source_weights, 1.0, "data.source_weights", "weight", len(pairs))
     areas = per_source(cfg.data.areas, None, "data.areas", "area", len(pairs))
-    sources, resolution = [], cfg.data.resolution_m
+    sources: list[LabelledScene] = []
+    resolution = cfg.data.resolution_m
     bands = list(cfg.data.bands) if cfg.data.bands else None
     for (image, labels), weight, area in zip(pairs, weights, areas):
         scene = open_scene(image, bands=bands, resolution_m=resolution)
@@ -130,10 +131,11 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     mlflow_logger = make_mlflow_logger(cfg, out)
     mlflow_logger.log_hyperparams(flat_params(cfg, n_train_blocks=len(train_blocks), n_val_blocks=len(val_blocks)))
     start = time.monotonic()
-    diet = {}
+    diet: dict = {}
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
         if cfg.diet.keep < 1:
             train_blocks, diet = data_diet(cfg, sources, train_blocks, arch, chips, Path(out))
+        train_ds: ChipDataset | MixedDataset
         train_ds = ChipDataset(sources, train_blocks, seed=cfg.seed, augment=augmentation(cfg, resolution),
                                probabilities=block_probabilities(sources, train_blocks),
                                min_valid=cfg.data.chip_min_valid, **chips)
@@ -232,7 +234,7 @@ def segmentation_module(cfg: DictConfig, net: torch.nn.Module, steps: int, budge
                               t.rdrop_alpha, freeze_encoder=t.freeze_encoder)
 
 
-def short_fit(cfg: DictConfig, arch: Architecture, dataset: torch.utils.data.Dataset, steps: int,
+def short_fit(cfg: DictConfig, arch: Architecture, dataset: ChipDataset, steps: int,
               seed: int) -> torch.nn.Module:
     """A network trained for ``steps`` steps on ``dataset`` with the configured recipe; no logging, no validation."""
     L.seed_everything(seed, workers=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,7 +38,7 @@ def pseudo_label(cfg: DictConfig, teacher_path: str, image: str, out: Path) -> P
 
 def student_config(cfg: DictConfig) -> DictConfig:
     """The config with the student's noise raised to at least ``selftrain.dropout``/``drop_path``/``jitter``."""
-    student = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    student = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
     s = cfg.selftrain
     student.model.dropout = max(cfg.model.dropout, s.dropout)
     student.model.drop_path = max(cfg.model.drop_path, s.drop_path)

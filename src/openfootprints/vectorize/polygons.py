@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -94,7 +95,7 @@ def vectorize(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simpl
                      np.concatenate(confs) if confs else np.array([], np.float32), crs)
 
 
-def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
+def iter_buildings(prob_path: Any, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
                    min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0,
                    regularize_m: float = 0.0, *, tile_px: int | None = 8192,
                    res_m: float | None = None, seed_threshold: float | None = None) -> Iterator[Buildings]:
@@ -138,7 +139,8 @@ def iter_buildings(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, 
                 release(max(0, bottom - margin_cap))  # every later view starts at or below this row
 
 
-def _whole_tile(src, tile: tuple[int, int, int, int], margin0: int, margin_cap: int, rules: _Rules):
+def _whole_tile(src, tile: tuple[int, int, int, int], margin0: int, margin_cap: int,
+                rules: _Rules) -> tuple[np.ndarray, np.ndarray]:
     """The polygons and confidences of the buildings ``tile`` owns, its margin doubled while one is cut."""
     margin = margin0
     while True:
@@ -262,12 +264,14 @@ def _to_map(polygons: np.ndarray, corners: np.ndarray, transform: Affine) -> np.
 def _polygon(rings: list) -> shapely.Polygon:
     """A polygon from GeoJSON rings (shell, then holes): ``shapely.geometry.shape`` at less than half the cost."""
     shell = shapely.linearrings(np.asarray(rings[0]))
-    return shapely.Polygon(shell, [np.asarray(h) for h in rings[1:]]) if len(rings) > 1 else shapely.polygons(shell)
+    if len(rings) > 1:
+        return shapely.Polygon(shell, [np.asarray(h) for h in rings[1:]])
+    return cast(shapely.Polygon, shapely.polygons(shell))  # one ring in: one polygon out
 
 
 def _one_polygon(pieces: list) -> shapely.Polygon:
     """An instance's outline: its pieces merged, or the largest if they do not join."""
     geom = pieces[0] if len(pieces) == 1 else shapely.union_all(pieces)
-    if geom.geom_type == "MultiPolygon":
+    if isinstance(geom, shapely.MultiPolygon):
         geom = max(geom.geoms, key=lambda g: g.area)
-    return geom
+    return cast(shapely.Polygon, geom)

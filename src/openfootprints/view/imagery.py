@@ -47,7 +47,8 @@ class ImageryTiles:
             self._reader = Reader(None, dataset=source)  # the web-mercator XYZ grid (WebMercatorQuad)
         self._lock = threading.Lock()  # one GDAL dataset, many server threads
         self.bounds_3857, pixel = mercator_footprint(source)
-        self.bounds = tuple(float(v) for v in transform_bounds("EPSG:3857", "EPSG:4326", *self.bounds_3857))
+        west, south, east, north = transform_bounds("EPSG:3857", "EPSG:4326", *self.bounds_3857)
+        self.bounds = (float(west), float(south), float(east), float(north))
         self.max_zoom = zoom_for_pixel_size(pixel, tile_px)
         overviews = len(source.overviews(self.bands[0]))
         self.min_zoom = max(0, self.max_zoom - levels - overviews)
@@ -66,6 +67,7 @@ class ImageryTiles:
 
     def close(self) -> None:
         self._reader.close()
+        assert self._reader.dataset is not None  # given in __init__
         self._reader.dataset.close()
 
 
@@ -80,7 +82,7 @@ def mercator_footprint(dataset: rasterio.DatasetReader) -> tuple[tuple[float, fl
 
 def valid_pixels(data: np.ma.MaskedArray) -> np.ndarray:
     """(h, w) bool: where any band of a (bands, h, w) masked read has a value."""
-    return ~np.ma.getmaskarray(data).all(axis=0)
+    return np.asarray(~np.ma.getmaskarray(data).all(axis=0))
 
 
 def rgba(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:

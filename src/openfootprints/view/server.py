@@ -115,8 +115,11 @@ def prepare_viewer(cfg: DictConfig, result: str | os.PathLike, imagery: str | os
         truth_frame = read_polygons(truth, crs="EPSG:4326", fix_invalid=cfg.data.fix_invalid, allow_empty=True)
         truth_frame = truth_frame[[truth_frame.geometry.name]]
     tiles = ImageryTiles(imagery, cfg.data.bands, cfg.view.imagery_zoom_levels) if imagery is not None else None
-    owned = tempfile.TemporaryDirectory(prefix="openfootprints-view-") if workdir is None else None
-    folder = Path(owned.name if owned else workdir)
+    owned = None
+    if workdir is None:
+        owned = tempfile.TemporaryDirectory(prefix="openfootprints-view-")
+        workdir = owned.name
+    folder = Path(workdir)
     try:
         viewer = Viewer(
             title=Path(result).name,
@@ -148,7 +151,8 @@ def open_bounds(buildings: gpd.GeoDataFrame, truth: gpd.GeoDataFrame | None,
     """Where the map opens: the buildings, else the truth, else the imagery, else the world; (w, s, e, n) degrees."""
     for frame in (buildings, truth):
         if frame is not None and len(frame):
-            return tuple(float(v) for v in frame.total_bounds)
+            west, south, east, north = frame.total_bounds
+            return float(west), float(south), float(east), float(north)
     return imagery.bounds if imagery is not None else WORLD
 
 
@@ -208,7 +212,8 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family)
     except (OSError, OverflowError) as err:  # OverflowError: a port outside 0–65535
-        raise InputError(f"cannot listen on {host}:{port} ({err.strerror or err}); choose another --port") from err
+        reason = err.strerror if isinstance(err, OSError) else None
+        raise InputError(f"cannot listen on {host}:{port} ({reason or err}); choose another --port") from err
 
 
 def url_of(sock: socket.socket) -> str:

@@ -57,7 +57,8 @@ def write_pmtiles(frame: gpd.GeoDataFrame, path: str | os.PathLike, layer: str =
     geoms = frame.geometry.to_crs("EPSG:3857").to_numpy()
     properties = feature_properties(frame)
     boxes = shapely.bounds(geoms)
-    lonlat_bounds = tuple(float(v) for v in frame.geometry.to_crs("EPSG:4326").total_bounds)
+    west, south, east, north = frame.geometry.to_crs("EPSG:4326").total_bounds
+    lonlat_bounds = (float(west), float(south), float(east), float(north))
     tiles = 0
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         writer = Writer(f)
