@@ -1,4 +1,4 @@
-"""The HTTP service: /detect against the detect command's own output, /health, /model, every limit, bad uploads,
+"""The HTTP service: /detect against the detect command's own output, /health, /model, /metrics, every limit, bad uploads,
 and a bounded schemathesis run over the OpenAPI document."""
 
 from __future__ import annotations
@@ -358,3 +358,39 @@ def test_an_all_nodata_upload_answers_empty_with_a_warning_header(client, tmp_pa
     assert "no valid pixels" in response.headers["x-openfootprints-warning"]
     ordinary = client.post("/detect", files=upload(write_raster(tmp_path / "grey.tif")))
     assert "x-openfootprints-warning" not in ordinary.headers
+
+
+# --- monitoring ------------------------------------------------------------------------------------------------
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value from Prometheus' text format (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_metrics_count_requests_errors_land_buildings_and_confidence(tiny_bundle, tiny_scene, tmp_path):
+    with TestClient(create_app(service_config("serve.max_concurrent=1"), tiny_bundle)) as c:
+        found = c.post("/detect", files=upload(tiny_scene[0])).json()["features"]
+        assert c.post("/detect", files=upload(write_raster(tmp_path / "nocrs.tif", crs=None))).status_code == 422
+        assert c.get("/no/such/page").status_code == 404
+        response = c.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert metric(text, "openfootprints_requests_total", endpoint="/detect", status="200") == 1
+    assert metric(text, "openfootprints_requests_total", endpoint="/detect", status="422") == 1
+    assert metric(text, "openfootprints_requests_total", endpoint="other", status="404") == 1
+    assert metric(text, "openfootprints_request_errors_total", cause="bad_input") == 1
+    assert metric(text, "openfootprints_request_errors_total", cause="not_found") == 1
+    assert metric(text, "openfootprints_request_seconds_count", endpoint="/detect") == 2
+    assert metric(text, "openfootprints_scenes_total") == 1  # the refused upload was not detected
+    assert metric(text, "openfootprints_area_km2_total") == pytest.approx(256 * 256 * 0.5**2 / 1e6, rel=0.01)
+    confidence = [f["properties"]["confidence"] for f in found]
+    assert metric(text, "openfootprints_buildings_total") == len(found) > 0
+    assert metric(text, "openfootprints_building_confidence_count") == len(found)
+    assert metric(text, "openfootprints_building_confidence_bucket", le="0.5") == sum(v <= 0.5 for v in confidence)
+    assert metric(text, "openfootprints_workers", state="idle") == 1

@@ -25,7 +25,7 @@ import rasterio
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, Field
 from rasterio.errors import RasterioError
@@ -37,6 +37,8 @@ from openfootprints.errors import InputError
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import load_model
 from openfootprints.pipeline import json_safe, open_for_model
+from openfootprints.serve.metrics import CONTENT_TYPE as METRICS_TYPE
+from openfootprints.serve.metrics import MetricsMiddleware, ServiceMetrics
 from openfootprints.predict.probabilities import select_device, select_engine
 from openfootprints.serve.workers import (SUMMARY, DetectionTimeout, Job, NoWorker, PoolBusy, WorkerFailed,
                                           WorkerPool)
@@ -275,8 +277,12 @@ def create_app(cfg: DictConfig, model_path: str | Path, viewer: ASGIApp | None =
     app = FastAPI(title="openfootprints", version=__version__, lifespan=lifespan,
                   description="Building footprints from a GeoTIFF: POST it to /detect, get the buildings table "
                               "(Open Buildings schema, EPSG:4326) as GeoJSON or GeoParquet.")
-    app.state.pool, app.state.limits = pool, limits
+    metrics = ServiceMetrics(pool.status)
+    app.state.pool, app.state.limits, app.state.metrics = pool, limits, metrics
     app.add_middleware(BodyLimit, max_mb=limits.max_upload_mb, seconds=limits.upload_seconds)
+    app.add_middleware(MetricsMiddleware, metrics=metrics,  # outermost: it sees BodyLimit's refusals too
+                       endpoints={"/detect", "/health", "/model", "/metrics", "/docs", "/openapi.json"},
+                       prefixes=("/viewer",) if viewer is not None else ())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -299,6 +305,12 @@ def create_app(cfg: DictConfig, model_path: str | Path, viewer: ASGIApp | None =
     @app.get("/model", response_model=ModelInfo, summary="The model bundle's metadata")
     async def model() -> ModelInfo:
         return info
+
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics: requests, errors by cause, "
+             "latency, km² and buildings processed, confidence, workers",
+             responses={200: {"content": {METRICS_TYPE: {"schema": {"type": "string"}}}}})
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=METRICS_TYPE)
 
     async def detect_upload(file: UploadFile, scene: Path, fmt: OutputFormat) -> Path:
         """Save, check and detect one upload; the result file, beside the scene. Errors become HTTP errors."""
@@ -341,7 +353,9 @@ def create_app(cfg: DictConfig, model_path: str | Path, viewer: ASGIApp | None =
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
         stem = Path(name).stem
-        warning = json.loads((job_dir / SUMMARY).read_text()).get("warning")
+        summary = json.loads((job_dir / SUMMARY).read_text())
+        await run_in_threadpool(record_detection, metrics, summary, job_dir / "buildings.parquet")
+        warning = summary.get("warning")
         headers = {WARNING_HEADER: warning} if warning else None
         if fmt is OutputFormat.parquet:
             return FileResponse(result, media_type=PARQUET, filename=f"{stem}_buildings.parquet", headers=headers,
@@ -352,6 +366,14 @@ def create_app(cfg: DictConfig, model_path: str | Path, viewer: ASGIApp | None =
     if viewer is not None:
         app.mount("/viewer", viewer, name="viewer")
     return app
+
+
+def record_detection(metrics: ServiceMetrics, summary: dict, table: Path) -> None:
+    """Count one detection's km² and the confidence of its buildings (``table``: the job's GeoParquet)."""
+    import pyarrow.parquet as pq
+
+    confidence = pq.read_table(table, columns=["confidence"]).column("confidence").to_numpy()
+    metrics.record_detection(float(summary.get("area_km2") or 0.0), confidence)
 
 
 def save_upload(upload: UploadFile, path: Path) -> None:

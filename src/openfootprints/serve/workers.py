@@ -62,19 +62,17 @@ class Job:
 
 
 def run_job(cfg, predictor, model_path: str, job: Job) -> Path:
-    """Run :func:`openfootprints.pipeline.detect` on the job's scene; the buildings table in the job's format."""
-    import geopandas as gpd
-
+    """Run :func:`openfootprints.pipeline.detect` on the job's scene; the buildings table in the job's format,
+    written as ``detect --out`` writes it."""
+    from openfootprints.io.vector import read_table, write_table
     from openfootprints.pipeline import detect
 
     table = Path(job.out_dir) / "buildings.parquet"
     summary = detect(cfg, job.scene, model_path, str(table), progress=False, predictor=predictor)
-    (Path(job.out_dir) / SUMMARY).write_text(json.dumps({"warning": summary.get("warning")}))
+    (Path(job.out_dir) / SUMMARY).write_text(json.dumps({k: summary.get(k) for k in ("warning", "area_km2")}))
     if job.fmt == "parquet":
         return table
-    geojson = Path(job.out_dir) / "buildings.geojson"
-    geojson.write_text(gpd.read_parquet(table).to_json(drop_id=True))
-    return geojson
+    return write_table(read_table(str(table)), Path(job.out_dir) / "buildings.geojson")
 
 
 def worker_main(conn, cfg_dict: dict, model_path: str, scratch: str, threads: int) -> None:
