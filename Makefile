@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 VIEWER := src/openfootprints/view/static/viewer.js
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast docs bench clean
 
 setup: $(VENV)/.installed $(VIEWER)
 
@@ -26,7 +26,17 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The tests that neither train nor start Ray, a browser or an object store (marked slow): a minute or so.
+test-fast: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/pytest -q -m "not slow"
+
+# The Python API reference (HTML) in docs/api/
+docs: setup
+	$(BIN)/python docs/api_reference.py docs/api
 
 bench: setup
 	$(BIN)/python bench/evaluate_1m.py
@@ -35,4 +45,4 @@ bench: setup
 	$(BIN)/python bench/vectorize_speed.py
 
 clean:
-	rm -rf $(VENV) demo_output mlruns .pytest_cache web/node_modules $(VIEWER) $(VIEWER:.js=.css)
+	rm -rf $(VENV) demo_output mlruns .pytest_cache .mypy_cache docs/api web/node_modules $(VIEWER) $(VIEWER:.js=.css)
