@@ -39,6 +39,7 @@ from openfootprints.io.raster import Scene, open_scene
 from openfootprints.io.vector import FORMATS, read_polygons, read_table, write_geoparquet, write_table_parts
 from openfootprints.model.bundle import Bundle, load_bundle, save_bundle
 from openfootprints.model.onnx import cached_onnx, load_model
+from openfootprints.monitor.drift import Drift, Profile, compare
 from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, region_from_bounds,
                                                   region_transform, select_device, select_engine)
 from openfootprints.predict.stream import Cancelled, ProbabilityStream
@@ -104,15 +105,32 @@ def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, o
     scene = open_for_model(cfg, scene_path, bundle)
     region, context = detection_area(cfg, scene)
     timings: dict[str, float] = {}
+    predictor.start_profile()
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
         n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, out, timings, progress, predictor)
     summary = detect_summary(scene, region, n_buildings, timings, energy, out)
     log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, summary["area_km2"], summary["total_s"])
+    warnings = []
     if not has_valid_pixels(scene, context):
-        summary["warning"] = (f"{Path(scene_path).name}: no valid pixels in the area (all nodata, masked or outside "
-                              "the imagery's tiles), so no building could be found")
-        log.warning(summary["warning"])
+        warnings.append(f"{Path(scene_path).name}: no valid pixels in the area (all nodata, masked or outside "
+                        "the imagery's tiles), so no building could be found")
+    drift = drift_from_reference(bundle, predictor.seen, Path(scene_path).name)
+    if drift is not None:
+        summary["drift"] = drift.summary()
+        warnings += [drift.warning] if drift.warning else []
+    if warnings:
+        summary["warning"] = "; ".join(warnings)
+        for warning in warnings:
+            log.warning(warning)
     return summary
+
+
+def drift_from_reference(bundle: Bundle, seen: Profile | None, scene_name: str) -> Drift | None:
+    """How far what the model saw in this run is from its validation data (None: the bundle has no reference
+    profile, or too little was seen)."""
+    if bundle.profile is None or seen is None:
+        return None
+    return compare(Profile.from_dict(bundle.profile), seen, scene_name)
 
 
 def has_valid_pixels(scene: Scene, region: Region) -> bool:

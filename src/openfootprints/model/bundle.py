@@ -51,6 +51,7 @@ class Bundle:
     seed_threshold: float | None = None
     dtype: str = ""  # pixel type of the training imagery (uint8, uint16, …); empty if unknown
     calibration: dict | None = None
+    profile: dict | None = None  # pixels and outputs of the validation data (openfootprints.monitor.drift.Profile)
     training: dict = field(default_factory=dict)
     data_fingerprint: str = ""
     version: str = __version__

@@ -34,6 +34,7 @@ from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import OnnxNetwork, export_onnx
+from openfootprints.monitor.drift import Profile, window_profile
 from openfootprints.predict.windows import blend_ramp, blend_weights, lattice_starts
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ class WindowPredictor:
     ``threads`` caps ONNX Runtime's threads (default: all cores); ``compile`` wraps the PyTorch network in
     ``torch.compile``; ``onnx_file``, the bundle already exported (else it is exported into ``workdir``). On
     CUDA the network runs channels-last from pinned host memory. Built once, it can run any number of scenes.
+    After :meth:`start_profile`, ``seen`` counts the inputs and outputs of every window run since
+    (:mod:`openfootprints.monitor.drift`).
     """
 
     def __init__(self, bundle: Bundle, device: str, engine: str = "torch", workdir: str | Path | None = None,
@@ -112,6 +115,7 @@ class WindowPredictor:
         self.bundle, self.device, self.engine = bundle, str(device), engine
         self.runs = 1  # batches run at once (from as many threads)
         self.normalize = Normalization(bundle.mean, bundle.std)  # (C, H, W) file units → network input, 0 on nodata
+        self.seen: Profile | None = None
         onnx_path = bundle.training.get("onnx_path")
         if engine == "onnx":
             if onnx_path is None:
@@ -131,6 +135,10 @@ class WindowPredictor:
                 self.net = self.net.to(memory_format=torch.channels_last)
             if compile:
                 self.net = cast(torch.nn.Module, torch.compile(self.net))  # an OptimizedModule
+
+    def start_profile(self) -> None:
+        """Count what the windows run from now on look like (``seen``), e.g. for one scene."""
+        self.seen = Profile.empty(len(self.bundle.bands))
 
     def __call__(self, batch: np.ndarray, tta: int = 1) -> np.ndarray:
         """Probabilities for a normalized batch (N, C, H, W) → (N, H, W); with ``tta`` > 1 the mean over the
@@ -364,11 +372,18 @@ class BatchRunner:
         batch, future = self.pending.popleft()
         self._add(batch, future.result())
 
-    def _probabilities(self, batch) -> np.ndarray:
-        return self.predictor(np.stack([self.predictor.normalize(image, valid) for _, image, valid in batch]),
-                              self.tta)
+    def _probabilities(self, batch) -> tuple[np.ndarray, Profile | None]:
+        """The batch's probabilities and, when the predictor is profiling, the batch's profile."""
+        images = np.stack([self.predictor.normalize(image, valid) for _, image, valid in batch])
+        probs = self.predictor(images, self.tta)
+        if self.predictor.seen is None:
+            return probs, None
+        return probs, window_profile(images, np.stack([valid for _, _, valid in batch]), probs)
 
-    def _add(self, batch, probs: np.ndarray) -> None:
+    def _add(self, batch, result: tuple[np.ndarray, Profile | None]) -> None:
+        probs, profile = result
+        if profile is not None and self.predictor.seen is not None:
+            self.predictor.seen.add(profile)
         size = self.weights.shape[1]
         for (c, _, _), prob in zip(batch, probs):
             self.acc[:, c : c + size] += prob * self.weights

@@ -169,8 +169,12 @@ def scale(cfg: DictConfig, scene_path: str, model_path: str, out_dir: str | os.P
     failed = [{"quadkey": r.quadkey, "attempts": r.attempts, "error": r.error} for r in results if r.error]
     done_cells = {r.quadkey for r in done}
     area = sum(area_km2(shapely.box(*c.bbox).intersection(area_of_run)) for c in cells if c.quadkey in done_cells)
+    drifted = sorted(r.quadkey for r in done if (r.summary.get("drift") or {}).get("major"))
+    if drifted:
+        log.warning("scale: %d cell(s) with imagery or predictions unlike the model's validation data (their "
+                    "summaries say how): %s", len(drifted), ", ".join(drifted[:10]))
     summary = {"cells": len(cells), "cells_done_now": len(done), "cells_skipped": len(cells) - len(pending),
-               "cells_failed": len(failed), "failures": failed,
+               "cells_failed": len(failed), "failures": failed, "cells_drifted": drifted,
                "buildings_now": sum(r.summary.get("buildings", 0) for r in done),
                "area_km2_now": round(area, 4), "seconds": round(seconds, 1),
                "km2_per_hour": round(area / seconds * 3600, 1) if seconds and area else None,

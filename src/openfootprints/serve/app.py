@@ -356,7 +356,7 @@ def create_app(cfg: DictConfig, model_path: str | Path, viewer: ASGIApp | None =
         summary = json.loads((job_dir / SUMMARY).read_text())
         await run_in_threadpool(record_detection, metrics, summary, job_dir / "buildings.parquet")
         warning = summary.get("warning")
-        headers = {WARNING_HEADER: warning} if warning else None
+        headers = {WARNING_HEADER: warning.encode("latin-1", "replace").decode("latin-1")} if warning else None
         if fmt is OutputFormat.parquet:
             return FileResponse(result, media_type=PARQUET, filename=f"{stem}_buildings.parquet", headers=headers,
                                 background=BackgroundTask(shutil.rmtree, job_dir, ignore_errors=True))
@@ -373,7 +373,8 @@ def record_detection(metrics: ServiceMetrics, summary: dict, table: Path) -> Non
     import pyarrow.parquet as pq
 
     confidence = pq.read_table(table, columns=["confidence"]).column("confidence").to_numpy()
-    metrics.record_detection(float(summary.get("area_km2") or 0.0), confidence)
+    metrics.record_detection(float(summary.get("area_km2") or 0.0), confidence,
+                             drifted=bool((summary.get("drift") or {}).get("major")))
 
 
 def save_upload(upload: UploadFile, path: Path) -> None:

@@ -40,6 +40,8 @@ class ServiceMetrics:
         self.confidence = Histogram("openfootprints_building_confidence", "Confidence of the buildings found",
                                     buckets=CONFIDENCE_BUCKETS, registry=self.registry)
         self.scenes = Counter("openfootprints_scenes", "Scenes detected", registry=self.registry)
+        self.drifted = Counter("openfootprints_scenes_drifted", "Scenes whose imagery or predictions are unlike the "
+                               "model's validation data (population stability index ≥ 0.25)", registry=self.registry)
         state = Gauge("openfootprints_workers", "Worker processes by state, and requests queued", ["state"],
                       registry=self.registry)
         for name in ("idle", "busy", "queued"):
@@ -51,9 +53,11 @@ class ServiceMetrics:
         if status >= 400:
             self.errors.labels(CAUSES.get(status, f"http_{status}")).inc()
 
-    def record_detection(self, area_km2: float, confidence: np.ndarray) -> None:
-        """One scene of ``area_km2`` km² whose buildings have these confidences, shape (n,), in [0, 1]."""
+    def record_detection(self, area_km2: float, confidence: np.ndarray, drifted: bool = False) -> None:
+        """One scene of ``area_km2`` km² whose buildings have these confidences, shape (n,), in [0, 1]; ``drifted``:
+        its imagery or predictions were unlike the model's validation data."""
         self.scenes.inc()
+        self.drifted.inc(int(drifted))
         self.area.inc(max(0.0, area_km2))
         self.buildings.inc(len(confidence))
         for value in np.asarray(confidence, np.float64):

@@ -69,7 +69,7 @@ def run_job(cfg, predictor, model_path: str, job: Job) -> Path:
 
     table = Path(job.out_dir) / "buildings.parquet"
     summary = detect(cfg, job.scene, model_path, str(table), progress=False, predictor=predictor)
-    (Path(job.out_dir) / SUMMARY).write_text(json.dumps({k: summary.get(k) for k in ("warning", "area_km2")}))
+    (Path(job.out_dir) / SUMMARY).write_text(json.dumps({k: summary.get(k) for k in ("warning", "area_km2", "drift")}))
     if job.fmt == "parquet":
         return table
     return write_table(read_table(str(table)), Path(job.out_dir) / "buildings.geojson")

@@ -28,6 +28,7 @@ from openfootprints.io.raster import display_rgb, open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, load_bundle, save_bundle
 from openfootprints.model.network import Architecture, build_network
+from openfootprints.monitor.drift import Profile, window_profile
 from openfootprints.training.diet import el2n_scores, prune, write_gallery
 from openfootprints.training.module import Deadline, SegmentationModule
 
@@ -156,6 +157,9 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
                             logger=mlflow_logger, enable_checkpointing=False, log_every_n_steps=5,
                             num_sanity_val_steps=0, enable_model_summary=False)
         trainer.fit(module, train_loader, val_loader)
+        reference = ChipDataset(sources, val_blocks or train_blocks, **chips, windows=val_windows
+                                or validation_windows(train_blocks, cfg.data.chip_px, cfg.data.val_chips))
+        profile = reference_profile(net, reference, arch.in_channels, cfg.train.batch_size)
     seconds = time.monotonic() - start
     if energy:
         mlflow_logger.experiment.log_metric(mlflow_logger.run_id, "energy_kwh", energy["energy_kwh"])
@@ -167,6 +171,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         log.warning(untrained)
     bundle = Bundle(architecture=arch, bands=list(sources[0].scene.bands), mean=mean, std=std,
                     resolution_m=resolution, dtype=sources[0].scene.dtype, **decoding(cfg, erode_px * resolution),
+                    profile=profile.to_dict(),
                     training={"config": OmegaConf.to_container(cfg, resolve=True),
                               "scenes": [list(p) for p in pairs], **({"areas": list(cfg.data.areas)} if cfg.data.areas else {}),
                               "epochs": trainer.current_epoch,
@@ -185,6 +190,20 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     log_artifacts(mlflow_logger, [path, config_path_beside(out)] + [Path(p) for p in diet.get("files", [])])
     log.info("trained %d steps in %.0f s; bundle written to %s", trainer.global_step, seconds, path)
     return path
+
+
+def reference_profile(net: torch.nn.Module, chips: ChipDataset, n_bands: int, batch_size: int) -> Profile:
+    """What the trained network sees on ``chips`` (the validation chips; the training chips, unaugmented, when
+    there is no validation split): the reference each detection is compared with (:mod:`openfootprints.monitor`)."""
+    profile = Profile.empty(n_bands)
+    device = next(net.parameters()).device
+    net.eval()
+    loader = torch.utils.data.DataLoader(chips, batch_size=batch_size, shuffle=False)
+    with torch.inference_mode():
+        for image, _, weight in loader:
+            output = torch.sigmoid(net(image.to(device)).float())[:, 0].cpu().numpy()
+            profile.add(window_profile(image.numpy(), weight[:, 0].numpy() > 0, output))
+    return profile
 
 
 def start_from(net: torch.nn.Module, parent: Bundle, arch: Architecture, path: str) -> None:

@@ -1,0 +1,122 @@
+"""Drift of imagery and model outputs from what a model was validated on.
+
+A :class:`Profile` counts, over valid pixels, each band's normalized value (the network's input, in standard
+deviations of the training imagery) in fixed bins, and the network's output (building probability, or energy)
+in tenths. Training stores the profile of its validation chips in the bundle; detection builds one of the scene
+it runs on and compares the two with the population stability index (PSI) per band and for the output:
+
+    PSI = Σ (observed share − reference share) · ln(observed share / reference share)
+
+Below 0.1 the two distributions are the same for practical purposes; 0.1–0.25 is a moderate shift; above
+``MAJOR_PSI`` (0.25) the imagery is unlike the training data (another sensor, season, haze, processing or
+ground resolution) and detection warns: its scores on the held-out places may not hold here.
+No torch: this runs in the ONNX detection path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PIXEL_EDGES = np.linspace(-4.0, 4.0, 17)  # std units; values beyond the ends fall in the two outer bins
+OUTPUT_EDGES = np.linspace(0.1, 0.9, 9)  # the output in tenths
+STRIDE = 4  # every 4th pixel of every 4th row: 1/16 of the pixels describe a distribution as well
+MAJOR_PSI = 0.25
+MODERATE_PSI = 0.1
+MIN_PIXELS = 5000  # fewer sampled pixels than this: too few to judge
+SHARE_FLOOR = 1e-4  # an empty bin counts as this share (PSI is infinite otherwise)
+
+
+@dataclass
+class Profile:
+    """Counts over sampled valid pixels: ``bands`` (C, 18) per band and bin of normalized value, ``sums`` (C,) the
+    sum of each band's normalized values (for the mean shift), ``output`` (10,) per tenth of the output."""
+
+    bands: np.ndarray
+    sums: np.ndarray
+    output: np.ndarray
+
+    @classmethod
+    def empty(cls, n_bands: int) -> Profile:
+        return cls(np.zeros((n_bands, len(PIXEL_EDGES) + 1), np.int64), np.zeros(n_bands),
+                   np.zeros(len(OUTPUT_EDGES) + 1, np.int64))
+
+    @property
+    def pixels(self) -> int:
+        return int(self.output.sum())
+
+    def add(self, other: Profile) -> None:
+        self.bands += other.bands
+        self.sums += other.sums
+        self.output += other.output
+
+    def band_means(self) -> np.ndarray:
+        """(C,) mean normalized value of each band (0 for the training imagery's own mean)."""
+        return self.sums / max(1, self.pixels)
+
+    def to_dict(self) -> dict:
+        """Plain lists (what a bundle stores)."""
+        return {"bands": self.bands.tolist(), "sums": self.sums.tolist(), "output": self.output.tolist(),
+                "pixel_edges": PIXEL_EDGES.tolist(), "output_edges": OUTPUT_EDGES.tolist(), "stride": STRIDE}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Profile:
+        return cls(np.asarray(d["bands"], np.int64), np.asarray(d["sums"], np.float64),
+                   np.asarray(d["output"], np.int64))
+
+
+def window_profile(images: np.ndarray, valid: np.ndarray, outputs: np.ndarray) -> Profile:
+    """The profile of a batch: ``images`` (N, C, H, W) normalized, ``valid`` (N, H, W) bool, ``outputs`` (N, H, W)
+    in [0, 1]; every ``STRIDE``-th pixel of every ``STRIDE``-th row is counted."""
+    keep = valid[:, ::STRIDE, ::STRIDE]
+    pixels = np.moveaxis(images[:, :, ::STRIDE, ::STRIDE], 1, 0)[:, keep]  # (C, n)
+    profile = Profile.empty(images.shape[1])
+    for c, values in enumerate(pixels):
+        profile.bands[c] = np.bincount(np.searchsorted(PIXEL_EDGES, values), minlength=len(PIXEL_EDGES) + 1)
+    profile.sums = pixels.sum(axis=1, dtype=np.float64)
+    profile.output = np.bincount(np.searchsorted(OUTPUT_EDGES, outputs[:, ::STRIDE, ::STRIDE][keep]),
+                                 minlength=len(OUTPUT_EDGES) + 1)
+    return profile
+
+
+def psi(reference: np.ndarray, observed: np.ndarray) -> float:
+    """Population stability index of two histograms over the same bins (counts)."""
+    ref = np.maximum(reference / max(1, reference.sum()), SHARE_FLOOR)
+    obs = np.maximum(observed / max(1, observed.sum()), SHARE_FLOOR)
+    return float(np.sum((obs - ref) * np.log(obs / ref)))
+
+
+@dataclass
+class Drift:
+    """PSI of each band and of the output, the shift of each band's mean (std units), and the warning (or None)."""
+
+    band_psi: list[float]
+    output_psi: float
+    mean_shift: list[float]
+    pixels: int
+    warning: str | None
+
+    def summary(self) -> dict:
+        return {"band_psi": [round(v, 3) for v in self.band_psi], "output_psi": round(self.output_psi, 3),
+                "mean_shift_std": [round(v, 2) for v in self.mean_shift], "pixels_sampled": self.pixels,
+                "major": self.warning is not None}
+
+
+def compare(reference: Profile, observed: Profile, scene: str = "the scene") -> Drift | None:
+    """The drift of ``observed`` from ``reference``; None when too few pixels were seen to judge."""
+    if observed.pixels < MIN_PIXELS or reference.pixels < MIN_PIXELS or len(observed.bands) != len(reference.bands):
+        return None
+    band_psi = [psi(r, o) for r, o in zip(reference.bands, observed.bands)]
+    output_psi = psi(reference.output, observed.output)
+    shift = (observed.band_means() - reference.band_means()).tolist()
+    parts = [f"band {i + 1} PSI {v:.2f} (mean {s:+.1f} std)"
+             for i, (v, s) in enumerate(zip(band_psi, shift)) if v >= MAJOR_PSI]
+    if output_psi >= MAJOR_PSI:
+        parts.append(f"model output PSI {output_psi:.2f}")
+    warning = None
+    if parts:
+        warning = (f"{scene}: imagery or predictions unlike the model's validation data ({', '.join(parts)}; "
+                   f"PSI >= {MAJOR_PSI} is a major shift): another sensor, season, haze or ground resolution? "
+                   "Scores measured elsewhere may not hold; check a sample, or fine-tune on this imagery")
+    return Drift(band_psi, output_psi, shift, observed.pixels, warning)

@@ -1,0 +1,121 @@
+"""Drift monitoring: the reference profile a bundle keeps, and detection warning on imagery unlike it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from scipy import ndimage
+
+from openfootprints.cli import main
+from openfootprints.configuration import load_config
+from openfootprints.model.bundle import load_bundle, save_bundle
+from openfootprints.monitor.drift import MAJOR_PSI, PIXEL_EDGES, STRIDE, Profile, compare, psi, window_profile
+from openfootprints.pipeline import detect, load_predictor
+
+SETTINGS = ["tracking.energy=false", "detect.threshold=0.45"]
+
+
+def test_psi_is_zero_for_the_same_distribution_and_grows_with_the_shift():
+    rng = np.random.default_rng(0)
+    bins = np.concatenate([[-np.inf], PIXEL_EDGES, [np.inf]])
+    reference = np.histogram(rng.normal(0, 1, 100_000), bins)[0]
+    assert psi(reference, reference) == 0
+    assert psi(reference, np.histogram(rng.normal(0, 1, 100_000), bins)[0]) < 0.01  # another sample of it
+    shifts = [psi(reference, np.histogram(rng.normal(m, 1, 100_000), bins)[0]) for m in (0.25, 0.5, 1.0)]
+    assert shifts == sorted(shifts) and shifts[0] < MAJOR_PSI < shifts[2]
+
+
+def test_window_profile_counts_sampled_valid_pixels_per_bin():
+    images = np.zeros((1, 2, 8, 8), np.float32)
+    images[0, 0] = 5.0  # beyond the last edge: the outer bin
+    images[0, 1] = -0.1
+    valid = np.ones((1, 8, 8), bool)
+    valid[0, :4] = False  # the top half is nodata
+    outputs = np.full((1, 8, 8), 0.95, np.float32)
+    profile = window_profile(images, valid, outputs)
+    sampled = (8 // STRIDE) * (8 // STRIDE) // 2
+    assert profile.pixels == sampled
+    assert profile.bands[0, -1] == sampled and profile.bands[1].sum() == sampled
+    assert profile.bands[1, np.searchsorted(PIXEL_EDGES, -0.1)] == sampled
+    assert profile.output[-1] == sampled
+    np.testing.assert_allclose(profile.band_means(), [5.0, -0.1], rtol=1e-6)
+    assert Profile.from_dict(profile.to_dict()).bands.tolist() == profile.bands.tolist()
+
+
+def test_too_few_pixels_are_not_judged():
+    few = Profile.empty(3)
+    few.output[0] = 10
+    assert compare(few, few) is None
+
+
+def darkened_and_blurred(source: str, out) -> str:
+    """The scene at 40 % of its brightness, blurred (σ 3 px): imagery from a hazy, dim day or a softer sensor."""
+    with rasterio.open(source) as src:
+        profile, pixels = src.profile, src.read()
+    changed = np.stack([ndimage.gaussian_filter(band.astype(np.float32) * 0.4, 3) for band in pixels])
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(changed.round().astype(pixels.dtype))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def profiled_bundle(tiny_scene, tiny_bundle, tmp_path_factory):
+    """The tiny bundle with the profile of what it saw on the tiny scene as its reference."""
+    cfg = load_config(SETTINGS)
+    folder = tmp_path_factory.mktemp("profiled")
+    predictor = load_predictor(cfg, str(tiny_bundle), str(folder))
+    detect(cfg, str(tiny_scene[0]), str(tiny_bundle), str(folder / "reference.parquet"), progress=False,
+           predictor=predictor)
+    bundle = load_bundle(tiny_bundle)
+    bundle.profile = predictor.seen.to_dict()
+    return save_bundle(bundle, folder / "profiled.ofp")
+
+
+def test_detection_on_like_imagery_reports_no_major_drift(profiled_bundle, tiny_scene, tmp_path):
+    summary = detect(load_config(SETTINGS), str(tiny_scene[0]), str(profiled_bundle), str(tmp_path / "b.parquet"),
+                     progress=False)
+    assert summary["drift"]["major"] is False and max(summary["drift"]["band_psi"]) < 0.01
+    assert "warning" not in summary
+
+
+def test_darkened_blurred_imagery_is_reported_as_drift(profiled_bundle, tiny_scene, tmp_path, capsys):
+    dim = darkened_and_blurred(str(tiny_scene[0]), tmp_path / "dim.tif")
+    summary = detect(load_config(SETTINGS), dim, str(profiled_bundle), str(tmp_path / "b.parquet"), progress=False)
+    assert summary["drift"]["major"] is True and min(summary["drift"]["band_psi"]) > MAJOR_PSI
+    assert all(shift < -0.5 for shift in summary["drift"]["mean_shift_std"])  # darker in every band
+    assert summary["warning"].startswith("dim.tif: imagery or predictions unlike the model's validation data")
+    assert (tmp_path / "b.parquet").exists()  # a warning, not an error: the buildings are still written
+
+
+def test_a_bundle_without_a_profile_is_not_compared(tiny_scene, tiny_bundle, tmp_path):
+    summary = detect(load_config(SETTINGS), str(tiny_scene[0]), str(tiny_bundle), str(tmp_path / "b.parquet"),
+                     progress=False)
+    assert "drift" not in summary
+
+
+def test_training_stores_the_profile_of_its_validation_chips(tiny_scene, tmp_path):
+    out = tmp_path / "m.ofp"
+    assert main(["train", "--image", str(tiny_scene[0]), "--labels", str(tiny_scene[1]), "--out", str(out),
+                 "data.chip_px=64", "data.block_m=32", "train.batch_size=4", "data.samples_per_epoch=8",
+                 "train.max_epochs=1", "tracking.energy=false", "model.decoder_channels=[16,16,8,8,8]"]) == 0
+    profile = Profile.from_dict(load_bundle(out).profile)
+    assert profile.bands.shape == (3, len(PIXEL_EDGES) + 1) and profile.pixels == 3 * (64 // STRIDE) ** 2  # 3 chips
+    assert np.all(np.abs(profile.band_means()) < 1.0)  # normalized by the training imagery's own statistics
+
+
+def test_the_service_warns_and_counts_a_drifted_scene(profiled_bundle, tiny_scene, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from openfootprints.serve import create_app
+    from openfootprints.serve.app import WARNING_HEADER
+
+    dim = darkened_and_blurred(str(tiny_scene[0]), tmp_path / "dim.tif")
+    with TestClient(create_app(load_config(SETTINGS), profiled_bundle)) as client:
+        like = client.post("/detect", files={"file": ("scene.tif", open(tiny_scene[0], "rb"), "image/tiff")})
+        unlike = client.post("/detect", files={"file": ("dim.tif", open(dim, "rb"), "image/tiff")})
+        metrics = client.get("/metrics").text
+    assert like.status_code == unlike.status_code == 200
+    assert WARNING_HEADER not in like.headers
+    assert "unlike the model's validation data" in unlike.headers[WARNING_HEADER]
+    assert "openfootprints_scenes_total 2.0" in metrics and "openfootprints_scenes_drifted_total 1.0" in metrics
