@@ -138,6 +138,21 @@ def load_model(path: PathLike | None = None):
     return read(model_or_base(None if path is None else str(path)))
 
 
+def stac_item(model: PathLike, out: PathLike | None = None, licence: str = "other",
+              attribution: str | None = None) -> dict:
+    """The STAC Item (Machine Learning Model extension) of a bundle: bands, normalization, ground resolution (m),
+    window (px), output, architecture, training scores, ``licence`` (SPDX id) and ``attribution``; also written
+    to ``out`` (JSON, asset links relative to it) when given."""
+    from openfootprints.model.bundle import load_bundle
+    from openfootprints.model.stac_item import model_item, write_model_item
+
+    bundle = load_bundle(model)
+    if out is not None:
+        write_model_item(bundle, model, out, licence=licence, attribution=attribution)
+        return json.loads(Path(out).read_text())
+    return model_item(bundle, model, licence=licence, attribution=attribution).to_dict()
+
+
 def _with_areas(cfg: DictConfig, areas: list[PathLike | None] | None) -> DictConfig:
     if areas is not None:
         cfg.data.areas = [None if a is None else str(a) for a in areas]

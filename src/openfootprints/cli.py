@@ -8,6 +8,7 @@
     openfootprints evaluate PREDICTED TRUTH [--json metrics.json] [--report DIR [--imagery SCENE]] [evaluate.iou=0.5 …]
     openfootprints calibrate PREDICTED TRUTH --model model.ofp --out calibrated.ofp [evaluate.bbox=[w,s,e,n]]
     openfootprints export model.ofp --out model.onnx
+    openfootprints export model.ofp --stac --license CC-BY-4.0
     openfootprints demo [--synthetic] [demo.out_dir=demo_output …]
     openfootprints serve --model model.ofp [--host 127.0.0.1] [--port 8000] [serve.max_concurrent=2 …]
     openfootprints view RESULT [--imagery SCENE] [--truth FILE] [--port 8765] [--host 127.0.0.1] [--no-browser]
@@ -150,6 +151,14 @@ def cmd_export(args, cfg: DictConfig) -> None:
     from openfootprints.model.bundle import load_bundle
     from openfootprints.model.onnx import export_onnx
 
+    if args.stac:
+        from openfootprints.model.stac_item import write_model_item
+
+        out = check_writable(args.out or Path(args.model).with_suffix(".stac.json"), {".json"})
+        item = write_model_item(load_bundle(args.model), args.model, out, licence=args.license,
+                                attribution=args.attribution)
+        print(f"wrote {item} (STAC Item, Machine Learning Model extension)")
+        return
     if args.int8:
         from openfootprints.model.quantize import quantize_int8
 
@@ -298,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", action="append", help="with --int8: imagery to calibrate on (repeatable; "
                                                           "default: the scenes the bundle was trained on)")
     p.add_argument("--chips", type=int, default=32, help="with --int8: calibration chips of 256 px (default 32)")
+    p.add_argument("--stac", action="store_true", help="write the model's STAC Item (Machine Learning Model "
+                                                       "extension) instead, default MODEL.stac.json")
+    p.add_argument("--license", default="other", help="with --stac: the model's licence, an SPDX id (default: other)")
+    p.add_argument("--attribution", help="with --stac: who to credit for the model's training data")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the base model on a small real scene: detect, evaluate, draw (--synthetic: "
