@@ -147,6 +147,31 @@ def cmd_calibrate(args, cfg: DictConfig) -> None:
     print(json.dumps(calibrate(cfg, args.predicted, args.truth, args.model, args.out), indent=2))
 
 
+def cmd_models(args, cfg: DictConfig) -> None:
+    from openfootprints import registry
+
+    usage = {"register": "models register NAME MODEL.ofp", "promote": "models promote NAME VERSION",
+             "rollback": "models rollback NAME"}
+    if args.action in usage and (args.name is None or (args.action != "rollback") != (args.target is not None)
+                                 or (args.action == "promote" and not args.target.isdigit())):
+        raise InputError(f"usage: openfootprints {usage[args.action]}")
+    if args.action == "register":
+        rows = [registry.register(args.target, args.name, args.registry, args.description or "")]
+    elif args.action == "promote":
+        rows = [registry.promote(args.name, int(args.target), args.alias, args.registry)]
+    elif args.action == "rollback":
+        rows = [registry.rollback(args.name, args.alias, args.registry)]
+    else:
+        rows = registry.list_versions(args.name, args.registry)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        aliases = f" @{', @'.join(r['aliases'])}" if r["aliases"] else ""
+        scores = ", ".join(f"{k} {v:.3g}" for k, v in r["metrics"].items() if k.startswith("val_"))
+        print(f"models:/{r['name']}/{r['version']}{aliases}  {r['sha256'][:12]}  {scores}  {r['source']}")
+
+
 def cmd_export(args, cfg: DictConfig) -> None:
     from openfootprints.model.bundle import load_bundle
     from openfootprints.model.onnx import export_onnx
@@ -290,6 +315,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imagery", help="the scene that was detected: true buildings mostly off its valid pixels are "
                                     "not scored (evaluate.min_on_imagery), and the report shows image crops of errors")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="the model registry: register bundles, list them, promote a version to an "
+                                      "alias (champion), roll back; detect --model models:/NAME@champion", **common)
+    p.add_argument("action", choices=["list", "register", "promote", "rollback"])
+    p.add_argument("name", nargs="?", help="registered model name (list: all when left out)")
+    p.add_argument("target", nargs="?", help="register: the bundle (.ofp); promote: the version number")
+    p.add_argument("--alias", default="champion", help="promote / rollback: the alias (default: champion)")
+    p.add_argument("--description", help="register: why this version exists")
+    p.add_argument("--registry", help="MLflow tracking URI (default: $OPENFOOTPRINTS_REGISTRY, else "
+                                      "sqlite:///~/.openfootprints/registry.db)")
+    p.add_argument("--json", action="store_true", help="print the versions as JSON")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("calibrate", help="fit the confidence calibration on a validation area; write a calibrated bundle",
                        **common)

@@ -16,7 +16,12 @@ ATTRIBUTION = "imagery © OpenAerialMap contributors, CC BY 4.0; footprints © O
 
 
 def model_or_base(path: str | None) -> str:
-    """``path``, or the shipped base model when None."""
+    """``path`` (a registered model, ``models:/NAME@ALIAS``, resolved to its bundle), or the shipped base model
+    when None."""
+    if path is not None and path.startswith("models:/"):
+        from openfootprints.registry import resolve
+
+        return resolve(path)
     if path is not None:
         return path
     if not BASE_MODEL.exists():
