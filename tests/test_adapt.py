@@ -102,6 +102,7 @@ def test_area_must_follow_its_image(tmp_path, capsys):
     assert "--area" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_bundle, tmp_path):
     out = tmp_path / "child.ofp"
     # the config asks for another resolution, target and encoder: the parent's win
@@ -117,6 +118,7 @@ def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_
     assert child.training["areas"] == [half_labelled["area"]]
 
 
+@pytest.mark.slow
 def test_finetune_with_a_frozen_encoder_changes_only_the_decoder(half_labelled, tiny_bundle, tmp_path):
     out = tmp_path / "frozen.ofp"
     assert main(["finetune", "--model", str(tiny_bundle), "--image", half_labelled["image"], "--labels",
@@ -236,6 +238,7 @@ def mean_probability_on(model, half, polygons_path, tmp_path) -> float:
     return float(p[building_ids(polygons, scene.transform, p.shape) > 0].mean())
 
 
+@pytest.mark.slow
 def test_with_the_area_given_the_model_does_not_learn_the_unlabelled_buildings_as_background(half_labelled, tmp_path):
     runs = {}
     for name, area in (("with_area", ["--area", half_labelled["area"]]), ("without", [])):

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import openfootprints
 from openfootprints import api
+
+pytestmark = pytest.mark.slow  # imports every documented module
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,6 +11,8 @@ from openfootprints.cli import main
 from openfootprints.export.buildings import COLUMNS
 from openfootprints.model.bundle import load_bundle
 
+pytestmark = pytest.mark.slow  # trains a model
+
 
 def test_synth_train_detect_evaluate(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -6,6 +6,8 @@ import pytest
 from openfootprints.errors import InputError
 from openfootprints.io.storage import Storage, is_url
 
+pytestmark = pytest.mark.slow  # starts an object store (moto)
+
 
 @pytest.fixture(params=["local", "s3"])
 def storage(request, tmp_path) -> Storage:

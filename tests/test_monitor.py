@@ -94,6 +94,7 @@ def test_a_bundle_without_a_profile_is_not_compared(tiny_scene, tiny_bundle, tmp
     assert "drift" not in summary
 
 
+@pytest.mark.slow
 def test_training_stores_the_profile_of_its_validation_chips(tiny_scene, tmp_path):
     out = tmp_path / "m.ofp"
     assert main(["train", "--image", str(tiny_scene[0]), "--labels", str(tiny_scene[1]), "--out", str(out),
@@ -104,6 +105,7 @@ def test_training_stores_the_profile_of_its_validation_chips(tiny_scene, tmp_pat
     assert np.all(np.abs(profile.band_means()) < 1.0)  # normalized by the training imagery's own statistics
 
 
+@pytest.mark.slow
 def test_the_service_warns_and_counts_a_drifted_scene(profiled_bundle, tiny_scene, tmp_path):
     from fastapi.testclient import TestClient
 

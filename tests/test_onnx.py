@@ -85,6 +85,7 @@ def test_a_bundle_is_exported_once_in_a_child_process_and_then_taken_from_the_ca
     assert onnx.cached_onnx(tiny_bundle, tmp_path / "fallback").parent == tmp_path / "fallback"
 
 
+@pytest.mark.slow
 def test_int8_export_is_calibrated_on_imagery_and_stays_close_to_fp32(tmp_path, capsys, tiny_scene, tiny_bundle,
                                                                       exported):
     out = tmp_path / "tiny.int8.onnx"

@@ -65,6 +65,7 @@ def test_mixup_targets_are_the_same_convex_combination_as_the_images():
     assert (mixed_weight[0] == 1).all()
 
 
+@pytest.mark.slow
 def test_training_runs_with_gap_weights_and_mixup(tmp_path, tiny_scene):
     from openfootprints.cli import main
     from openfootprints.model.bundle import load_bundle
@@ -116,6 +117,7 @@ def test_dropout_makes_two_training_passes_differ_and_survives_the_bundle(tmp_pa
     assert torch.allclose(again.network()(x), net(x))
 
 
+@pytest.mark.slow
 def test_a_chip_with_flipped_labels_gets_the_highest_el2n_score(tiny_scene, cfg):
     from rasterio.windows import Window
 
@@ -158,6 +160,7 @@ def test_prune_keeps_the_hardest_after_dropping_the_very_hardest():
     assert len(prune(scores, keep=0.01, offset=0.0)) == 1
 
 
+@pytest.mark.slow
 def test_training_with_a_data_diet_writes_scores_and_gallery(tmp_path, tiny_scene):
     import pandas as pd
 
@@ -180,6 +183,7 @@ def test_training_with_a_data_diet_writes_scores_and_gallery(tmp_path, tiny_scen
     assert load_bundle(out).training["diet"]["kept"] == 6
 
 
+@pytest.mark.slow
 def test_self_training_learns_from_soft_pseudo_labels(tmp_path, tiny_scene, tiny_bundle):
     from openfootprints.cli import main
     from openfootprints.data.pseudo import PseudoLabelledScene
@@ -238,6 +242,7 @@ def test_an_untrained_model_is_called_so():
     assert untrained_warning({"val_pixel_iou": 0.6}, 500) is None and untrained_warning({}, 5) is None
 
 
+@pytest.mark.slow
 def test_training_can_start_from_a_bundle_and_records_its_parent(tmp_path, tiny_scene, tiny_bundle, capsys):
     from openfootprints.cli import main
     from openfootprints.model.bundle import load_bundle

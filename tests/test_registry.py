@@ -11,6 +11,8 @@ import torch
 from openfootprints.cli import main
 from openfootprints.model.bundle import file_sha256, load_bundle, save_bundle
 
+pytestmark = pytest.mark.slow  # creates MLflow databases
+
 
 @pytest.fixture()
 def registry(tmp_path, monkeypatch):

@@ -198,6 +198,7 @@ def test_detect_on_a_damaged_geotiff_is_whole_or_one_clean_line(capfd, tmp_path,
     assert_whole_or_clean(code, err, [out, config_path_beside(out)], folder, whole)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(damage=st.sampled_from(["scene.tif", "labels.geojson", "labels.parquet"]).flatmap(damages))
 def test_train_on_damaged_imagery_or_labels_is_whole_or_one_clean_line(capfd, tmp_path, originals, damage):
@@ -358,6 +359,7 @@ def test_detect_on_a_full_disk_leaves_no_partial_table(full_disk):
     assert list(out.parent.iterdir()) == []  # no table, no config, no staging folder
 
 
+@pytest.mark.slow
 def test_train_on_a_full_disk_leaves_no_partial_bundle(full_disk):
     code, stderr, out, _ = full_disk["train"]
     assert_one_clean_line(code, stderr, f"disk full or file too large while writing {out} (File too large)")

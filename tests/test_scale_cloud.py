@@ -18,6 +18,8 @@ from openfootprints.scale import engine
 
 from test_scale import SETTINGS, assert_same_buildings, detect_whole_scene
 
+pytestmark = pytest.mark.slow  # starts an object store (moto)
+
 
 @pytest.fixture(scope="module")
 def whole_run(tiny_scene, tiny_bundle, tmp_path_factory):

@@ -14,6 +14,8 @@ from openfootprints.scale import engine, ray_engine
 
 from test_scale import SETTINGS, assert_same_buildings, detect_whole_scene
 
+pytestmark = pytest.mark.slow  # starts Ray
+
 ray = pytest.importorskip("ray")
 
 

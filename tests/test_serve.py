@@ -294,6 +294,7 @@ def test_serve_command_refuses_a_missing_model(capsys, tmp_path):
     assert capsys.readouterr().err.strip() == f"openfootprints: error: {tmp_path / 'nope.ofp'}: no such model bundle"
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error(tiny_bundle):
     """Generated requests against every operation of the OpenAPI document: none may get a 5xx."""
     app = create_app(service_config("serve.max_seconds=60"), tiny_bundle)

@@ -426,6 +426,7 @@ def clickable_building(page, table, min_confidence):
     raise AssertionError("no building to click outside the panel")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pmtiles_above", [1000, 0], ids=["geojson", "pmtiles"])
 def test_page_shows_filters_and_explains_buildings(browser, result, tiny_scene, tmp_path, pmtiles_above):
     path, table = result
@@ -486,6 +487,7 @@ def hsv(hex_colour):
     return 360 * h, s, v
 
 
+@pytest.mark.slow
 def test_page_true_outlines_stand_apart_and_layers_toggle(browser, result, tiny_scene, tmp_path):
     path, table = result
     image, labels = tiny_scene
@@ -554,6 +556,7 @@ def test_page_true_outlines_stand_apart_and_layers_toggle(browser, result, tiny_
         viewer.close()
 
 
+@pytest.mark.slow
 def test_page_offers_toggles_only_for_the_layers_it_has(browser, result, tmp_path):
     viewer = prepare_viewer(view_cfg(), result[0], workdir=tmp_path)  # no imagery, no truth
     page = browser.new_page(viewport={"width": 1000, "height": 800})
