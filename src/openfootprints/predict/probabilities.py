@@ -14,27 +14,25 @@ import functools
 import itertools
 import logging
 import math
-import os
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.windows import Window
-from scipy.special import expit
 from tqdm import tqdm
 
 from openfootprints.data.normalize import Normalization
 from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 from openfootprints.model.bundle import Bundle
-from openfootprints.model.onnx import OnnxNetwork, export_onnx
+from openfootprints.model.onnx import export_onnx
 from openfootprints.monitor.drift import Profile, window_profile
+from openfootprints.predict.engines import Engine, OnnxEngine, TorchEngine, on_cuda, onnx_threads
 from openfootprints.predict.windows import blend_ramp, blend_weights, lattice_starts
 
 log = logging.getLogger(__name__)
@@ -91,21 +89,17 @@ def select_device(name: str, bundle: Bundle | None = None) -> str:
     return str(torch.device(name))
 
 
-def on_cuda(device: str) -> bool:
-    return device.startswith("cuda")
-
-
 TTA_TRANSFORMS = [(0, False), (0, True), (2, False), (2, True), (1, False), (3, False), (1, True), (3, True)]
 
 
 class WindowPredictor:
     """Runs the model on batches of normalized windows; returns probabilities (N, H, W) float32.
 
-    ``engine`` is ``torch`` (the bundle's network on ``device``; bf16 autocast on CUDA) or ``onnx``
-    (ONNX Runtime on the CPU, from the bundle's exported ONNX file or one exported now into ``workdir``);
-    ``threads`` caps ONNX Runtime's threads (default: all cores); ``compile`` wraps the PyTorch network in
-    ``torch.compile``; ``onnx_file``, the bundle already exported (else it is exported into ``workdir``). On
-    CUDA the network runs channels-last from pinned host memory. Built once, it can run any number of scenes.
+    ``engine`` picks ``network``, the :class:`~openfootprints.predict.engines.Engine` that runs the batches:
+    ``torch`` (:class:`~openfootprints.predict.engines.TorchEngine`, the bundle's network on ``device``) or ``onnx``
+    (:class:`~openfootprints.predict.engines.OnnxEngine`, ONNX Runtime on the CPU, from the bundle's exported ONNX
+    file, ``onnx_file``, or one exported now into ``workdir``); ``threads`` caps ONNX Runtime's threads (default:
+    all cores); ``compile`` wraps the PyTorch network in ``torch.compile``. Built once, it runs any number of scenes.
     After :meth:`start_profile`, ``seen`` counts the inputs and outputs of every window run since
     (:mod:`openfootprints.monitor.drift`).
     """
@@ -116,25 +110,17 @@ class WindowPredictor:
         self.runs = 1  # batches run at once (from as many threads)
         self.normalize = Normalization(bundle.mean, bundle.std)  # (C, H, W) file units → network input, 0 on nodata
         self.seen: Profile | None = None
+        self.network: Engine
         onnx_path = bundle.training.get("onnx_path")
         if engine == "onnx":
             if onnx_path is None:
                 onnx_path = onnx_file or export_onnx(bundle, Path(workdir or tempfile.gettempdir()) / "model.onnx")
-            # two runs at once of half the threads each: a thread taken away by reading or vectorizing then
-            # stalls one run, not both of a single run's halves
-            total = threads or os.cpu_count() or 1
-            self.runs = 2 if total >= 2 else 1
-            self.onnx = OnnxNetwork(onnx_path, max(1, total // self.runs))
+            self.runs, per_run = onnx_threads(threads)
+            self.network = OnnxEngine(onnx_path, per_run)
         elif onnx_path is not None:
             raise InputError(f"{onnx_path}: an ONNX model runs with detect.engine=onnx (or auto on the CPU)")
         else:
-            import torch
-
-            self.net = bundle.network().to(self.device)
-            if on_cuda(self.device):  # NHWC: what the GPU's convolution kernels are fastest on
-                self.net = self.net.to(memory_format=torch.channels_last)
-            if compile:
-                self.net = cast(torch.nn.Module, torch.compile(self.net))  # an OptimizedModule
+            self.network = TorchEngine(bundle, self.device, compile)
 
     def start_profile(self) -> None:
         """Count what the windows run from now on look like (``seen``), e.g. for one scene."""
@@ -156,18 +142,7 @@ class WindowPredictor:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """One forward pass: (N, C, H, W) normalized → (N, H, W) probabilities."""
-        if self.engine == "onnx":
-            return expit(self.onnx(batch)[:, 0])
-        import torch
-
-        with torch.inference_mode():
-            x = torch.from_numpy(batch)
-            cuda = on_cuda(self.device)
-            if cuda:  # page-locked host memory: the copy runs asynchronously
-                x = x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda):
-                logits = self.net(x)
-            return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        return self.network(batch)
 
 
 def select_engine(name: str, device: str, bundle: Bundle) -> str:

@@ -1,0 +1,72 @@
+"""The engines a model runs on, behind one small interface: a normalized batch in, building probabilities out.
+
+:class:`OnnxEngine` runs an exported model with ONNX Runtime on the CPU and never imports PyTorch;
+:class:`TorchEngine` runs the bundle's network with PyTorch on any device. Anything else that can turn a batch
+into probabilities (another runtime, a remote model) is an :class:`Engine` too.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol, cast
+
+import numpy as np
+from scipy.special import expit
+
+from openfootprints.model.bundle import Bundle
+from openfootprints.model.onnx import OnnxNetwork
+
+
+class Engine(Protocol):
+    """(N, C, H, W) float32 normalized windows → (N, H, W) float32 building probabilities (or energy)."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def on_cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+class OnnxEngine:
+    """ONNX Runtime on the CPU with ``threads`` intra-op threads, from the exported model at ``path``."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        self.network = OnnxNetwork(path, threads)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return expit(self.network(batch)[:, 0])
+
+
+class TorchEngine:
+    """The bundle's network with PyTorch on ``device``: on CUDA channels-last from pinned host memory, with bf16
+    autocast; ``compile`` wraps it in ``torch.compile``."""
+
+    def __init__(self, bundle: Bundle, device: str, compile: bool = False):
+        import torch
+
+        self.device = device
+        self.net = bundle.network().to(device)
+        if on_cuda(device):  # NHWC: what the GPU's convolution kernels are fastest on
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net = cast(torch.nn.Module, torch.compile(self.net))  # an OptimizedModule
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)
+            cuda = on_cuda(self.device)
+            if cuda:  # page-locked host memory: the copy runs asynchronously
+                x = x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda):
+                logits = self.net(x)
+            return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+
+def onnx_threads(threads: int | None) -> tuple[int, int]:
+    """(runs at once, threads per run) for ONNX Runtime on ``threads`` cores (default all): two runs of half the
+    threads each, so a thread taken away by reading or vectorizing stalls one run, not both halves of one."""
+    total = threads or os.cpu_count() or 1
+    runs = 2 if total >= 2 else 1
+    return runs, max(1, total // runs)
