@@ -4,22 +4,28 @@ The area can be a bounding box in degrees, a polygon file, or the imagery's own 
 work unit: its buildings are those whose centroid lies in it (half-open, see
 :func:`openfootprints.pipeline.centroids_in`), so cells that tile the area give each building to exactly one.
 At zoom 14 a cell is about 2.4 km across at the equator (about 6 km² at 0.5 m, 24 Mpx).
+
+The cell contract every engine keeps (local, :mod:`openfootprints.scale.engine`; Ray,
+:mod:`openfootprints.scale.ray_engine`) is here too: a cell's config, where its table goes, its summary and result.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import mercantile
 import numpy as np
 import shapely
 from pyproj import Geod
+from omegaconf import DictConfig, OmegaConf
 from shapely.geometry.base import BaseGeometry
 
 from openfootprints.errors import InputError
 from openfootprints.io.geo import to_lonlat
 from openfootprints.io.raster import Scene
+from openfootprints.io.storage import Storage
 from openfootprints.io.vector import read_polygons
 
 
@@ -90,3 +96,32 @@ def parse_manifest(text: str) -> dict:
     record = json.loads(text)
     record["cells"] = [Cell(c["quadkey"], tuple(c["bbox"])) for c in record["cells"]]
     return record
+
+
+@dataclass
+class CellResult:
+    """What one cell gave: its summary from ``detect`` or the error of its last attempt."""
+
+    quadkey: str
+    attempts: int
+    summary: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def cell_key(cell: Cell) -> str:
+    """Where a cell's table goes in the run's folder."""
+    return f"buildings/cell={cell.quadkey}/part-0.parquet"
+
+
+def cell_summary(summary: dict, cell: Cell, out: Storage) -> dict:
+    """A cell's summary from ``detect``'s: its quadkey, where its table is, and the run's config (a cell's config is
+    the run's with ``detect.bbox`` the cell)."""
+    return {**summary, "quadkey": cell.quadkey, "output": out.uri(cell_key(cell)), "config": out.uri("config.yaml")}
+
+
+def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
+    """The config of one cell: the run's, with ``detect.bbox`` the cell and no probability raster."""
+    one = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
+    one.detect.bbox = list(cell.bbox)
+    one.detect.probabilities = None
+    return one

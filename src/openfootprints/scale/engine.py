@@ -20,11 +20,9 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import cast
 
 import shapely
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from openfootprints.errors import InputError
 from openfootprints.io.provenance import write_resolved_config
@@ -33,31 +31,10 @@ from openfootprints.io.storage import Storage, is_url
 from openfootprints.model.bundle import file_sha256
 from openfootprints.model.onnx import load_model
 from openfootprints.pipeline import detect, load_predictor, open_for_model
-from openfootprints.scale.cells import (Cell, area_km2, area_of_interest, cells_covering, manifest_json,
-                                        parse_manifest)
+from openfootprints.scale.cells import (Cell, CellResult, area_km2, area_of_interest, cell_config, cell_key,
+                                        cell_summary, cells_covering, manifest_json, parse_manifest)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CellResult:
-    """What one cell gave: its summary from ``detect`` or the error of its last attempt."""
-
-    quadkey: str
-    attempts: int
-    summary: dict = field(default_factory=dict)
-    error: str | None = None
-
-
-def cell_key(cell: Cell) -> str:
-    """Where a cell's table goes in the run's folder."""
-    return f"buildings/cell={cell.quadkey}/part-0.parquet"
-
-
-def cell_summary(summary: dict, cell: Cell, out: Storage) -> dict:
-    """A cell's summary from ``detect``'s: its quadkey, where its table is, and the run's config (a cell's config is
-    the run's with ``detect.bbox`` the cell)."""
-    return {**summary, "quadkey": cell.quadkey, "output": out.uri(cell_key(cell)), "config": out.uri("config.yaml")}
 
 
 def run_identity(cfg: DictConfig, scene_path: str, model_path: str) -> dict:
@@ -87,14 +64,6 @@ def plan(cfg: DictConfig, scene_path: str, model_path: str, out: Storage | str |
     cells = cells_covering(area, cfg.scale.zoom)
     out.write_text("manifest.json", manifest_json(cells, identity))
     return cells, area
-
-
-def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
-    """The config of one cell: the run's, with ``detect.bbox`` the cell and no probability raster."""
-    one = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
-    one.detect.bbox = list(cell.bbox)
-    one.detect.probabilities = None
-    return one
 
 
 def detect_cell(cfg: DictConfig, scene_path: str, model_path: str, cell: Cell, out: Storage,

@@ -37,8 +37,7 @@ from openfootprints.io.storage import Storage
 from openfootprints.model.bundle import Bundle
 from openfootprints.predict.probabilities import Region, predict_probabilities, read_tiles, region_transform, window_grid
 from openfootprints.predict.stream import ProbabilityArray
-from openfootprints.scale.cells import Cell
-from openfootprints.scale.engine import CellResult, cell_config, cell_key, cell_summary
+from openfootprints.scale.cells import Cell, CellResult, cell_config, cell_key, cell_summary
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predi
                    out_dir: str) -> dict:
     """Stage 3 (CPU worker): vectorize, keep the buildings whose centroid is in the cell, write the cell's table
     and put it in place whole, from this worker (``out_dir``: a path or an ``s3://`` / ``gs://`` URL); returns the
-    cell's summary (as ``detect``'s, see :func:`openfootprints.scale.engine.cell_summary`)."""
+    cell's summary (as ``detect``'s, see :func:`openfootprints.scale.cells.cell_summary`)."""
     from openfootprints.pipeline import detect_summary, vectorize_and_write
 
     out = Storage(out_dir)
