@@ -45,7 +45,7 @@ class ServiceMetrics:
         state = Gauge("openfootprints_workers", "Worker processes by state, and requests queued", ["state"],
                       registry=self.registry)
         for name in ("idle", "busy", "queued"):
-            state.labels(name).set_function(lambda name=name: workers().get(name, 0))
+            state.labels(name).set_function(_reader(workers, name))
 
     def record_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
@@ -66,6 +66,11 @@ class ServiceMetrics:
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+def _reader(workers: Callable[[], dict[str, int]], name: str) -> Callable[[], float]:
+    """A gauge's reading: one value of the workers' state, read when the metrics are scraped."""
+    return lambda: float(workers().get(name, 0))
 
 
 class MetricsMiddleware:
