@@ -21,7 +21,6 @@ import numpy as np
 import shapely
 from omegaconf import DictConfig
 import rasterio
-from rasterio.enums import Resampling
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
@@ -135,10 +134,8 @@ def drift_from_reference(bundle: Bundle, seen: Profile | None, scene_name: str) 
 
 def has_valid_pixels(scene: Scene, region: Region) -> bool:
     """Whether any part of ``region`` is valid (the mask averaged to at most 1024 px a side)."""
-    src = Window(region.col0 * scene.scale, region.row0 * scene.scale, region.width * scene.scale,
-                 region.height * scene.scale)
-    shape = (min(1024, region.height), min(1024, region.width))
-    return bool(scene.dataset.dataset_mask(window=src, out_shape=shape, resampling=Resampling.average).any())
+    window = Window(region.col0, region.row0, region.width, region.height)
+    return bool(scene.coarse_valid(window, (min(1024, region.height), min(1024, region.width)), any_valid=True).any())
 
 
 def detection_area(cfg: DictConfig, scene: Scene) -> tuple[Region, Region]:

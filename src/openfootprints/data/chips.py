@@ -205,9 +205,7 @@ def _overlap(a: Window, b: Window) -> bool:
 
 def _window_valid(scene: Scene, window: Window) -> float:
     """Fraction of valid pixels in a working-grid window, read at 16 × 16."""
-    src = Window(window.col_off * scene.scale, window.row_off * scene.scale, window.width * scene.scale,
-                 window.height * scene.scale)
-    return float((scene.dataset.dataset_mask(window=src, out_shape=(16, 16)) > 0).mean())
+    return float(scene.coarse_valid(window, (16, 16)).mean())
 
 
 def _coarse_valid(scene: Scene, block_px: int) -> np.ndarray:
@@ -216,8 +214,7 @@ def _coarse_valid(scene: Scene, block_px: int) -> np.ndarray:
     cells = max(1, block_px // 16)  # samples per block side
     if nby == 0 or nbx == 0:
         return np.zeros((nby, nbx))
-    src = Window(0, 0, nbx * block_px * scene.scale, nby * block_px * scene.scale)
-    mask = scene.dataset.dataset_mask(window=src, out_shape=(nby * cells, nbx * cells)) > 0
+    mask = scene.coarse_valid(Window(0, 0, nbx * block_px, nby * block_px), (nby * cells, nbx * cells))
     return mask.reshape(nby, cells, nbx, cells).mean(axis=(1, 3))
 
 
