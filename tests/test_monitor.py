@@ -121,3 +121,14 @@ def test_the_service_warns_and_counts_a_drifted_scene(profiled_bundle, tiny_scen
     assert WARNING_HEADER not in like.headers
     assert "unlike the model's validation data" in unlike.headers[WARNING_HEADER]
     assert "openfootprints_scenes_total 2.0" in metrics and "openfootprints_scenes_drifted_total 1.0" in metrics
+
+
+def test_scale_lists_the_cells_whose_imagery_drifted(profiled_bundle, tiny_scene, tmp_path):
+    from openfootprints.scale.engine import scale
+
+    dim = darkened_and_blurred(str(tiny_scene[0]), tmp_path / "dim.tif")
+    cfg = load_config([*SETTINGS, "scale.zoom=16"])
+    like = scale(cfg, str(tiny_scene[0]), str(profiled_bundle), str(tmp_path / "like"))
+    unlike = scale(cfg, dim, str(profiled_bundle), str(tmp_path / "unlike"))
+    assert like["cells_drifted"] == [] and like["cells_done_now"] >= 1
+    assert len(unlike["cells_drifted"]) >= 1 and unlike["cells_failed"] == 0  # a warning, not a failure

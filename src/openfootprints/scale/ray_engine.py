@@ -35,6 +35,7 @@ from openfootprints.errors import InputError
 from openfootprints.io.raster import Scene
 from openfootprints.io.storage import Storage
 from openfootprints.model.bundle import Bundle
+from openfootprints.monitor.drift import Profile
 from openfootprints.predict.probabilities import Region, predict_probabilities, read_tiles, region_transform, window_grid
 from openfootprints.predict.stream import ProbabilityArray
 from openfootprints.scale.cells import Cell, CellResult, cell_config, cell_key, cell_summary
@@ -64,6 +65,7 @@ class CellProbabilities:
     probabilities: ProbabilityArray
     timings: dict
     energy_kwh: float
+    seen: Profile | None = None  # what the model saw of the cell (openfootprints.monitor.drift)
 
 
 def read_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell) -> CellTiles:
@@ -99,12 +101,13 @@ class CellPredictor:
         start = time.monotonic()
         sink = ProbabilityArray(f"{scene.path} (cell)", context.width, context.height, scene.crs,
                                 region_transform(scene, context))
+        self.predictor.start_profile()
         with energy_meter(self.cfg.tracking.country, self.cfg.tracking.energy) as energy:
             predict_probabilities(scene, self.predictor.bundle, "unused.tif", region=context, window=d.window_px,
                                   halo_m=d.halo_m, batch_size=d.batch_size, progress=False, tta=d.tta,
                                   predictor=self.predictor, sink=sink, tiles=(tiles.images, tiles.valid))
         return CellProbabilities(scene, tiles.region, sink, {**tiles.timings, "predict_s": time.monotonic() - start},
-                                 tiles.energy_kwh + energy.get("energy_kwh", 0.0))
+                                 tiles.energy_kwh + energy.get("energy_kwh", 0.0), self.predictor.seen)
 
 
 def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predicted: CellProbabilities,
@@ -112,7 +115,7 @@ def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predi
     """Stage 3 (CPU worker): vectorize, keep the buildings whose centroid is in the cell, write the cell's table
     and put it in place whole, from this worker (``out_dir``: a path or an ``s3://`` / ``gs://`` URL); returns the
     cell's summary (as ``detect``'s, see :func:`openfootprints.scale.cells.cell_summary`)."""
-    from openfootprints.pipeline import detect_summary, vectorize_and_write
+    from openfootprints.pipeline import detect_summary, drift_from_reference, vectorize_and_write
 
     out = Storage(out_dir)
     one = cell_config(OmegaConf.create(cfg), cell)
@@ -124,6 +127,11 @@ def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predi
     kwh = predicted.energy_kwh + energy.get("energy_kwh", 0.0)
     summary = detect_summary(predicted.scene, predicted.region, n_buildings, timings,
                              {"energy_kwh": kwh} if one.tracking.energy else {}, staged)
+    drift = drift_from_reference(bundle, predicted.seen, f"cell {cell.quadkey}")
+    if drift is not None:
+        summary["drift"] = drift.summary()
+        if drift.warning:
+            summary["warning"] = drift.warning
     return cell_summary(summary, cell, out)
 
 
