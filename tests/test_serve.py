@@ -319,7 +319,7 @@ def test_schemathesis_finds_no_server_error(tiny_bundle):
 
         shutdown_lifespans()
     assert not failures, failures
-    assert {path for path, _ in statuses} == {"/detect", "/health", "/model"}
+    assert {path for path, _ in statuses} == {"/detect", "/health", "/metrics", "/model"}
     assert sum(path == "/detect" for path, _ in statuses) >= 30
 
 
