@@ -29,7 +29,7 @@ test: setup
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-# The tests that neither train nor start Ray, a browser or an object store (marked slow): a minute or so.
+# The tests that neither train nor start Ray, a browser or an object store (those are marked slow): about 3½ minutes.
 test-fast: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest -q -m "not slow"
