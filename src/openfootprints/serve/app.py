@@ -27,6 +27,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from omegaconf import DictConfig, OmegaConf
+from prometheus_client import CONTENT_TYPE_LATEST as METRICS_TYPE
 from pydantic import BaseModel, Field
 from rasterio.errors import RasterioError
 from starlette.background import BackgroundTask
@@ -37,7 +38,6 @@ from openfootprints.errors import InputError
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import load_model
 from openfootprints.pipeline import json_safe, open_for_model
-from openfootprints.serve.metrics import CONTENT_TYPE as METRICS_TYPE
 from openfootprints.serve.metrics import MetricsMiddleware, ServiceMetrics
 from openfootprints.predict.probabilities import select_device, select_engine
 from openfootprints.serve.workers import (SUMMARY, DetectionTimeout, Job, NoWorker, PoolBusy, WorkerFailed,

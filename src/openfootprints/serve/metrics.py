@@ -13,7 +13,6 @@ from typing import Callable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported for the app)
 
 # An error response's status → why it failed, as users and operators name it
 CAUSES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "upload_too_slow",
