@@ -113,20 +113,24 @@ def score(out: Path, name: str, scene: str, labels: str, extra_detect: list[str]
                            for b in m["by_size"] if b["n_true"]}}
 
 
-def run_dir(runs: Path, name: str, seed: int, minutes: float, init: str | None = None) -> Path:
-    return runs / (f"{name}-s{seed}-{minutes:g}min" + (f"-after-{init}" if init else ""))
+def run_dir(runs: Path, name: str, seed: int, minutes: float, init: str | None = None, epochs: int | None = None) -> Path:
+    return runs / (f"{name}-s{seed}-{minutes:g}min" + (f"-{epochs}ep" if epochs else "") + (f"-after-{init}" if init else ""))
 
 
-def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | None = None) -> dict:
+def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | None = None,
+                epochs: int | None = None) -> dict:
     """Train (unless done), detect and score one variant; ``init``: the run folder (in ``runs``) whose model the
-    training starts from (a continuation, at half the learning rate)."""
-    out = run_dir(runs, name, seed, minutes, init)
+    training starts from (a continuation, at half the learning rate); ``epochs``: train this many epochs (the
+    learning rate annealed over them) with ``minutes`` only as a cap, so that runs on cores shared with other
+    work still compare at equal steps."""
+    out = run_dir(runs, name, seed, minutes, init, epochs)
     result_path = out / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "model.ofp").exists():
         more = [f"train.init={runs / init / 'model.ofp'}", "train.lr=0.001"] if init else []
+        more += [f"train.max_epochs={epochs}"] if epochs else []
         train(out, VARIANTS[name][1] + more, minutes, seed)
     import torch
 
@@ -143,6 +147,7 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
                             [f"evaluate.bbox={XIAMEN_BLOCK}"]))
     before = json.loads((runs / init / "result.json").read_text()) if init else {}  # a continuation adds up
     result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "minutes": minutes, "init": init,
+              "epochs": epochs,
               "steps": training.get("steps", 0) + before.get("steps", 0),
               "train_s": (training.get("seconds") or 0) + before.get("train_s", 0),
               "energy_kwh": (training.get("energy_kwh") or 0) + (before.get("energy_kwh") or 0),
@@ -194,7 +199,8 @@ def ship(result: dict, runs: Path) -> Path:
     from openfootprints.model.base import BASE_MODEL
     from openfootprints.model.bundle import load_bundle, save_bundle
 
-    bundle = load_bundle(run_dir(runs, result["variant"], result["seed"], result["minutes"], result.get("init"))
+    bundle = load_bundle(run_dir(runs, result["variant"], result["seed"], result["minutes"], result.get("init"),
+                                 result.get("epochs"))
                          / "model.ofp")
     bundle.state_dict = {k: v.half() if v.is_floating_point() else v for k, v in bundle.state_dict.items()}
     bundle.training = {**bundle.training, "held_out": result["places"],
@@ -222,6 +228,7 @@ def write_model_card(result: dict, bundle, path: Path, shipped: bool) -> None:
                      f"{p['pixel_iou']:.3f} | {p['n_predicted']} / {p['n_true']} |" for p in result["places"])
     kwh = f"{result['energy_kwh']:.3f} kWh" if result.get("energy_kwh") is not None else "not measured"
     command = f"python bench/real.py --variant {result['variant']} --seed {result['seed']}"
+    command += f" --epochs {result['epochs']}" if result.get("epochs") else ""
     ship_flag = " --ship" if shipped else " --card"
     if result.get("init"):  # a continuation: the run it started from, then itself
         parent_minutes = result["init"].split("-")[2].removesuffix("min")
@@ -284,6 +291,8 @@ def main() -> None:
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "real.md")
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default: %(default)s)")
     parser.add_argument("--init", help="continue from the model of this run folder (in --runs), e.g. base-s0-70min")
+    parser.add_argument("--epochs", type=int, help="train this many epochs of 32 steps, --minutes only a cap "
+                                                   "(equal steps when the cores are shared; 66 ≈ the base's 80 min)")
     parser.add_argument("--ship", action="store_true", help="make this variant's bundle the package's base model")
     parser.add_argument("--card", action="store_true", help="write docs/base_model.md for this run, not shipped")
     args = parser.parse_args()
@@ -292,7 +301,7 @@ def main() -> None:
         raise SystemExit(f"unknown variant {args.variant}; known: {list(VARIANTS)}")
     if not (DATA / "oam").exists():
         raise SystemExit(f"{DATA / 'oam'}: not found; the benchmark needs the open OAM data")
-    result = run_variant(args.variant, args.runs, args.minutes, args.seed, args.init)
+    result = run_variant(args.variant, args.runs, args.minutes, args.seed, args.init, args.epochs)
     print(json.dumps(result), flush=True)
     done = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*/result.json"))]
     write_doc(done, args.doc)
@@ -302,7 +311,8 @@ def main() -> None:
     elif args.card:
         from openfootprints.model.bundle import load_bundle
 
-        bundle = load_bundle(run_dir(args.runs, result["variant"], result["seed"], result["minutes"], result["init"])
+        bundle = load_bundle(run_dir(args.runs, result["variant"], result["seed"], result["minutes"], result["init"],
+                                    result.get("epochs"))
                              / "model.ofp")
         write_model_card(result, bundle, ROOT / "docs" / "base_model.md", shipped=False)
         print(f"wrote docs/base_model.md (held-out F1 {held_out_f1(result):.3f}, not shipped)")
