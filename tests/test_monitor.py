@@ -75,7 +75,10 @@ def profiled_bundle(tiny_scene, tiny_bundle, tmp_path_factory):
 def test_detection_on_like_imagery_reports_no_major_drift(profiled_bundle, tiny_scene, tmp_path):
     summary = detect(load_config(SETTINGS), str(tiny_scene[0]), str(profiled_bundle), str(tmp_path / "b.parquet"),
                      progress=False)
-    assert summary["drift"]["major"] is False and max(summary["drift"]["band_psi"]) < 0.01
+    drift = summary["drift"]
+    assert drift["major"] is False and max(drift["band_psi"]) < 0.01
+    assert drift["buildings_per_km2"] == drift["reference_buildings_per_km2"] > 0  # the same scene, found alike
+    assert drift["confidence_psi"] is None or drift["confidence_psi"] < 0.01
     assert "warning" not in summary
 
 
@@ -103,6 +106,7 @@ def test_training_stores_the_profile_of_its_validation_chips(tiny_scene, tmp_pat
     profile = Profile.from_dict(load_bundle(out).profile)
     assert profile.bands.shape == (3, len(PIXEL_EDGES) + 1) and profile.pixels == 3 * (64 // STRIDE) ** 2  # 3 chips
     assert np.all(np.abs(profile.band_means()) < 1.0)  # normalized by the training imagery's own statistics
+    assert "buildings" in load_bundle(out).profile and profile.buildings.shape == (10,)  # found on the same chips
 
 
 @pytest.mark.slow
@@ -132,3 +136,52 @@ def test_scale_lists_the_cells_whose_imagery_drifted(profiled_bundle, tiny_scene
     unlike = scale(cfg, dim, str(profiled_bundle), str(tmp_path / "unlike"))
     assert like["cells_drifted"] == [] and like["cells_done_now"] >= 1
     assert len(unlike["cells_drifted"]) >= 1 and unlike["cells_failed"] == 0  # a warning, not a failure
+
+
+def pixels_alike(n_bands: int = 3) -> Profile:
+    """A profile of 10,000 sampled pixels, all in the middle bins."""
+    profile = Profile.empty(n_bands)
+    profile.bands[:, len(PIXEL_EDGES) // 2] = 10_000
+    profile.output[0] = 10_000
+    return profile
+
+
+def test_buildings_are_counted_per_tenth_of_confidence_and_kept_in_the_bundle_profile():
+    profile = pixels_alike()
+    profile.add_buildings(np.array([0.05, 0.55, 0.58, 0.95, 1.0]))
+    assert profile.buildings.tolist() == [1, 0, 0, 0, 0, 2, 0, 0, 0, 2]
+    assert Profile.from_dict(profile.to_dict()).buildings.tolist() == profile.buildings.tolist()
+    # 10,000 sampled pixels stand for 16x as many of 0.5 m: 0.04 km², so 5 buildings are 125 per km²
+    assert profile.buildings_per_km2(0.5) == pytest.approx(5 / (10_000 * STRIDE**2 * 0.25 / 1e6))
+    old = profile.to_dict()
+    del old["buildings"]  # a bundle profiled before buildings were counted
+    assert Profile.from_dict(old).buildings.sum() == 0
+
+
+def test_buildings_found_with_other_confidences_are_reported_as_drift():
+    reference, sure, unsure = pixels_alike(), pixels_alike(), pixels_alike()
+    reference.add_buildings(np.full(100, 0.92))
+    sure.add_buildings(np.full(60, 0.93))
+    unsure.add_buildings(np.full(60, 0.55))  # the same pixels, but the model hesitates over every building
+    alike = compare(reference, sure, "a.tif", resolution_m=0.5)
+    assert alike.warning is None and alike.confidence_psi == 0
+    assert alike.summary()["buildings_per_km2"] == pytest.approx(0.6 * alike.reference_buildings_per_km2, abs=0.1)
+    drifted = compare(reference, unsure, "b.tif", resolution_m=0.5)
+    assert drifted.confidence_psi > MAJOR_PSI and "building confidence PSI" in drifted.warning
+    unsure.buildings[:] = 0
+    unsure.add_buildings(np.full(10, 0.55))  # too few buildings to judge their confidence
+    assert compare(reference, unsure, "b.tif").confidence_psi is None
+
+
+def test_the_reference_counts_the_buildings_detection_would_find_in_a_chip():
+    from openfootprints.training.run import ChipDecoding
+
+    output = np.zeros((64, 64), np.float32)
+    output[8:24, 8:24] = 0.9  # a building of 16 x 16 px (8 x 8 m at 0.5 m)
+    output[40:56, 30:50] = 0.8
+    output[2:4, 60:62] = 0.9  # 1 m²: under min_area_m2
+    valid = np.ones((64, 64), bool)
+    decoding = ChipDecoding(0.5, threshold=0.5, seed_threshold=0.75, grow_m=2.0, min_area_m2=5.0, simplify_m=0.5)
+    np.testing.assert_allclose(sorted(decoding.confidences(output, valid)), [0.8, 0.9], atol=0.01)
+    valid[:, 28:] = False  # the second building is on nodata: not a building
+    np.testing.assert_allclose(decoding.confidences(output, valid), [0.9], atol=0.01)

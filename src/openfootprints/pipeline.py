@@ -129,7 +129,7 @@ def drift_from_reference(bundle: Bundle, seen: Profile | None, scene_name: str) 
     profile, or too little was seen)."""
     if bundle.profile is None or seen is None:
         return None
-    return compare(Profile.from_dict(bundle.profile), seen, scene_name)
+    return compare(Profile.from_dict(bundle.profile), seen, scene_name, bundle.resolution_m)
 
 
 def has_valid_pixels(scene: Scene, region: Region) -> bool:
@@ -181,6 +181,7 @@ def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: di
     ended; ``total_s``) and returns the number of buildings written.
     """
     d = cfg.detect
+    seen = predictor.seen if predictor is not None else None  # buildings counted beside the predicted pixels
     start = time.monotonic()
     with gdal_env(cfg), \
             tempfile.TemporaryDirectory(prefix="openfootprints-") as tmp:
@@ -191,7 +192,8 @@ def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: di
             source = Path(tmp) / "probabilities.tif"
             predict(source)
             timings["predict_s"] = time.monotonic() - start
-            parts, table, n_buildings = _vectorize_into_parts(cfg, bundle, scene, scene_path, str(source), Path(tmp))
+            parts, table, n_buildings = _vectorize_into_parts(cfg, bundle, scene, scene_path, str(source), Path(tmp),
+                                                              seen)
         else:
             # a ring of rows: what vectorization reads between releases, and room for the next rows of windows
             rows = rows_in_use(scene.resolution_m, bundle.label_erosion_m, d.max_building_m) + \
@@ -202,7 +204,7 @@ def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: di
                 producer = pool.submit(_predict_into_stream, predict, stream, Path(tmp), timings, start)
                 try:
                     parts, table, n_buildings = _vectorize_into_parts(cfg, bundle, scene, scene_path, stream,
-                                                                      Path(tmp))
+                                                                      Path(tmp), seen)
                 except BaseException as err:
                     stream.fail(err)  # stop the predicting thread too
                     cause = producer.exception()  # (waits for it)
@@ -250,18 +252,19 @@ def write_outputs(cfg: DictConfig, out: Path, parts: list[Path], table, probabil
         write_table_parts(parts, tmps[-1], empty=table)
 
 
-def vectorize_and_write(cfg: DictConfig, bundle: Bundle, scene: Scene, scene_path: str, source, out: Path) -> int:
+def vectorize_and_write(cfg: DictConfig, bundle: Bundle, scene: Scene, scene_path: str, source, out: Path,
+                        seen: Profile | None = None) -> int:
     """The vectorize and write stages alone, from a probability ``source`` already predicted (a raster path or a
-    raster-like object); returns the number of buildings written to ``out``."""
+    raster-like object); returns the number of buildings written to ``out`` (counted in ``seen`` too, if given)."""
     with tempfile.TemporaryDirectory(prefix="openfootprints-") as tmp:
-        parts, table, n_buildings = _vectorize_into_parts(cfg, bundle, scene, scene_path, source, Path(tmp))
+        parts, table, n_buildings = _vectorize_into_parts(cfg, bundle, scene, scene_path, source, Path(tmp), seen)
         write_outputs(cfg, out, parts, table)
     return n_buildings
 
 
-def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path):
+def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path, seen: Profile | None = None):
     """Vectorize ``source`` (a raster path or a raster-like stream or array) tile by tile into GeoParquet parts in
-    ``tmp``.
+    ``tmp``; the buildings' confidences (before calibration) are counted in ``seen`` when given.
 
     Returns (part paths, the last table (for the schema when there is no part), number of buildings).
     """
@@ -279,6 +282,8 @@ def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path):
         table = buildings_table(found.polygons, bundle.calibrate(found.confidence), found.crs,
                                 model_version=bundle.version, source=Path(scene_path).name,
                                 min_area_m2=d.min_area_m2, raw_confidence=found.confidence)
+        if seen is not None:
+            seen.add_buildings(table["raw_confidence"].to_numpy())
         if len(table):
             parts.append(tmp / f"part{k:06d}.parquet")
             write_geoparquet(table, parts[-1])

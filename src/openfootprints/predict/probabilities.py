@@ -358,7 +358,7 @@ class BatchRunner:
     def _add(self, batch, result: tuple[np.ndarray, Profile | None]) -> None:
         probs, profile = result
         if profile is not None and self.predictor.seen is not None:
-            self.predictor.seen.add(profile)
+            self.predictor.seen.add_pixels(profile)
         size = self.weights.shape[1]
         for (c, _, _), prob in zip(batch, probs):
             self.acc[:, c : c + size] += prob * self.weights

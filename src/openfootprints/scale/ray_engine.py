@@ -121,7 +121,8 @@ def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predi
     one = cell_config(OmegaConf.create(cfg), cell)
     start = time.monotonic()
     with energy_meter(one.tracking.country, one.tracking.energy) as energy, out.staged(cell_key(cell)) as staged:
-        n_buildings = vectorize_and_write(one, bundle, predicted.scene, scene_path, predicted.probabilities, staged)
+        n_buildings = vectorize_and_write(one, bundle, predicted.scene, scene_path, predicted.probabilities, staged,
+                                          predicted.seen)
     timings = {**predicted.timings, "vectorize_s": time.monotonic() - start}
     timings["total_s"] = sum(timings.values())
     kwh = predicted.energy_kwh + energy.get("energy_kwh", 0.0)

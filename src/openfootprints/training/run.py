@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -13,6 +14,7 @@ import pandas as pd
 import shapely
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
+from affine import Affine
 from omegaconf import DictConfig, OmegaConf
 
 from openfootprints.data.augment import Augmentation
@@ -29,8 +31,10 @@ from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, load_bundle, save_bundle
 from openfootprints.model.network import Architecture, build_network
 from openfootprints.monitor.drift import Profile, window_profile
+from openfootprints.predict.stream import ProbabilityArray
 from openfootprints.training.diet import el2n_scores, prune, write_gallery
 from openfootprints.training.module import Deadline, SegmentationModule
+from openfootprints.vectorize.polygons import iter_buildings
 
 log = logging.getLogger(__name__)
 WRAP_UP_S = 3.0  # of train.max_minutes kept for writing the bundle and logging it
@@ -159,7 +163,11 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         trainer.fit(module, train_loader, val_loader)
         reference = ChipDataset(sources, val_blocks or train_blocks, **chips, windows=val_windows
                                 or validation_windows(train_blocks, cfg.data.chip_px, cfg.data.val_chips))
-        profile = reference_profile(net, reference, arch.in_channels, cfg.train.batch_size)
+        decode = decoding(cfg, erode_px * resolution)
+        profile = reference_profile(net, reference, arch.in_channels, cfg.train.batch_size,
+                                    ChipDecoding(resolution, decode["threshold"], decode.get("seed_threshold"),
+                                                 decode["label_erosion_m"], cfg.detect.min_area_m2,
+                                                 cfg.detect.simplify_m))
     seconds = time.monotonic() - start
     if energy:
         mlflow_logger.experiment.log_metric(mlflow_logger.run_id, "energy_kwh", energy["energy_kwh"])
@@ -170,7 +178,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     if untrained:
         log.warning(untrained)
     bundle = Bundle(architecture=arch, bands=list(sources[0].scene.bands), mean=mean, std=std,
-                    resolution_m=resolution, dtype=sources[0].scene.dtype, **decoding(cfg, erode_px * resolution),
+                    resolution_m=resolution, dtype=sources[0].scene.dtype, **decode,
                     profile=profile.to_dict(),
                     training={"config": OmegaConf.to_container(cfg, resolve=True),
                               "scenes": [list(p) for p in pairs], **({"areas": list(cfg.data.areas)} if cfg.data.areas else {}),
@@ -192,9 +200,35 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     return path
 
 
-def reference_profile(net: torch.nn.Module, chips: ChipDataset, n_bands: int, batch_size: int) -> Profile:
+@dataclass(frozen=True)
+class ChipDecoding:
+    """How detection turns a chip's output into buildings (the bundle's decoding, :func:`decoding`, and
+    ``detect``'s settings); sizes in metres on the ground, ``resolution_m`` metres per pixel."""
+
+    resolution_m: float
+    threshold: float
+    seed_threshold: float | None
+    grow_m: float
+    min_area_m2: float
+    simplify_m: float
+
+    def confidences(self, output: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(n,) confidence of each building found in one chip's ``output`` (H, W) in [0, 1]; pixels outside
+        ``valid`` (H, W) bool are background. Buildings cut by the chip's edge count as found."""
+        source = ProbabilityArray("chip", output.shape[1], output.shape[0], None,
+                                  Affine(self.resolution_m, 0, 0, 0, -self.resolution_m, 0))
+        source.array[:] = np.where(valid, np.round(output * 255), 0).astype(np.uint8)
+        (found,) = iter_buildings(source, self.threshold, self.grow_m, self.simplify_m, self.min_area_m2,
+                                  strip_px=len(output), tile_px=None, res_m=self.resolution_m,
+                                  seed_threshold=self.seed_threshold)
+        return found.confidence[shapely.area(found.polygons) >= self.min_area_m2]  # the transform is in metres
+
+
+def reference_profile(net: torch.nn.Module, chips: ChipDataset, n_bands: int, batch_size: int,
+                      decoding: ChipDecoding) -> Profile:
     """What the trained network sees on ``chips`` (the validation chips; the training chips, unaugmented, when
-    there is no validation split): the reference each detection is compared with (:mod:`openfootprints.monitor`)."""
+    there is no validation split), and the buildings detection finds in them: the reference each detection is
+    compared with (:mod:`openfootprints.monitor`)."""
     profile = Profile.empty(n_bands)
     device = next(net.parameters()).device
     net.eval()
@@ -202,7 +236,10 @@ def reference_profile(net: torch.nn.Module, chips: ChipDataset, n_bands: int, ba
     with torch.inference_mode():
         for image, _, weight in loader:
             output = torch.sigmoid(net(image.to(device)).float())[:, 0].cpu().numpy()
-            profile.add(window_profile(image.numpy(), weight[:, 0].numpy() > 0, output))
+            valid = weight[:, 0].numpy() > 0
+            profile.add_pixels(window_profile(image.numpy(), valid, output))
+            for chip_output, chip_valid in zip(output, valid):
+                profile.add_buildings(decoding.confidences(chip_output, chip_valid))
     return profile
 
 
@@ -234,7 +271,7 @@ def decoding(cfg: DictConfig, erosion_m: float) -> dict:
     """
     if cfg.data.target == "energy":
         return dict(target="energy", threshold=0.5, seed_threshold=0.75, label_erosion_m=float(cfg.data.energy_m))
-    return dict(target="eroded", label_erosion_m=erosion_m)
+    return dict(target="eroded", threshold=0.5, label_erosion_m=erosion_m)
 
 
 def augmentation(cfg: DictConfig, resolution_m: float) -> Augmentation:
