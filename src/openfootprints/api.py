@@ -78,7 +78,7 @@ def evaluate(predicted: PathLike | gpd.GeoDataFrame, truth: PathLike | gpd.GeoDa
     """Score predicted buildings against true footprints at IoU ≥ ``evaluate.iou``: precision, recall, F1, AP50,
     pixel IoU, breakdowns by size (see docs/metrics.md). Either side may be a file or a GeoDataFrame.
     ``options``: ``evaluate.*`` keys, e.g. ``bbox``."""
-    from openfootprints.pipeline import evaluate_files
+    from openfootprints.evaluation.run import evaluate_files
 
     cfg = _config_for("evaluate", config, options)
     with tempfile.TemporaryDirectory(prefix="openfootprints-api-") as tmp:

@@ -120,7 +120,8 @@ def cmd_detect(args, cfg: DictConfig) -> None:
 
 
 def cmd_evaluate(args, cfg: DictConfig) -> None:
-    from openfootprints.pipeline import evaluate_files, format_table
+    from openfootprints.evaluation.metrics import format_table
+    from openfootprints.evaluation.run import evaluate_files
 
     json_path = args.json or str(Path(args.predicted).with_suffix(".metrics.json"))
     result = evaluate_files(cfg, args.predicted, args.truth, json_path, cfg.evaluate.bbox, args.report, args.imagery)
@@ -142,7 +143,7 @@ def cmd_scale(args, cfg: DictConfig) -> None:
 
 
 def cmd_calibrate(args, cfg: DictConfig) -> None:
-    from openfootprints.pipeline import calibrate
+    from openfootprints.evaluation.run import calibrate
 
     print(json.dumps(calibrate(cfg, args.predicted, args.truth, args.model, args.out), indent=2))
 

@@ -1,14 +1,15 @@
-"""The detect and evaluate commands, stage by stage: predict → vectorize → export; evaluate.
+"""The detect command, stage by stage: predict → vectorize → export (``evaluate`` and ``calibrate`` are in
+:mod:`openfootprints.evaluation.run`).
 
 Each function takes the resolved config and file paths, writes its outputs atomically and its resolved
-config beside them, and returns what it wrote.
+config beside them, and returns what it wrote. geopandas (about 0.8 s to import) is imported only where
+buildings are written, in the vectorizing thread: the first window does not wait for it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import math
 import tempfile
@@ -16,7 +17,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import shapely
 from omegaconf import DictConfig
@@ -26,17 +26,12 @@ from rasterio.windows import Window
 
 from openfootprints.energy import energy_meter
 from openfootprints.errors import InputError
-from openfootprints.evaluation.calibration import (expected_calibration_error, fit_isotonic,
-                                                 thresholds_by_region)
-
-from openfootprints.evaluation.metrics import Evaluation, evaluate, format_table, select_in_bounds
-from openfootprints.export.buildings import buildings_table
 from openfootprints.io.atomic import atomic_outputs, check_writable
+from openfootprints.io.formats import FORMATS
 from openfootprints.io.geo import degrees_to_crs, to_lonlat
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import Scene, open_scene
-from openfootprints.io.vector import FORMATS, read_polygons, read_table, write_geoparquet, write_table_parts
-from openfootprints.model.bundle import Bundle, load_bundle, save_bundle
+from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import cached_onnx, load_model
 from openfootprints.monitor.drift import Drift, Profile, compare
 from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, region_from_bounds,
@@ -45,17 +40,6 @@ from openfootprints.predict.stream import Cancelled, ProbabilityStream
 from openfootprints.vectorize.polygons import Buildings, iter_buildings, rows_in_use
 
 log = logging.getLogger(__name__)
-
-
-def json_safe(value):
-    """Replace NaN and ±inf (not valid JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, threads: int | None = None) -> WindowPredictor:
@@ -244,6 +228,8 @@ def write_outputs(cfg: DictConfig, out: Path, parts: list[Path], table, probabil
     """Write the buildings table (from its GeoParquet ``parts``; ``table`` gives the schema when there is none),
     the resolved config beside it and, when given, the probability raster as a COG at ``detect.probabilities``:
     all of them or, on error, none."""
+    from openfootprints.io.vector import write_table_parts
+
     finals = ([cfg.detect.probabilities] if probabilities else []) + [config_path_beside(out), out]
     with atomic_outputs(*finals) as tmps:
         if probabilities:
@@ -268,6 +254,9 @@ def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path, see
 
     Returns (part paths, the last table (for the schema when there is no part), number of buildings).
     """
+    from openfootprints.export.buildings import buildings_table
+    from openfootprints.io.vector import write_geoparquet
+
     d = cfg.detect
     parts, n_buildings = [], 0
     table = buildings_table(np.array([], dtype=object), np.array([]), scene.crs)  # the schema, if none is found
@@ -291,113 +280,4 @@ def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path, see
     return parts, table, n_buildings
 
 
-def evaluate_files(cfg: DictConfig, predicted_path: str, truth_path: str, out_json: str | None = None,
-                   bbox=None, report_dir: str | None = None, imagery: str | None = None) -> Evaluation:
-    """Evaluate a buildings table against true footprints; optionally only within ``bbox`` (degrees).
-
-    Writes the metrics JSON to ``out_json`` and an HTML report into ``report_dir`` when asked. With ``imagery``
-    (the scene that was detected), true buildings with less than ``evaluate.min_on_imagery`` of their area on its
-    valid pixels are not scored (no detector can find them; their number is in the JSON), and the report shows
-    image crops of the errors.
-    """
-    e = cfg.evaluate
-    for path, folder in ((out_json, False), (report_dir, True)):
-        if path:
-            check_writable(path, folder=folder)
-    predicted = read_table(predicted_path, fix_invalid=cfg.data.fix_invalid)
-    truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
-    predicted, truth = select_in_bounds(predicted, bbox), select_in_bounds(truth, bbox)
-    off_imagery = 0
-    if imagery:
-        truth, off_imagery = on_imagery(truth, open_scene(imagery), e.min_on_imagery)
-    if truth.empty:
-        raise InputError(f"{truth_path}: no true building in the scored area"
-                         f"{f' (evaluate.bbox={list(bbox)})' if bbox else ''}; there is nothing to score against")
-    for path, frame in ((predicted_path, predicted), (truth_path, truth)):
-        if e.region_column and e.region_column not in frame:
-            raise InputError(f"{path}: no column '{e.region_column}' (evaluate.region_column)")
-    result = evaluate(predicted, truth, e.iou, region_column=e.region_column, grid_m=e.grid_m)
-    result.extra = confidence_figures(predicted, result)
-    if imagery:
-        result.extra["n_true_off_imagery"] = off_imagery
-    if len(predicted) and not extents_overlap(predicted, truth):
-        result.extra["warning"] = (f"{Path(predicted_path).name} and {Path(truth_path).name} do not overlap at all: "
-                                   "are they of the same place (and the same CRS)?")
-        log.warning(result.extra["warning"])
-    finals = ([Path(report_dir) / "index.html"] if report_dir else []) + ([out_json] if out_json else [])
-    with atomic_outputs(*finals) as tmps:
-        if report_dir:
-            from openfootprints.evaluation.report import write_report  # matplotlib only when a report is asked
-
-            scene = open_scene(imagery) if imagery else None
-            write_report(tmps[0], predicted, truth, result, scene,
-                         title=f"{Path(predicted_path).name} vs {Path(truth_path).name}")
-        if out_json:
-            record = {"predicted": str(predicted_path), "truth": str(truth_path),
-                      "bbox": list(bbox) if bbox else None, **result.to_dict()}
-            tmps[-1].write_text(json.dumps(json_safe(record), indent=2, allow_nan=False))
-    return result
-
-
-def on_imagery(truth: gpd.GeoDataFrame, scene, min_share: float) -> tuple[gpd.GeoDataFrame, int]:
-    """The true buildings with at least ``min_share`` of their area on the scene's valid pixels, and how many
-    were left out."""
-    if truth.empty:
-        return truth, 0
-    valid = scene.valid_area()
-    local = truth.geometry.to_crs(scene.crs).to_numpy()
-    shapely.prepare(valid)
-    share = np.ones(len(local))
-    partly = ~shapely.contains_properly(valid, local)  # the rest is wholly inside: share 1 without an intersection
-    area = shapely.area(local[partly])
-    share[partly] = np.divide(shapely.area(shapely.intersection(local[partly], valid)), area,
-                              out=np.zeros_like(area), where=area > 0)
-    keep = share >= min_share
-    return truth[keep], int((~keep).sum())
-
-
-def extents_overlap(predicted: gpd.GeoDataFrame, truth: gpd.GeoDataFrame) -> bool:
-    """Whether the extents of the predicted and the true buildings overlap at all."""
-    return shapely.box(*predicted.to_crs("EPSG:4326").total_bounds).intersects(
-        shapely.box(*truth.to_crs("EPSG:4326").total_bounds))
-
-
-def confidence_figures(predicted: gpd.GeoDataFrame, result: Evaluation) -> dict:
-    """ECE of the confidence (and of the raw confidence, when the table has it) and precision thresholds per region."""
-    is_tp = result.matched >= 0
-    figures = {"ece": expected_calibration_error(result.confidence, is_tp),
-               "precision_thresholds": thresholds_by_region(result.confidence, is_tp, result.pred_region)}
-    if "raw_confidence" in predicted:
-        figures["ece_raw"] = expected_calibration_error(predicted["raw_confidence"].to_numpy(np.float64), is_tp)
-    return figures
-
-
-def calibrate(cfg: DictConfig, predicted_path: str, truth_path: str, model_path: str, out_path: str) -> dict:
-    """Fit the isotonic confidence calibration on a validation area and write a calibrated copy of the bundle.
-
-    ``predicted_path`` is the detection of that area with the model at ``model_path`` (its
-    ``raw_confidence`` is used, so re-calibrating a calibrated model is right); ``evaluate.bbox`` limits
-    the area. Returns the ECE before and after on the fitting data.
-    """
-    check_writable(out_path)
-    predicted = read_table(predicted_path, fix_invalid=cfg.data.fix_invalid)
-    truth = read_polygons(truth_path, fix_invalid=cfg.data.fix_invalid, allow_empty=True)
-    predicted, truth = select_in_bounds(predicted, cfg.evaluate.bbox), select_in_bounds(truth, cfg.evaluate.bbox)
-    column = "raw_confidence" if "raw_confidence" in predicted else "confidence"
-    result = evaluate(predicted, truth, cfg.evaluate.iou, confidence_column=column)
-    is_tp = result.matched >= 0
-    try:
-        calibration = fit_isotonic(result.confidence, is_tp)
-    except ValueError as err:
-        raise InputError(f"{predicted_path}: {err}") from err
-    bundle = load_bundle(model_path)
-    bundle.calibration = {**calibration, "iou": cfg.evaluate.iou, "fitted_on": Path(predicted_path).name,
-                          "bbox": list(cfg.evaluate.bbox) if cfg.evaluate.bbox else None}
-    save_bundle(bundle, out_path)
-    return {"detections": len(predicted), "true_positives": int(is_tp.sum()),
-            "ece_before": expected_calibration_error(result.confidence, is_tp),
-            "ece_after_on_fitting_data": expected_calibration_error(bundle.calibrate(result.confidence), is_tp),
-            "model": str(out_path)}
-
-
-__all__ = ["calibrate", "detect", "evaluate_files", "format_table", "load_predictor", "open_for_model"]
+__all__ = ["detect", "load_predictor", "open_for_model", "vectorize_and_write"]

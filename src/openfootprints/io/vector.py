@@ -17,13 +17,12 @@ import shapely
 
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_path
+from openfootprints.io.formats import FORMATS
 from openfootprints.io.geo import fits_crs
 from openfootprints.io.storage import first_line
 
 log = logging.getLogger(__name__)
 
-FORMATS = {".parquet": "parquet", ".geoparquet": "parquet", ".geojson": "GeoJSON", ".json": "GeoJSON",
-           ".fgb": "FlatGeobuf", ".gpkg": "GPKG", ".csv": "csv"}
 
 
 def read_polygons(path: str | os.PathLike, crs=None, bounds: tuple[float, float, float, float] | None = None,

@@ -11,7 +11,6 @@ import os
 from typing import Protocol, cast
 
 import numpy as np
-from scipy.special import expit
 
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import OnnxNetwork
@@ -21,6 +20,12 @@ class Engine(Protocol):
     """(N, C, H, W) float32 normalized windows → (N, H, W) float32 building probabilities (or energy)."""
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def logistic(logits: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x), computed as (1 + tanh(x / 2)) / 2: no overflow for any x, and no scipy.special to import
+    (a tenth of the detection path's start-up)."""
+    return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32, copy=False)
 
 
 def on_cuda(device: str) -> bool:
@@ -34,7 +39,7 @@ class OnnxEngine:
         self.network = OnnxNetwork(path, threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return expit(self.network(batch)[:, 0])
+        return logistic(self.network(batch)[:, 0])
 
 
 class TorchEngine:

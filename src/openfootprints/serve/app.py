@@ -37,7 +37,8 @@ from openfootprints import __version__
 from openfootprints.errors import InputError
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import load_model
-from openfootprints.pipeline import json_safe, open_for_model
+from openfootprints.io.provenance import json_safe
+from openfootprints.pipeline import open_for_model
 from openfootprints.serve.metrics import MetricsMiddleware, ServiceMetrics
 from openfootprints.predict.probabilities import select_device, select_engine
 from openfootprints.serve.workers import (SUMMARY, DetectionTimeout, Job, NoWorker, PoolBusy, WorkerFailed,
