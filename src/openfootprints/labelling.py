@@ -24,7 +24,8 @@ from rasterio.windows import Window
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import check_writable
 from openfootprints.io.raster import Scene
-from openfootprints.io.vector import FORMATS, write_table
+from openfootprints.io.formats import FORMATS
+from openfootprints.io.vector import write_table
 from openfootprints.model.bundle import Bundle
 from openfootprints.pipeline import load_predictor, open_for_model
 from openfootprints.predict.probabilities import predict_probabilities

@@ -8,6 +8,8 @@ of the centroid), then ``raw_confidence`` (mean probability inside the building)
 
 from __future__ import annotations
 
+from typing import Any
+
 import geopandas as gpd
 import numpy as np
 import shapely
@@ -20,7 +22,7 @@ COLUMNS = ["latitude", "longitude", "area_in_meters", "confidence", "geometry", 
            "raw_confidence", "model_version", "source"]
 
 
-def buildings_table(polygons: np.ndarray, confidence: np.ndarray, crs, model_version: str = "",
+def buildings_table(polygons: np.ndarray, confidence: np.ndarray, crs: Any, model_version: str = "",
                     source: str = "", min_area_m2: float = 0.0, raw_confidence: np.ndarray | None = None
                     ) -> gpd.GeoDataFrame:
     """Make the table from polygons in ``crs``; buildings under ``min_area_m2`` on the ground are dropped.

@@ -19,6 +19,7 @@ No torch: this runs in the ONNX detection path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -78,14 +79,14 @@ class Profile:
         """(C,) mean normalized value of each band (0 for the training imagery's own mean)."""
         return self.sums / max(1, self.pixels)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain lists (what a bundle stores)."""
         return {"bands": self.bands.tolist(), "sums": self.sums.tolist(), "output": self.output.tolist(),
                 "buildings": self.buildings.tolist(), "pixel_edges": PIXEL_EDGES.tolist(),
                 "output_edges": OUTPUT_EDGES.tolist(), "stride": STRIDE}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Profile:
+    def from_dict(cls, d: dict[str, Any]) -> Profile:
         """From :meth:`to_dict`; profiles stored before buildings were counted have none."""
         buildings = np.asarray(d.get("buildings", [0] * (len(OUTPUT_EDGES) + 1)), np.int64)
         return cls(np.asarray(d["bands"], np.int64), np.asarray(d["sums"], np.float64),
@@ -128,7 +129,7 @@ class Drift:
     buildings_per_km2: float | None = None
     reference_buildings_per_km2: float | None = None
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         def rounded(v: float | None, digits: int) -> float | None:
             return None if v is None else round(v, digits)
 

@@ -16,9 +16,10 @@ import logging
 import math
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -32,6 +33,7 @@ from openfootprints.io.raster import Scene
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import export_onnx
 from openfootprints.monitor.drift import Profile, window_profile
+from openfootprints.predict.stream import ProbabilitySink
 from openfootprints.predict.engines import Engine, OnnxEngine, TorchEngine, on_cuda, onnx_threads
 from openfootprints.predict.windows import blend_ramp, blend_weights, lattice_starts
 
@@ -169,7 +171,7 @@ def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray
 def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, region: Region | None = None,
                           window: int | None = None, halo_m: float | None = None, batch_size: int = 4,
                           device: str = "auto", progress: bool = True, engine: str = "torch", tta: int = 1,
-                          predictor: WindowPredictor | None = None, sink=None,
+                          predictor: WindowPredictor | None = None, sink: ProbabilitySink | None = None,
                           tiles: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """Write the building probability raster of ``region`` of ``scene`` to ``out_path`` (uint8 GeoTIFF).
 
@@ -205,7 +207,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     top = row_starts[0]  # scene row of the strip's first row
     emit = functools.partial(_emit_rows, acc=acc, valid=valid_strip, row_sums=row_sums, col_sums=col_sums,
                              first_row=row_starts[0], left=left, region=region)
-    reads: Iterator[tuple]  # (image, valid) of each window, in the order of the grid
+    reads: Iterator[tuple[np.ndarray, np.ndarray]]  # (image, valid) of each window, in the order of the grid
     if tiles is None:
         reads = read_windows(scene, grid.starts(), window, depth=max(8, 2 * batch_size))
     else:
@@ -239,7 +241,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     return Path(out_path)
 
 
-def probability_file(path: str | Path, profile: dict, bundle: Bundle):
+def probability_file(path: str | Path, profile: dict[str, Any], bundle: Bundle) -> Any:
     """The uint8 probability GeoTIFF opened for writing, with scale 1/255 and a band description, so that GIS
     software shows what the values mean (QGIS, ``gdalinfo``: value × scale = probability or energy)."""
     dst = rasterio.open(path, "w", **profile)
@@ -291,7 +293,8 @@ def read_tiles(scene: Scene, grid: WindowGrid) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([image for image, _ in tiles]), np.stack([valid for _, valid in tiles])
 
 
-def read_windows(scene: Scene, starts: list[tuple[int, int]], size: int, depth: int) -> Iterator[tuple]:
+def read_windows(scene: Scene, starts: list[tuple[int, int]], size: int, depth: int
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``read_padded`` of each (row, col) of ``starts`` in order, read up to ``depth`` windows ahead in a
     background thread (memory: ``depth`` windows, whatever the scene's width)."""
     with ThreadPoolExecutor(1) as reader:
@@ -320,6 +323,10 @@ def region_transform(scene: Scene, region: Region) -> Affine:
     return scene.transform @ Affine.translation(region.col0, region.row0)
 
 
+Batch = list[tuple[int, np.ndarray, np.ndarray]]  # (strip column, image, valid) of each window
+Probabilities = tuple[np.ndarray, Profile | None]  # (N, H, W) probabilities, and their profile when profiling
+
+
 class BatchRunner:
     """Runs batches of (strip column, image, valid) windows, up to ``predictor.runs`` at once in threads, and adds
     their weighted probabilities to the strip ``acc`` in the order they were submitted: the same sums, to the
@@ -328,9 +335,9 @@ class BatchRunner:
     def __init__(self, predictor: WindowPredictor, acc: np.ndarray, weights: np.ndarray, tta: int = 1):
         self.predictor, self.acc, self.weights, self.tta = predictor, acc, weights, tta
         self.pool = ThreadPoolExecutor(predictor.runs) if predictor.runs > 1 else None
-        self.pending: collections.deque = collections.deque()
+        self.pending: collections.deque[tuple[Batch, Future[Probabilities]]] = collections.deque()
 
-    def submit(self, batch: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+    def submit(self, batch: Batch) -> None:
         if self.pool is None:
             self._add(batch, self._probabilities(batch))
             return
@@ -347,7 +354,7 @@ class BatchRunner:
         batch, future = self.pending.popleft()
         self._add(batch, future.result())
 
-    def _probabilities(self, batch) -> tuple[np.ndarray, Profile | None]:
+    def _probabilities(self, batch: Batch) -> Probabilities:
         """The batch's probabilities and, when the predictor is profiling, the batch's profile."""
         images = np.stack([self.predictor.normalize(image, valid) for _, image, valid in batch])
         probs = self.predictor(images, self.tta)
@@ -355,7 +362,7 @@ class BatchRunner:
             return probs, None
         return probs, window_profile(images, np.stack([valid for _, _, valid in batch]), probs)
 
-    def _add(self, batch, result: tuple[np.ndarray, Profile | None]) -> None:
+    def _add(self, batch: Batch, result: Probabilities) -> None:
         probs, profile = result
         if profile is not None and self.predictor.seen is not None:
             self.predictor.seen.add_pixels(profile)
@@ -366,13 +373,13 @@ class BatchRunner:
     def __enter__(self) -> BatchRunner:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _emit_rows(dst, top: int, n: int, acc, valid, row_sums, col_sums, first_row: int, left: int, region: Region,
-               chunk: int = 4096) -> None:
+def _emit_rows(dst: ProbabilitySink, top: int, n: int, acc: np.ndarray, valid: np.ndarray, row_sums: np.ndarray,
+               col_sums: np.ndarray, first_row: int, left: int, region: Region, chunk: int = 4096) -> None:
     """Write the strip's first ``n`` rows (scene rows ``top``…, strip columns from scene column ``left``), where
     they fall in ``region``, as uint8 probabilities (0 outside valid pixels); ``chunk`` columns at a time so
     temporaries stay small on wide scenes."""

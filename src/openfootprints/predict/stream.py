@@ -14,13 +14,22 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
+from affine import Affine
 from rasterio.windows import Window
 
 
 class Cancelled(RuntimeError):
     """The other side of the stream stopped."""
+
+
+class ProbabilitySink(Protocol):
+    """Where prediction writes its rows instead of a GeoTIFF: a :class:`ProbabilityStream` or a
+    :class:`ProbabilityArray` (``crs``: a rasterio CRS)."""
+
+    def write(self, array: np.ndarray, window: Window) -> None: ...
 
 
 class ProbabilityStream:
@@ -31,7 +40,8 @@ class ProbabilityStream:
     ahead plus one block of the writer, or a read that cannot be served raises instead of waiting for ever.
     """
 
-    def __init__(self, path: str | Path, width: int, height: int, crs, transform, capacity_rows: int | None = None):
+    def __init__(self, path: str | Path, width: int, height: int, crs: Any, transform: Affine,
+                 capacity_rows: int | None = None):
         self.name, self.width, self.height, self.crs, self.transform = str(path), width, height, crs, transform
         self.capacity = min(height, capacity_rows) if capacity_rows else height
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -112,7 +122,7 @@ class ProbabilityStream:
     def __enter__(self) -> ProbabilityStream:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _slots(self, row: int, n: int) -> list[tuple[int, slice]]:
@@ -131,7 +141,7 @@ class ProbabilityArray:
     vectorization run apart (on different workers of a cluster), with the attributes of a rasterio dataset
     that both use. Pickles as its array and georeference."""
 
-    def __init__(self, name: str, width: int, height: int, crs, transform):
+    def __init__(self, name: str, width: int, height: int, crs: Any, transform: Affine):
         self.name, self.width, self.height, self.crs, self.transform = name, width, height, crs, transform
         self.array = np.zeros((height, width), np.uint8)
 

@@ -29,7 +29,8 @@ def blend_ramp(window: int, halo: int) -> np.ndarray:
     at both ends. Never exactly 0, so a pixel seen by one window only (at the scene border) keeps its prediction."""
     p = np.arange(window, dtype=np.float32)
     ramp = np.minimum(p + 0.5, window - p - 0.5) / max(halo, 1)
-    return np.clip(ramp, 1e-3, 1.0)
+    weights: np.ndarray = np.clip(ramp, 1e-3, 1.0)
+    return weights
 
 
 def blend_weights(window: int, halo: int) -> np.ndarray:

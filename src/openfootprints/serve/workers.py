@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 SUMMARY = "summary.json"  # beside a job's result: what detect had to say about it (a warning)
 
 STARTUP_TIMEOUT_S = 600.0  # a cold forkserver imports torch, GDAL and friends once; slow disks take a while
-PRELOAD = ["openfootprints.pipeline"]
+PRELOAD = ["openfootprints.pipeline", "openfootprints.io.vector", "openfootprints.export.buildings"]  # all a job imports
 
 
 class PoolBusy(Exception):

@@ -25,7 +25,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import rasterio
@@ -42,6 +42,21 @@ from openfootprints.vectorize.regularize import regularize
 
 log = logging.getLogger(__name__)
 MAX_MARGIN_FACTOR = 8  # the margin grows to 8× its start before cut instances are accepted (a stream's look-back)
+
+
+class RasterSource(Protocol):
+    """What vectorization reads: an open rasterio dataset, or a raster-like stream or array of probabilities."""
+
+    name: str
+    width: int
+    height: int
+    crs: Any
+    transform: Affine
+
+    def read(self, band: int, window: Window) -> np.ndarray: ...
+
+
+Boxes = list[tuple[slice, slice]]  # scipy.ndimage.find_objects: each label's (rows, columns) box
 
 
 @dataclass
@@ -139,7 +154,7 @@ def iter_buildings(prob_path: Any, threshold: float = 0.5, grow_m: float = 0.0, 
                 release(max(0, bottom - margin_cap))  # every later view starts at or below this row
 
 
-def _whole_tile(src, tile: tuple[int, int, int, int], margin0: int, margin_cap: int,
+def _whole_tile(src: RasterSource, tile: tuple[int, int, int, int], margin0: int, margin_cap: int,
                 rules: _Rules) -> tuple[np.ndarray, np.ndarray]:
     """The polygons and confidences of the buildings ``tile`` owns, its margin doubled while one is cut."""
     margin = margin0
@@ -150,7 +165,8 @@ def _whole_tile(src, tile: tuple[int, int, int, int], margin0: int, margin_cap: 
         margin = min(2 * margin, margin_cap)
 
 
-def _tile(src, tile: tuple[int, int, int, int], margin: int, rules: _Rules, accept_cut: bool = False):
+def _tile(src: RasterSource, tile: tuple[int, int, int, int], margin: int, rules: _Rules, accept_cut: bool = False
+          ) -> tuple[np.ndarray, np.ndarray] | None:
     """Buildings whose first pixel is in ``tile`` = (top, bottom, left, right) (pixels, ends excluded), seen in a
     view grown by ``margin`` px on each side; None when one of them is cut by the view's edge.
 
@@ -198,7 +214,7 @@ def _tile(src, tile: tuple[int, int, int, int], margin: int, rules: _Rules, acce
     return polygons, confidence
 
 
-def _owned(labels: np.ndarray, boxes: list, tile: tuple[int, int, int, int], v0: int, c0: int) -> np.ndarray:
+def _owned(labels: np.ndarray, boxes: Boxes, tile: tuple[int, int, int, int], v0: int, c0: int) -> np.ndarray:
     """(k,) labels of the instances whose first pixel in raster order (the leftmost of their top row) is in
     ``tile``; ``labels`` is the view whose top-left pixel is (``v0``, ``c0``) in the raster."""
     top, bottom, left, right = tile
@@ -217,7 +233,7 @@ def _pixels_and_sum(prob: np.ndarray, labels: np.ndarray, box: tuple[slice, slic
     return int(inside.sum()), int(prob[box][inside].sum(dtype=np.int64))
 
 
-def _outlines(labels: np.ndarray, boxes: list, ids: np.ndarray, grow_px: int, prob: np.ndarray | None = None,
+def _outlines(labels: np.ndarray, boxes: Boxes, ids: np.ndarray, grow_px: int, prob: np.ndarray | None = None,
               extent: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(k,) polygons of the instances ``ids`` of the view ``labels``, each grown by ``grow_px`` without entering
     its neighbours (and, with ``prob``, only over pixels whose ``prob`` ≥ ``extent``), in pixels from its own
@@ -234,12 +250,12 @@ def _outlines(labels: np.ndarray, boxes: list, ids: np.ndarray, grow_px: int, pr
         r0, r1 = max(0, box[0].start - pad), min(labels.shape[0], box[0].stop + pad)
         c0, c1 = max(0, box[1].start - pad), min(labels.shape[1], box[1].stop + pad)
         crop = labels[r0:r1, c0:c1]
-        grown = expand_labels(crop, grow_px) if grow_px > 0 else crop
+        grown = expand_labels(crop, grow_px) if grow_px > 0 else crop  # type: ignore[no-untyped-call]
         mine = grown == i
         if prob is not None:
             mine &= (prob[r0:r1, c0:c1] >= extent) | (crop == i)
         canvas[r0:r1, c0:c1][mine] = i
-    pieces: dict[int, list] = {}
+    pieces: dict[int, list[shapely.Polygon]] = {}
     for geom, value in shapes(canvas, mask=canvas > 0, connectivity=4):  # view pixel coordinates
         pieces.setdefault(int(value), []).append(_polygon(geom["coordinates"]))
     polygons = np.array([_one_polygon(pieces[i]) for i in ids], dtype=object)
@@ -261,7 +277,7 @@ def _to_map(polygons: np.ndarray, corners: np.ndarray, transform: Affine) -> np.
         transform.a * col + transform.b * row + transform.c, transform.d * col + transform.e * row + transform.f]))
 
 
-def _polygon(rings: list) -> shapely.Polygon:
+def _polygon(rings: list[Any]) -> shapely.Polygon:
     """A polygon from GeoJSON rings (shell, then holes): ``shapely.geometry.shape`` at less than half the cost."""
     shell = shapely.linearrings(np.asarray(rings[0]))
     if len(rings) > 1:
@@ -269,7 +285,7 @@ def _polygon(rings: list) -> shapely.Polygon:
     return cast(shapely.Polygon, shapely.polygons(shell))  # one ring in: one polygon out
 
 
-def _one_polygon(pieces: list) -> shapely.Polygon:
+def _one_polygon(pieces: list[shapely.Polygon]) -> shapely.Polygon:
     """An instance's outline: its pieces merged, or the largest if they do not join."""
     geom = pieces[0] if len(pieces) == 1 else shapely.union_all(pieces)
     if isinstance(geom, shapely.MultiPolygon):

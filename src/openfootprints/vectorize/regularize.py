@@ -36,4 +36,5 @@ def _inset(perimeter: np.ndarray, envelope_area: np.ndarray, area: np.ndarray) -
     """The distance d that every side of an L × W rectangle moves in for its area to become ``area``:
     (L − 2d)(W − 2d) = area, with 2(L + W) the perimeter."""
     disc = np.maximum(perimeter**2 - 16 * (envelope_area - area), 0.0)
-    return (perimeter - np.sqrt(disc)) / 8
+    inset: np.ndarray = (perimeter - np.sqrt(disc)) / 8
+    return inset
