@@ -151,8 +151,9 @@ def test_buildings_are_counted_per_tenth_of_confidence_and_kept_in_the_bundle_pr
     profile.add_buildings(np.array([0.05, 0.55, 0.58, 0.95, 1.0]))
     assert profile.buildings.tolist() == [1, 0, 0, 0, 0, 2, 0, 0, 0, 2]
     assert Profile.from_dict(profile.to_dict()).buildings.tolist() == profile.buildings.tolist()
-    # 10,000 sampled pixels stand for 16x as many of 0.5 m: 0.04 km², so 5 buildings are 125 per km²
-    assert profile.buildings_per_km2(0.5) == pytest.approx(5 / (10_000 * STRIDE**2 * 0.25 / 1e6))
+    assert profile.buildings_per_km2() is None  # no area counted yet
+    profile.area_m2 = 40_000.0
+    assert profile.buildings_per_km2() == pytest.approx(125.0)  # 5 buildings on 0.04 km²
     old = profile.to_dict()
     del old["buildings"]  # a bundle profiled before buildings were counted
     assert Profile.from_dict(old).buildings.sum() == 0
@@ -160,14 +161,18 @@ def test_buildings_are_counted_per_tenth_of_confidence_and_kept_in_the_bundle_pr
 
 def test_buildings_found_with_other_confidences_are_reported_as_drift():
     reference, sure, unsure = pixels_alike(), pixels_alike(), pixels_alike()
-    reference.add_buildings(np.full(100, 0.92))
-    sure.add_buildings(np.full(60, 0.93))
-    unsure.add_buildings(np.full(60, 0.55))  # the same pixels, but the model hesitates over every building
-    alike = compare(reference, sure, "a.tif", resolution_m=0.5)
+    decoding = {"threshold": 0.5, "min_area_m2": 5.0}
+    for profile, confidence, n in ((reference, 0.92, 100), (sure, 0.93, 60), (unsure, 0.55, 60)):
+        profile.add_buildings(np.full(n, confidence))  # unsure: the same pixels, but it hesitates over every building
+        profile.area_m2, profile.decoding = 1e6, dict(decoding)
+    alike = compare(reference, sure, "a.tif")
     assert alike.warning is None and alike.confidence_psi == 0
-    assert alike.summary()["buildings_per_km2"] == pytest.approx(0.6 * alike.reference_buildings_per_km2, abs=0.1)
-    drifted = compare(reference, unsure, "b.tif", resolution_m=0.5)
+    assert (alike.buildings_per_km2, alike.reference_buildings_per_km2) == (60, 100)
+    drifted = compare(reference, unsure, "b.tif")
     assert drifted.confidence_psi > MAJOR_PSI and "building confidence PSI" in drifted.warning
+    unsure.decoding = {"threshold": 0.3, "min_area_m2": 5.0}  # found with another threshold: not comparable
+    assert compare(reference, unsure, "b.tif").confidence_psi is None and compare(reference, unsure).warning is None
+    unsure.decoding = dict(decoding)
     unsure.buildings[:] = 0
     unsure.add_buildings(np.full(10, 0.55))  # too few buildings to judge their confidence
     assert compare(reference, unsure, "b.tif").confidence_psi is None
@@ -185,3 +190,24 @@ def test_the_reference_counts_the_buildings_detection_would_find_in_a_chip():
     np.testing.assert_allclose(sorted(decoding.confidences(output, valid)), [0.8, 0.9], atol=0.01)
     valid[:, 28:] = False  # the second building is on nodata: not a building
     np.testing.assert_allclose(decoding.confidences(output, valid), [0.9], atol=0.01)
+    output[:] = 0
+    output[20:30, 0:10] = 0.9  # reaches the left edge: this chip's
+    output[40:50, 54:64] = 0.8  # reaches the right edge: the next chip's (each building counted once)
+    np.testing.assert_allclose(decoding.confidences(output, np.ones((64, 64), bool)), [0.9], atol=0.01)
+
+
+def test_buildings_per_km2_of_chips_and_of_a_detection_agree(profiled_bundle, tiny_scene, tmp_path):
+    """The reference counts buildings chip by chip over their valid area; detection counts them once over the
+    scene, whatever its windows' overlap: on the same probabilities the two densities agree."""
+    from openfootprints.training.run import ChipDecoding
+
+    raster = tmp_path / "p.tif"
+    summary = detect(load_config(SETTINGS + [f"detect.probabilities={raster}"]), str(tiny_scene[0]),
+                     str(profiled_bundle), str(tmp_path / "b.parquet"), progress=False)
+    with rasterio.open(raster) as src:
+        probabilities = src.read(1) / 255
+    decoding = ChipDecoding(0.5, threshold=0.45, seed_threshold=None, grow_m=0.0, min_area_m2=5.0, simplify_m=0.5)
+    chips = [probabilities[r : r + 64, c : c + 64] for r in range(0, 256, 64) for c in range(0, 256, 64)]
+    found = sum(len(decoding.confidences(chip, np.ones(chip.shape, bool))) for chip in chips)
+    chip_density = found / (256 * 256 * 0.25 / 1e6)
+    assert found >= 100 and summary["drift"]["buildings_per_km2"] == pytest.approx(chip_density, rel=0.05)

@@ -91,6 +91,8 @@ def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, o
     predictor.start_profile()
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
         n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, out, timings, progress, predictor)
+    if predictor.seen is not None:  # the buildings were counted in the region: their area, each pixel once
+        predictor.seen.area_m2 = valid_area_m2(scene, region)
     summary = detect_summary(scene, region, n_buildings, timings, energy, out)
     log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, summary["area_km2"], summary["total_s"])
     warnings = []
@@ -113,7 +115,14 @@ def drift_from_reference(bundle: Bundle, seen: Profile | None, scene_name: str) 
     profile, or too little was seen)."""
     if bundle.profile is None or seen is None:
         return None
-    return compare(Profile.from_dict(bundle.profile), seen, scene_name, bundle.resolution_m)
+    return compare(Profile.from_dict(bundle.profile), seen, scene_name)
+
+
+def valid_area_m2(scene: Scene, region: Region) -> float:
+    """The ground area of ``region`` with valid pixels, m² (its mask read at most 1024 px a side, nearest pixel)."""
+    window = Window(region.col0, region.row0, region.width, region.height)
+    share = float(scene.coarse_valid(window, (min(1024, region.height), min(1024, region.width))).mean())
+    return share * region.width * region.height * scene.resolution_m**2
 
 
 def has_valid_pixels(scene: Scene, region: Region) -> bool:
@@ -260,7 +269,10 @@ def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path, see
     d = cfg.detect
     parts, n_buildings = [], 0
     table = buildings_table(np.array([], dtype=object), np.array([]), scene.crs)  # the schema, if none is found
-    tiles = iter_buildings(source, d.threshold if d.threshold is not None else bundle.threshold,
+    threshold = d.threshold if d.threshold is not None else bundle.threshold
+    if seen is not None:
+        seen.decoding = {"threshold": float(threshold), "min_area_m2": float(d.min_area_m2)}
+    tiles = iter_buildings(source, threshold,
                             grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
                             seed_threshold=bundle.seed_threshold,
                             margin_m=d.max_building_m, regularize_m=d.regularize_m, res_m=scene.resolution_m)

@@ -37,12 +37,16 @@ SHARE_FLOOR = 1e-4  # an empty bin counts as this share (PSI is infinite otherwi
 class Profile:
     """Counts over sampled valid pixels: ``bands`` (C, 18) per band and bin of normalized value, ``sums`` (C,) the
     sum of each band's normalized values (for the mean shift), ``output`` (10,) per tenth of the output; and
-    ``buildings`` (10,): the buildings found, per tenth of their confidence."""
+    ``buildings`` (10,): the buildings found, per tenth of their confidence, over ``area_m2`` square metres of
+    valid imagery (each place counted once, however many windows saw it), with the ``decoding`` that found them
+    ({"threshold", "min_area_m2"}: buildings found with other settings are not comparable)."""
 
     bands: np.ndarray
     sums: np.ndarray
     output: np.ndarray
     buildings: np.ndarray = field(default_factory=lambda: np.zeros(len(OUTPUT_EDGES) + 1, np.int64))
+    area_m2: float = 0.0
+    decoding: dict[str, float] | None = None
 
     @classmethod
     def empty(cls, n_bands: int) -> Profile:
@@ -66,14 +70,9 @@ class Profile:
         self.buildings = self.buildings + np.bincount(np.searchsorted(OUTPUT_EDGES, np.asarray(confidence, np.float64)),
                                       minlength=len(OUTPUT_EDGES) + 1)
 
-    def area_km2(self, resolution_m: float) -> float:
-        """The valid area seen, km², for pixels of ``resolution_m`` metres (the model's)."""
-        return self.pixels * STRIDE**2 * resolution_m**2 / 1e6
-
-    def buildings_per_km2(self, resolution_m: float) -> float | None:
-        """Buildings found per km² of valid imagery (None when nothing was seen)."""
-        area = self.area_km2(resolution_m)
-        return float(self.buildings.sum() / area) if area > 0 else None
+    def buildings_per_km2(self) -> float | None:
+        """Buildings found per km² of valid imagery (None when no area was counted)."""
+        return float(self.buildings.sum() / (self.area_m2 / 1e6)) if self.area_m2 > 0 else None
 
     def band_means(self) -> np.ndarray:
         """(C,) mean normalized value of each band (0 for the training imagery's own mean)."""
@@ -82,15 +81,15 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         """Plain lists (what a bundle stores)."""
         return {"bands": self.bands.tolist(), "sums": self.sums.tolist(), "output": self.output.tolist(),
-                "buildings": self.buildings.tolist(), "pixel_edges": PIXEL_EDGES.tolist(),
-                "output_edges": OUTPUT_EDGES.tolist(), "stride": STRIDE}
+                "buildings": self.buildings.tolist(), "area_m2": self.area_m2, "decoding": self.decoding,
+                "pixel_edges": PIXEL_EDGES.tolist(), "output_edges": OUTPUT_EDGES.tolist(), "stride": STRIDE}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Profile:
         """From :meth:`to_dict`; profiles stored before buildings were counted have none."""
         buildings = np.asarray(d.get("buildings", [0] * (len(OUTPUT_EDGES) + 1)), np.int64)
         return cls(np.asarray(d["bands"], np.int64), np.asarray(d["sums"], np.float64),
-                   np.asarray(d["output"], np.int64), buildings)
+                   np.asarray(d["output"], np.int64), buildings, float(d.get("area_m2", 0.0)), d.get("decoding"))
 
 
 def window_profile(images: np.ndarray, valid: np.ndarray, outputs: np.ndarray) -> Profile:
@@ -141,16 +140,17 @@ class Drift:
                 "major": self.warning is not None}
 
 
-def compare(reference: Profile, observed: Profile, scene: str = "the scene",
-            resolution_m: float | None = None) -> Drift | None:
-    """The drift of ``observed`` from ``reference``; None when too few pixels were seen to judge.
-    ``resolution_m``: the model's ground resolution, metres per pixel (for buildings per km²)."""
+def compare(reference: Profile, observed: Profile, scene: str = "the scene") -> Drift | None:
+    """The drift of ``observed`` from ``reference``; None when too few pixels were seen to judge. Buildings are
+    compared only when both were found with the same decoding (a reference from before buildings were counted
+    has none)."""
     if observed.pixels < MIN_PIXELS or reference.pixels < MIN_PIXELS or len(observed.bands) != len(reference.bands):
         return None
     band_psi = [psi(r, o) for r, o in zip(reference.bands, observed.bands)]
     output_psi = psi(reference.output, observed.output)
-    confidence_psi = (psi(reference.buildings, observed.buildings)
-                      if min(reference.buildings.sum(), observed.buildings.sum()) >= MIN_BUILDINGS else None)
+    same_decoding = reference.decoding is not None and reference.decoding == observed.decoding
+    confidence_psi = (psi(reference.buildings, observed.buildings) if same_decoding and
+                      min(reference.buildings.sum(), observed.buildings.sum()) >= MIN_BUILDINGS else None)
     shift = (observed.band_means() - reference.band_means()).tolist()
     parts = [f"band {i + 1} PSI {v:.2f} (mean {s:+.1f} std)"
              for i, (v, s) in enumerate(zip(band_psi, shift)) if v >= MAJOR_PSI]
@@ -163,7 +163,6 @@ def compare(reference: Profile, observed: Profile, scene: str = "the scene",
         warning = (f"{scene}: imagery or predictions unlike the model's validation data ({', '.join(parts)}; "
                    f"PSI >= {MAJOR_PSI} is a major shift): another sensor, season, haze or ground resolution? "
                    "Scores measured elsewhere may not hold; check a sample, or fine-tune on this imagery")
-    density = observed.buildings_per_km2(resolution_m) if resolution_m else None
-    reference_density = (reference.buildings_per_km2(resolution_m)
-                         if resolution_m and reference.buildings.sum() else None)
+    density = observed.buildings_per_km2() if same_decoding else None
+    reference_density = reference.buildings_per_km2() if same_decoding else None
     return Drift(band_psi, output_psi, shift, observed.pixels, warning, confidence_psi, density, reference_density)

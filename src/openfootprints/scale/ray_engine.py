@@ -115,7 +115,7 @@ def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predi
     """Stage 3 (CPU worker): vectorize, keep the buildings whose centroid is in the cell, write the cell's table
     and put it in place whole, from this worker (``out_dir``: a path or an ``s3://`` / ``gs://`` URL); returns the
     cell's summary (as ``detect``'s, see :func:`openfootprints.scale.cells.cell_summary`)."""
-    from openfootprints.pipeline import detect_summary, drift_from_reference, vectorize_and_write
+    from openfootprints.pipeline import detect_summary, drift_from_reference, valid_area_m2, vectorize_and_write
 
     out = Storage(out_dir)
     one = cell_config(OmegaConf.create(cfg), cell)
@@ -128,6 +128,8 @@ def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predi
     kwh = predicted.energy_kwh + energy.get("energy_kwh", 0.0)
     summary = detect_summary(predicted.scene, predicted.region, n_buildings, timings,
                              {"energy_kwh": kwh} if one.tracking.energy else {}, staged)
+    if predicted.seen is not None:  # the buildings kept are the cell's: its area, not its context's
+        predicted.seen.area_m2 = valid_area_m2(predicted.scene, predicted.region)
     drift = drift_from_reference(bundle, predicted.seen, f"cell {cell.quadkey}")
     if drift is not None:
         summary["drift"] = drift.summary()

@@ -214,14 +214,22 @@ class ChipDecoding:
 
     def confidences(self, output: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """(n,) confidence of each building found in one chip's ``output`` (H, W) in [0, 1]; pixels outside
-        ``valid`` (H, W) bool are background. Buildings cut by the chip's edge count as found."""
+        ``valid`` (H, W) bool are background. A building that reaches the chip's right or bottom edge is left to
+        the chip beyond it (chips tile the validation blocks: each building is counted once, the half-open way)."""
         source = ProbabilityArray("chip", output.shape[1], output.shape[0], None,
                                   Affine(self.resolution_m, 0, 0, 0, -self.resolution_m, 0))
         source.array[:] = np.where(valid, np.round(output * 255), 0).astype(np.uint8)
         (found,) = iter_buildings(source, self.threshold, self.grow_m, self.simplify_m, self.min_area_m2,
                                   strip_px=len(output), tile_px=None, res_m=self.resolution_m,
                                   seed_threshold=self.seed_threshold)
-        return found.confidence[shapely.area(found.polygons) >= self.min_area_m2]  # the transform is in metres
+        bounds = shapely.bounds(found.polygons)  # metres: x from 0 to the right, y from 0 down to -height
+        width_m, height_m = output.shape[1] * self.resolution_m, output.shape[0] * self.resolution_m
+        inside = (bounds[:, 2] < width_m - self.resolution_m / 2) & (bounds[:, 1] > -height_m + self.resolution_m / 2)
+        return found.confidence[inside & (shapely.area(found.polygons) >= self.min_area_m2)]
+
+    def settings(self) -> dict[str, float]:
+        """What a detection must use for its buildings to compare with these (:attr:`Profile.decoding`)."""
+        return {"threshold": float(self.threshold), "min_area_m2": float(self.min_area_m2)}
 
 
 def reference_profile(net: torch.nn.Module, chips: ChipDataset, n_bands: int, batch_size: int,
@@ -230,6 +238,7 @@ def reference_profile(net: torch.nn.Module, chips: ChipDataset, n_bands: int, ba
     there is no validation split), and the buildings detection finds in them: the reference each detection is
     compared with (:mod:`openfootprints.monitor`)."""
     profile = Profile.empty(n_bands)
+    profile.decoding = decoding.settings()
     device = next(net.parameters()).device
     net.eval()
     loader = torch.utils.data.DataLoader(chips, batch_size=batch_size, shuffle=False)
@@ -240,6 +249,7 @@ def reference_profile(net: torch.nn.Module, chips: ChipDataset, n_bands: int, ba
             profile.add_pixels(window_profile(image.numpy(), valid, output))
             for chip_output, chip_valid in zip(output, valid):
                 profile.add_buildings(decoding.confidences(chip_output, chip_valid))
+            profile.area_m2 += float(valid.sum()) * decoding.resolution_m**2
     return profile
 
 
