@@ -114,15 +114,16 @@ def score(out: Path, name: str, scene: str, labels: str, extra_detect: list[str]
 
 
 def run_dir(runs: Path, name: str, seed: int, minutes: float, init: str | None = None, epochs: int | None = None) -> Path:
-    return runs / (f"{name}-s{seed}-{minutes:g}min" + (f"-{epochs}ep" if epochs else "") + (f"-after-{init}" if init else ""))
+    budget = f"{epochs}ep" if epochs else f"{minutes:g}min"
+    return runs / (f"{name}-s{seed}-{budget}" + (f"-after-{init}" if init else ""))
 
 
 def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | None = None,
                 epochs: int | None = None) -> dict:
     """Train (unless done), detect and score one variant; ``init``: the run folder (in ``runs``) whose model the
-    training starts from (a continuation, at half the learning rate); ``epochs``: train this many epochs (the
-    learning rate annealed over them) with ``minutes`` only as a cap, so that runs on cores shared with other
-    work still compare at equal steps."""
+    training starts from (a continuation, at half the learning rate); ``epochs``: train this many epochs, the
+    learning rate annealed over their steps and no time budget (``minutes`` unused), so that runs on cores
+    shared with other work still compare at equal steps and schedule."""
     out = run_dir(runs, name, seed, minutes, init, epochs)
     result_path = out / "result.json"
     if result_path.exists():
@@ -131,7 +132,7 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
     if not (out / "model.ofp").exists():
         more = [f"train.init={runs / init / 'model.ofp'}", "train.lr=0.001"] if init else []
         more += [f"train.max_epochs={epochs}"] if epochs else []
-        train(out, VARIANTS[name][1] + more, minutes, seed)
+        train(out, VARIANTS[name][1] + more, 0 if epochs else minutes, seed)  # 0: no time budget
     import torch
 
     training = torch.load(out / "model.ofp", map_location="cpu", weights_only=True)["training"]
@@ -291,8 +292,9 @@ def main() -> None:
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "real.md")
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default: %(default)s)")
     parser.add_argument("--init", help="continue from the model of this run folder (in --runs), e.g. base-s0-70min")
-    parser.add_argument("--epochs", type=int, help="train this many epochs of 32 steps, --minutes only a cap "
-                                                   "(equal steps when the cores are shared; 66 ≈ the base's 80 min)")
+    parser.add_argument("--epochs", type=int, help="train this many epochs of 32 steps instead of --minutes, with no "
+                                                   "time budget (equal steps and schedule when the cores are shared; "
+                                                   "66 ≈ the 2,109 steps the base made in 80 min)")
     parser.add_argument("--ship", action="store_true", help="make this variant's bundle the package's base model")
     parser.add_argument("--card", action="store_true", help="write docs/base_model.md for this run, not shipped")
     args = parser.parse_args()
