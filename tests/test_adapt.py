@@ -1,6 +1,7 @@
 """Adapting to a new place: labelled areas, fine-tuning from a bundle, OpenStreetMap labels, where to label next."""
 
 import json
+from types import SimpleNamespace
 
 import geopandas as gpd
 import numpy as np
@@ -187,6 +188,19 @@ def test_uncertainty_is_zero_when_sure_and_one_at_a_coin_toss():
     valid = np.ones((4, 4), bool)
     assert uncertainty(np.zeros((4, 4)), valid) == 0 and uncertainty(np.ones((4, 4)), valid) == 0
     assert uncertainty(np.full((4, 4), 0.5), valid) == 1
+
+
+def test_an_energy_model_is_sure_on_outlines_and_unsure_between_background_and_outline():
+    from openfootprints.labelling import building_probability
+
+    valid = np.ones((4, 4), bool)
+    energy = SimpleNamespace(target="energy", threshold=0.5)
+    outline, gap, core = (np.full((4, 4), v) for v in (0.5, 0.25, 0.9))
+    assert uncertainty(building_probability(outline, energy), valid) == 0  # a label's own value: sure
+    assert uncertainty(building_probability(core, energy), valid) == 0
+    assert uncertainty(building_probability(gap, energy), valid) == 1  # no label is 0.25: unsure
+    mask = SimpleNamespace(target="eroded", threshold=0.5)
+    assert uncertainty(building_probability(outline, mask), valid) == 1  # a mask model's 0.5 is a coin toss
 
 
 def test_novelty_grows_as_a_chip_moves_away_from_the_training_statistics():

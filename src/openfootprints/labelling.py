@@ -2,7 +2,10 @@
 
 The scene is cut into square chips of ``suggest.chip_m`` metres on the ground. For each chip with enough valid
 imagery the model's building probabilities give its **uncertainty**: the mean over valid pixels of
-``1 − |2p − 1|`` (0 where the model is sure, 1 where p = 0.5); its imagery gives its **novelty**: how far the
+``1 − |2p − 1|`` (0 where the model is sure, 1 where p = 0.5). An energy model's output is not a probability:
+its target is 0 on background and from the threshold (0.5, a building's outline) up inside, never between, so
+its p is the energy over the threshold, capped at 1 (:func:`building_probability`): outlines read as sure, the
+gap no label has as unsure. Its imagery gives its **novelty**: how far the
 chip's per-band mean and standard deviation lie from the model's training data (the bundle's normalization),
 in training standard deviations, as ``d / (1 + d)`` in [0, 1). The score is
 ``uncertainty + suggest.novelty_weight · novelty``; the ``n`` best chips come out as boxes (EPSG:4326) that
@@ -38,7 +41,7 @@ class ChipScore:
     window: Window
     uncertainty: float
     novelty: float
-    building_share: float  # share of the chip's valid pixels with p ≥ 0.5
+    building_share: float  # share of the chip's valid pixels on a building (output ≥ the bundle's threshold)
 
     def score(self, novelty_weight: float) -> float:
         return self.uncertainty + novelty_weight * self.novelty
@@ -50,6 +53,14 @@ def chip_windows(scene: Scene, chip_px: int) -> list[Window]:
     rows = range(0, max(scene.height - chip_px, 0) + 1, chip_px)
     cols = range(0, max(scene.width - chip_px, 0) + 1, chip_px)
     return [Window(c, r, min(chip_px, scene.width), min(chip_px, scene.height)) for r in rows for c in cols]
+
+
+def building_probability(output: np.ndarray, bundle: Bundle) -> np.ndarray:
+    """The network's (h, w) output in [0, 1] as a probability of building: itself for a mask model; for an energy
+    model, ``min(1, energy / threshold)``."""
+    if bundle.target != "energy":
+        return output
+    return np.minimum(output / bundle.threshold, 1.0)
 
 
 def uncertainty(probabilities: np.ndarray, valid: np.ndarray) -> float:
@@ -77,9 +88,10 @@ def score_chips(scene: Scene, bundle: Bundle, probabilities: Path, chip_px: int,
             image, valid = scene.read(window)
             if valid.mean() < min_valid:
                 continue
-            p = prob.read(1, window=window).astype(np.float32) / 255.0
-            scores.append(ChipScore(window, uncertainty(p, valid), novelty(image, valid, bundle.mean, bundle.std),
-                                    float((p[valid] >= 0.5).mean())))
+            output = prob.read(1, window=window).astype(np.float32) / 255.0
+            scores.append(ChipScore(window, uncertainty(building_probability(output, bundle), valid),
+                                    novelty(image, valid, bundle.mean, bundle.std),
+                                    float((output[valid] >= bundle.threshold).mean())))
     return scores
 
 
