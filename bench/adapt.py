@@ -1,7 +1,8 @@
 """The learning curve of adapting to a new place: how few labels does fine-tuning need?
 
     python bench/adapt.py --base runs/real/base-s0-80min/model.ofp [--place nairobi_ke] [--minutes 4]
-                          [--counts 10 25 50] [--runs runs/adapt] [--doc docs/adapt.md]
+                          [--counts 10 25 50] [--seed 0] [--orders random suggest] [--runs runs/adapt]
+                          [--doc docs/adapt.md]
 
 The place (one the base model never saw, not even for validation) is cut in two at the median longitude of its
 buildings: the west half is the pool a mapper labels from, the east half is only scored. Labelling happens as a
@@ -12,7 +13,8 @@ the chips as the labelled area) and, for comparison, a model is trained from Ima
 for the same time (``train recipe=base``). Each model detects the east half; F1 at IoU 0.5 and pixel IoU are
 written to ``--doc`` with the minutes each run took on this machine. N = 0 is the base model as it is; "all" is
 every building of the pool, the pool as the area. Runs are kept in ``--runs``/PLACE and reused: what depends on
-the base model under ``base-<its sha256>/``, training from scratch beside it (the same for any base).
+the base model under ``base-<its sha256>/``, training from scratch beside it (the same for any base). The doc's
+table gathers every order and seed run so far with that base (``--seed`` draws another random order).
 """
 
 from __future__ import annotations
@@ -108,12 +110,19 @@ def adapt_run(kind: str, base: Path, image: str, subset: Path, area: Path, out: 
     return (time.monotonic() - start) / 60
 
 
+def base_folder(args) -> Path:
+    """Where the runs that depend on the base model go: one folder per place and base (by content)."""
+    return args.runs / args.place / f"base-{file_sha256(args.base)[:12]}"
+
+
 def curve(args, order: str) -> list[dict]:
+    """Fine-tune (and, in random order, train from scratch) on growing labelled sets; the rows are also kept in
+    the base's folder (``rows-<order>.json``), so that the doc gathers every order and seed run so far."""
     image, truth = (str(DATA / "oam" / p) for p in PLACES[args.place])
     labels = gpd.read_file(truth)
     middle, test_box = split_place(labels)
     folder = args.runs / args.place
-    with_base = folder / f"base-{file_sha256(args.base)[:12]}"  # what depends on the base model
+    with_base = base_folder(args)
     with_base.mkdir(parents=True, exist_ok=True)
     chips = ranked_chips(args.base, image, with_base)
     pool = chips[chips.geometry.centroid.x < middle]
@@ -139,15 +148,20 @@ def curve(args, order: str) -> list[dict]:
             record = {k: v for k, v in json.loads(trained.read_text()).items()
                       if k in ("order", "n", "kind", "minutes", "chips")}
             rows.append({**record, **score(out / "model.ofp", image, truth, test_box, out, "test")})
+    seed = args.seed if order == "random" else None
+    rows = [{**r, "seed": seed} for r in rows]
+    (with_base / f"rows-{order}{'' if seed is None else seed}.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
-def write_doc(rows: list[dict], args) -> None:
-    frame = pd.DataFrame(rows)
-    lines = ["| chips chosen | labelled buildings | model | F1 @ IoU 0.5 | pixel IoU | precision | recall | minutes |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in frame.itertuples():
-        lines.append(f"| {r.order} | {r.n} | {r.kind} | {r.f1:.3f} | {r.pixel_iou:.3f} | {r.precision:.3f} | "
+def write_doc(args) -> None:
+    """The table of every order and seed run so far with this base and place (random orders by seed first)."""
+    rows = [r for path in sorted(base_folder(args).glob("rows-*.json")) for r in json.loads(path.read_text())]
+    lines = ["| chips chosen | seed | labelled buildings | model | F1 @ IoU 0.5 | pixel IoU | precision | recall | "
+             "minutes |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in pd.DataFrame(rows).itertuples():
+        seed = "–" if pd.isna(r.seed) else f"{int(r.seed)}"
+        lines.append(f"| {r.order} | {seed} | {r.n} | {r.kind} | {r.f1:.3f} | {r.pixel_iou:.3f} | {r.precision:.3f} | "
                      f"{r.recall:.3f} | {r.minutes:.1f} |")
     table = "\n".join(lines)
     text = args.doc.read_text() if args.doc.exists() else "<!-- adapt-table:begin -->\n<!-- adapt-table:end -->\n"
@@ -172,7 +186,7 @@ def main() -> None:
     rows = []
     for order in args.orders:
         rows += curve(args, order)
-        write_doc(rows, args)
+        write_doc(args)
     print(pd.DataFrame(rows).to_string(index=False))
 
 
