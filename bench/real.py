@@ -1,7 +1,7 @@
 """Real imagery, places left out: train on some places, score each held-out place on its own.
 
     python bench/real.py [--variant base] [--minutes 70] [--seed 0] [--runs runs/real] [--doc docs/real.md]
-                         [--ship]
+                         [--epochs N] [--tta 8] [--ship]
 
 Trains the variant's recipe (``recipe=base`` plus the variant's overrides) on the openly licensed places of
 ``../shared/data/oam`` that are not held out (Banepa's two sets, Zanzibar, Catanduanes), detects in each held-out
@@ -95,11 +95,11 @@ def resampled(scene: Path, out: Path, resolution_m: float) -> Path:
     return out
 
 
-def score(out: Path, name: str, scene: str, labels: str, extra_detect: list[str] = (),
+def score(out: Path, model: Path, name: str, scene: str, labels: str, extra_detect: list[str] = (),
           extra_eval: list[str] = ()) -> dict:
     table, metrics = out / f"{name}.parquet", out / f"{name}.metrics.json"
     start = time.monotonic()
-    peak = run(CLI + ["detect", scene, "--model", str(out / "model.ofp"), "--out", str(table), "--quiet",
+    peak = run(CLI + ["detect", scene, "--model", str(model), "--out", str(table), "--quiet",
                       "tracking.energy=false", *extra_detect], out / "log.txt")
     seconds = time.monotonic() - start
     run(CLI + ["evaluate", str(table), labels, "--json", str(metrics), "--imagery", scene, "data.fix_invalid=true",
@@ -119,42 +119,49 @@ def run_dir(runs: Path, name: str, seed: int, minutes: float, init: str | None =
 
 
 def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | None = None,
-                epochs: int | None = None) -> dict:
+                epochs: int | None = None, tta: int = 1) -> dict:
     """Train (unless done), detect and score one variant; ``init``: the run folder (in ``runs``) whose model the
     training starts from (a continuation, at half the learning rate); ``epochs``: train this many epochs, the
     learning rate annealed over their steps and no time budget (``minutes`` unused), so that runs on cores
-    shared with other work still compare at equal steps and schedule."""
-    out = run_dir(runs, name, seed, minutes, init, epochs)
+    shared with other work still compare at equal steps and schedule; ``tta`` > 1: detect with that many
+    flips / rotations averaged (``detect.tta``), scored in a folder of its own beside the run's."""
+    trained = run_dir(runs, name, seed, minutes, init, epochs)
+    out = trained if tta == 1 else trained.with_name(f"{trained.name}-tta{tta}")
     result_path = out / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "model.ofp").exists():
+    model = trained / "model.ofp"
+    if not model.exists():
         more = [f"train.init={runs / init / 'model.ofp'}", "train.lr=0.001"] if init else []
         more += [f"train.max_epochs={epochs}"] if epochs else []
-        train(out, VARIANTS[name][1] + more, 0 if epochs else minutes, seed)  # 0: no time budget
+        train(trained, VARIANTS[name][1] + more, 0 if epochs else minutes, seed)  # 0: no time budget
     import torch
 
-    training = torch.load(out / "model.ofp", map_location="cpu", weights_only=True)["training"]
-    places = [score(out, place, str(DATA / "oam" / image), str(DATA / "oam" / labels))
+    training = torch.load(model, map_location="cpu", weights_only=True)["training"]
+    detect = [f"detect.tta={tta}"]
+    places = [score(out, model, place, str(DATA / "oam" / image), str(DATA / "oam" / labels), detect)
               for place, (image, labels) in HELD_OUT.items()]
     nairobi = HELD_OUT["nairobi_ke"]
     coarse = resampled(DATA / "oam" / nairobi[0], runs / f"nairobi_ke_{RESAMPLED_M}m.tif", RESAMPLED_M)
-    places.append(score(out, f"nairobi_ke@{RESAMPLED_M}m", str(coarse), str(DATA / "oam" / nairobi[1])))
+    places.append(score(out, model, f"nairobi_ke@{RESAMPLED_M}m", str(coarse), str(DATA / "oam" / nairobi[1]),
+                        detect))
     xiamen = DATA / "xiamen"
     if xiamen.exists():
-        places.append(score(out, "xiamen_block", str(xiamen / "xiamen_z18_mosaic.tif"),
-                            str(xiamen / "buildings.geojson"), [f"detect.bbox={XIAMEN_BLOCK}"],
+        places.append(score(out, model, "xiamen_block", str(xiamen / "xiamen_z18_mosaic.tif"),
+                            str(xiamen / "buildings.geojson"), [f"detect.bbox={XIAMEN_BLOCK}", *detect],
                             [f"evaluate.bbox={XIAMEN_BLOCK}"]))
     before = json.loads((runs / init / "result.json").read_text()) if init else {}  # a continuation adds up
     result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "minutes": minutes, "init": init,
-              "epochs": epochs,
+              "epochs": epochs, "tta": tta,
               "steps": training.get("steps", 0) + before.get("steps", 0),
               "train_s": (training.get("seconds") or 0) + before.get("train_s", 0),
               "energy_kwh": (training.get("energy_kwh") or 0) + (before.get("energy_kwh") or 0),
               "val_pixel_iou": training.get("metrics", {}).get("val_pixel_iou"), "places": places,
-              "train_peak_gib": float((out / "train_peak_gib.txt").read_text()),
+              "train_peak_gib": float((trained / "train_peak_gib.txt").read_text()),
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")}
+    if tta > 1:
+        result["label"] = f"{name}, detect.tta={tta}"
     result_path.write_text(json.dumps(result, indent=2))
     return result
 
@@ -295,6 +302,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="train this many epochs of 32 steps instead of --minutes, with no "
                                                    "time budget (equal steps and schedule when the cores are shared; "
                                                    "66 ≈ the 2,109 steps the base made in 80 min)")
+    parser.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
+                        help="detect the held-out places with this many flips / rotations averaged (detect.tta)")
     parser.add_argument("--ship", action="store_true", help="make this variant's bundle the package's base model")
     parser.add_argument("--card", action="store_true", help="write docs/base_model.md for this run, not shipped")
     args = parser.parse_args()
@@ -303,7 +312,7 @@ def main() -> None:
         raise SystemExit(f"unknown variant {args.variant}; known: {list(VARIANTS)}")
     if not (DATA / "oam").exists():
         raise SystemExit(f"{DATA / 'oam'}: not found; the benchmark needs the open OAM data")
-    result = run_variant(args.variant, args.runs, args.minutes, args.seed, args.init, args.epochs)
+    result = run_variant(args.variant, args.runs, args.minutes, args.seed, args.init, args.epochs, args.tta)
     print(json.dumps(result), flush=True)
     done = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*/result.json"))]
     write_doc(done, args.doc)
