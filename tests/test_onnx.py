@@ -95,8 +95,15 @@ def test_int8_export_is_calibrated_on_imagery_and_stays_close_to_fp32(tmp_path, 
     assert int8.training["quantization"]["calibration_chips"] == 4
     assert int8.mean == load_bundle(tiny_bundle).mean
     import onnx
-    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    graph = onnx.load(str(out)).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+    dequantized = {o for node in graph.node if node.op_type == "DequantizeLinear" for o in node.output}
+    kept = int8.training["quantization"]["fp32_nodes"]
+    assert len(kept) == 2 and any("conv_stem" in k for k in kept) and any("segmentation_head" in k for k in kept)
+    convs = {node.name: node for node in graph.node if node.op_type == "Conv"}
+    for name in kept:  # the image's first convolution and the output head: fp32 weights, not dequantized ones
+        assert convs[name].input[1] not in dequantized
+    assert any(node.input[1] in dequantized for name, node in convs.items() if name not in kept)
     from openfootprints.model.quantize import calibration_chips
     x = calibration_chips(int8, [str(tiny_scene[0])], 1, seed=5)[0][:, :, :128, :128]  # imagery like the calibration's
     p32 = 1 / (1 + np.exp(-OnnxNetwork(exported)(x)))
