@@ -59,6 +59,32 @@ def test_merged_pair_matches_at_most_one():
     assert (s.true_positives, s.false_positives, s.false_negatives) == (1, 0, 1)
 
 
+def test_errors_are_told_apart_by_how_they_overlap():
+    x, y = 500000, 700000
+
+    def box(x0, width, height=10.0):
+        return shapely.box(x + x0, y, x + x0 + width, y + height)
+
+    truth = [box(0, 10), box(10, 10),  # two touching houses ...
+             box(40, 20),              # a long one ...
+             box(80, 10),              # one nothing touches ...
+             box(110, 10),             # one found 6 m off ...
+             box(140, 10)]             # and one found right
+    pred = [box(-1, 22),               # ... detected as one (IoU 0.45 each): a merge
+            box(40, 9.5), box(50.5, 9.5),  # ... in two pieces (IoU 0.475 each)
+            box(116, 10),              # ... IoU 0.25, 40 % on the building: misshaped
+            box(140, 10),
+            box(200, 10)]              # on no building: spurious
+    result = evaluate(frame(pred), frame(truth))
+    assert result.scores.true_positives == 1
+    assert result.errors == {"false_negatives": {"merged": 2, "split": 1, "missed": 1, "misshaped": 1},
+                             "false_positives": {"spurious": 1, "merge": 1, "part": 2, "misshaped": 1}}
+    counts = result.errors
+    assert sum(counts["false_negatives"].values()) == result.scores.false_negatives
+    assert sum(counts["false_positives"].values()) == result.scores.false_positives
+    assert result.to_dict()["errors"] == counts
+
+
 def test_empty_prediction_and_empty_truth():
     s = evaluate(frame([]), frame(squares(3))).scores
     assert (s.precision, s.recall, s.f1, s.ap, s.false_negatives) == (0, 0, 0, 0, 3)

@@ -120,12 +120,13 @@ def cmd_detect(args, cfg: DictConfig) -> None:
 
 
 def cmd_evaluate(args, cfg: DictConfig) -> None:
-    from openfootprints.evaluation.metrics import format_table
+    from openfootprints.evaluation.metrics import format_errors, format_table
     from openfootprints.evaluation.run import evaluate_files
 
     json_path = args.json or str(Path(args.predicted).with_suffix(".metrics.json"))
     result = evaluate_files(cfg, args.predicted, args.truth, json_path, cfg.evaluate.bbox, args.report, args.imagery)
     print(format_table(result.scores))
+    print(format_errors(result.errors))
     for key in ("ece", "ece_raw"):
         if key in result.extra:
             print(f"{'ECE' if key == 'ece' else 'ECE (raw confidence)'}: {result.extra[key]:.4f}")

@@ -8,7 +8,9 @@ Definitions (docs/metrics.md has the details and how they compare with SpaceNet 
   AP50:95 its mean over IoU thresholds 0.50, 0.55, …, 0.95;
 - pixel IoU is total overlap area / total covered area of the two sets (as if rasterized finely);
 - matched-outline quality: mean IoU, mean absolute error of dominant orientation (degrees, modulo 90),
-  median ratio of predicted to true area.
+  median ratio of predicted to true area;
+- what the errors are (:func:`error_breakdown`): false negatives merged with a neighbour, split into pieces,
+  missed or misshaped; false positives spurious, merging several buildings, part of one, or misshaped.
 All areas are m² in a local UTM projection.
 """
 
@@ -23,6 +25,8 @@ import shapely
 from openfootprints.evaluation.matching import Pairs, greedy_match, overlapping_pairs
 
 SIZE_BINS_M2 = (0.0, 25.0, 50.0, 100.0, 200.0, 500.0, 1000.0, float("inf"))
+MOSTLY = 0.5  # "covers" / "lies in": at least this share of the other polygon's area, or of its own
+BARELY = 0.1  # "missed" / "spurious": less than this share of its area overlaps the other set
 COCO_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
 
 
@@ -62,10 +66,12 @@ class Evaluation:
     pred_region: np.ndarray  # (n_pred,) region name of each prediction ("all" without a breakdown)
     by_size: list[dict] = field(default_factory=list)
     by_region: list[dict] = field(default_factory=list)
+    errors: dict = field(default_factory=dict)  # error_breakdown()
     extra: dict = field(default_factory=dict)  # e.g. calibration figures added by the caller
 
     def to_dict(self) -> dict:
-        return {**self.scores.to_dict(), **self.extra, "by_size": self.by_size, "by_region": self.by_region}
+        return {**self.scores.to_dict(), **self.extra, "by_size": self.by_size, "by_region": self.by_region,
+                "errors": self.errors}
 
 
 def average_precision(confidence: np.ndarray, is_tp: np.ndarray, n_truth: int) -> float:
@@ -181,7 +187,50 @@ def evaluate(predicted: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, iou_threshold
     if region_column or grid_m:
         by_region = breakdown_by_region(pred_region, region_labels(truth, true, region_column, grid_m), is_tp,
                                         truth_matched)
-    return Evaluation(scores, matched, matched_iou, truth_matched, conf, pred_region, by_size, by_region)
+    errors = error_breakdown(pairs, pred_area, true_area, is_tp, truth_matched)
+    return Evaluation(scores, matched, matched_iou, truth_matched, conf, pred_region, by_size, by_region, errors)
+
+
+def error_breakdown(pairs: Pairs, pred_area: np.ndarray, true_area: np.ndarray, is_tp: np.ndarray,
+                    truth_matched: np.ndarray) -> dict[str, dict[str, int]]:
+    """What each unmatched building is, by how it overlaps the other set (shares of areas, in this order):
+
+    false negatives (true buildings not found at the IoU threshold):
+      ``merged``: one prediction covers most of it and most of another true building (several came out as one);
+      ``split``: two or more predictions lie mostly inside it and together cover most of it (it came out in
+      pieces); ``missed``: predictions cover less than 10 % of it; ``misshaped``: the rest (found, but shifted,
+      too large or too small);
+    false positives (predictions matching no true building):
+      ``spurious``: less than 10 % of it lies on true buildings (not a building, or one the labels lack);
+      ``merge``: it covers most of two or more true buildings; ``part``: it lies mostly inside one true building
+      (a piece of it, or an outline too small); ``misshaped``: the rest.
+    "Most" is at least half (``MOSTLY``). Arrays: (n_pred,) and (n_true,) areas in m² and match flags.
+    """
+    n_pred, n_true = len(pred_area), len(true_area)
+    share_of_true = pairs.intersection / np.maximum(true_area[pairs.truth], 1e-12)
+    share_of_pred = pairs.intersection / np.maximum(pred_area[pairs.pred], 1e-12)
+    covers = share_of_true >= MOSTLY  # the pair's prediction covers most of its true building
+    inside = share_of_pred >= MOSTLY  # the pair's prediction lies mostly inside its true building
+    merging = np.bincount(pairs.pred[covers], minlength=n_pred) >= 2  # per prediction
+    merged = np.zeros(n_true, bool)
+    merged[pairs.truth[covers & merging[pairs.pred]]] = True
+    pieces = np.bincount(pairs.truth[inside], minlength=n_true)
+    pieces_cover = np.bincount(pairs.truth[inside], weights=share_of_true[inside], minlength=n_true)
+    split = (pieces >= 2) & (pieces_cover >= MOSTLY) & ~merged
+    missed = (np.bincount(pairs.truth, weights=share_of_true, minlength=n_true) < BARELY) & ~merged & ~split
+    fn = ~truth_matched
+    on_buildings = np.bincount(pairs.pred, weights=share_of_pred, minlength=n_pred)
+    spurious = on_buildings < BARELY
+    part = np.zeros(n_pred, bool)
+    part[pairs.pred[inside]] = True
+    part &= ~merging & ~spurious
+    fp = ~is_tp
+    return {"false_negatives": {"merged": int((fn & merged).sum()), "split": int((fn & split).sum()),
+                                "missed": int((fn & missed).sum()),
+                                "misshaped": int((fn & ~merged & ~split & ~missed).sum())},
+            "false_positives": {"spurious": int((fp & spurious).sum()), "merge": int((fp & merging & ~spurious).sum()),
+                                "part": int((fp & part).sum()),
+                                "misshaped": int((fp & ~spurious & ~merging & ~part).sum())}}
 
 
 def _scores(threshold, conf, pairs: Pairs, matched, matched_iou, pred, true, pred_area, true_area) -> Scores:
@@ -226,3 +275,9 @@ def format_table(scores: Scores) -> str:
             ("area ratio (median)", f"{scores.area_ratio:.3f}")]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def format_errors(errors: dict[str, dict[str, int]]) -> str:
+    """The error breakdown as two lines: ``false negatives: 8 merged, 6 split, …`` and the false positives'."""
+    return "\n".join(f"{kind.replace('_', ' ')}: " + ", ".join(f"{n} {what}" for what, n in counts.items())
+                     for kind, counts in errors.items())
