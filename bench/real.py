@@ -108,7 +108,7 @@ def score(out: Path, model: Path, name: str, scene: str, labels: str, extra_dete
     return {"place": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "ap50": m["ap"],
             "pixel_iou": m["pixel_iou"], "n_predicted": m["n_predicted"], "n_true": m["n_true"],
             "count_ratio": m["n_predicted"] / max(m["n_true"], 1), "detect_s": round(seconds, 1),
-            "detect_peak_gib": round(peak, 2),
+            "detect_peak_gib": round(peak, 2), "errors": m.get("errors"),
             "f1_by_size": {f"{b['min_m2']:g}–{'∞' if b['max_m2'] is None else format(b['max_m2'], 'g')}": b["f1"]
                            for b in m["by_size"] if b["n_true"]}}
 
@@ -188,11 +188,27 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def errors_table(results: list[dict]) -> str:
+    """What the errors are (``evaluate``'s breakdown, docs/metrics.md) per run and held-out OAM place."""
+    fn, fp = ("merged", "split", "missed", "misshaped"), ("spurious", "merge", "part", "misshaped")
+    lines = ["| variant | seed | place | false negatives: " + " / ".join(fn) + " | false positives: " + " / ".join(fp)
+             + " |", "|---|---|---|---|---|"]
+    for r in results:
+        for p in r["places"]:
+            if p.get("errors") and p["place"] in HELD_OUT:
+                e = p["errors"]
+                lines.append(f"| {r.get('label', r['variant'])} | {r['seed']} | {p['place']} | "
+                             + " / ".join(str(e["false_negatives"][k]) for k in fn) + " | "
+                             + " / ".join(str(e["false_positives"][k]) for k in fp) + " |")
+    return "\n".join(lines)
+
+
 def write_doc(results: list[dict], path: Path) -> None:
     begin, end = "<!-- real-table:begin -->", "<!-- real-table:end -->"
     header = (f"Measured on {machine()}, {datetime.date.today().isoformat()}, by `python bench/real.py` "
               "(training and detection on this CPU).")
-    block = f"{begin}\n{header}\n\n{table(results)}\n{end}"
+    block = (f"{begin}\n{header}\n\n{table(results)}\n\nWhat the errors in the held-out places are "
+             f"(`evaluate`'s breakdown, [metrics.md](metrics.md#what-the-errors-are)):\n\n{errors_table(results)}\n{end}")
     text = path.read_text() if path.exists() else "# Real imagery, places left out\n"
     if begin in text and end in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
