@@ -127,6 +127,9 @@ def test_evaluate_writes_an_html_report_with_error_crops(capsys, tmp_path, tiny_
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("data:image/png;base64") == 3 + 1 + min(8, len(truth) - len(pred))  # figures, FP, FNs
     assert "false negatives (largest)" in page and "confidence 0.99" in page and "By region" in page
+    assert "What the errors are" in page
+    found = [line for line in out.splitlines() if line.startswith("false negatives:")]
+    assert found and sum(int(part.split()[0]) for part in found[0].split(":")[1].split(",")) == len(truth) - len(pred)
 
 
 def test_model_refuses_imagery_of_another_pixel_type(capsys, tmp_path, tiny_bundle):

@@ -149,6 +149,9 @@ def write_report(out: str | Path, predicted: gpd.GeoDataFrame, truth: gpd.GeoDat
     parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Scores</h2>", _table(scores), "<h2>Curves</h2>",
              "".join(f'<img src="data:image/png;base64,{f}">' for f in figures),
              "<h2>By building size</h2>", _table(result.by_size)]
+    if result.errors:  # docs/metrics.md, "What the errors are"
+        parts += ["<h2>What the errors are</h2>",
+                  _table([{"error": kind.replace("_", " "), **counts} for kind, counts in result.errors.items()])]
     if result.by_region:
         parts += ["<h2>By region</h2>", _table(result.by_region)]
     parts += ["<h2>Confidence thresholds for 80, 85 and 90 % precision</h2>",
