@@ -133,6 +133,7 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
     out.mkdir(parents=True, exist_ok=True)
     model = trained / "model.ofp"
     if not model.exists():
+        trained.mkdir(parents=True, exist_ok=True)
         more = [f"train.init={runs / init / 'model.ofp'}", "train.lr=0.001"] if init else []
         more += [f"train.max_epochs={epochs}"] if epochs else []
         train(trained, VARIANTS[name][1] + more, 0 if epochs else minutes, seed)  # 0: no time budget
@@ -326,6 +327,9 @@ def main() -> None:
     DATA = args.data
     if args.variant not in VARIANTS:
         raise SystemExit(f"unknown variant {args.variant}; known: {list(VARIANTS)}")
+    if args.tta > 1 and (args.ship or args.card):
+        raise SystemExit("--ship and --card describe the model as detect runs it by default (detect.tta=1); "
+                         "drop --tta")
     if not (DATA / "oam").exists():
         raise SystemExit(f"{DATA / 'oam'}: not found; the benchmark needs the open OAM data")
     result = run_variant(args.variant, args.runs, args.minutes, args.seed, args.init, args.epochs, args.tta)

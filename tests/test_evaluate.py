@@ -78,11 +78,24 @@ def test_errors_are_told_apart_by_how_they_overlap():
     result = evaluate(frame(pred), frame(truth))
     assert result.scores.true_positives == 1
     assert result.errors == {"false_negatives": {"merged": 2, "split": 1, "missed": 1, "misshaped": 1},
-                             "false_positives": {"spurious": 1, "merge": 1, "part": 2, "misshaped": 1}}
+                             "false_positives": {"merge": 1, "spurious": 1, "part": 2, "misshaped": 1}}
     counts = result.errors
     assert sum(counts["false_negatives"].values()) == result.scores.false_negatives
     assert sum(counts["false_positives"].values()) == result.scores.false_positives
     assert result.to_dict()["errors"] == counts
+
+
+def test_a_shifted_outline_is_misshaped_and_a_blob_over_sheds_a_merge():
+    x, y = 500000, 700000
+    house = shapely.box(x, y, x + 10, y + 10)
+    shifted = affinity.translate(house, 4, 0)  # IoU 0.43, 60 % of it on the house: not a piece of it
+    errors = evaluate(frame([shifted]), frame([house])).errors
+    assert errors["false_positives"]["misshaped"] == 1 and errors["false_negatives"]["misshaped"] == 1
+    sheds = [shapely.box(x + 40, y, x + 43, y + 3), shapely.box(x + 50, y, x + 53, y + 3)]
+    blob = shapely.box(x + 20, y - 40, x + 120, y + 60)  # covers both sheds, 0.2 % of it on them
+    errors = evaluate(frame([blob]), frame(sheds)).errors
+    assert errors["false_positives"] == {"merge": 1, "spurious": 0, "part": 0, "misshaped": 0}
+    assert errors["false_negatives"]["merged"] == 2
 
 
 def test_empty_prediction_and_empty_truth():

@@ -93,6 +93,7 @@ def test_int8_export_is_calibrated_on_imagery_and_stays_close_to_fp32(tmp_path, 
                  "--out", str(out)]) == 0
     int8 = load_model(out)
     assert int8.training["quantization"]["calibration_chips"] == 4
+    assert "central 99.99 %" in int8.training["quantization"]["kind"]
     assert int8.mean == load_bundle(tiny_bundle).mean
     import onnx
     graph = onnx.load(str(out)).graph
@@ -131,3 +132,21 @@ def test_detection_with_an_onnx_model_never_imports_torch(tmp_path, tiny_scene, 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "HEAVY []" in done.stdout, done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, encoder, first", [("fpn", "resnet18", "conv1"), ("deeplabv3+", "resnet18", "conv1")])
+def test_int8_keeps_the_first_and_last_convolution_of_any_architecture(tmp_path, arch, encoder, first):
+    import onnx
+    import torch
+
+    from openfootprints.model.architectures import Architecture
+    from openfootprints.model.network import build_network
+    from openfootprints.model.quantize import fp32_nodes
+
+    net = build_network(Architecture(arch=arch, encoder=encoder, decoder_channels=[]), pretrained=False).eval()
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 64, 64),), str(path), input_names=["image"], output_names=["logits"],
+                      opset_version=17, dynamo=False)
+    kept = fp32_nodes(onnx.load(str(path)))
+    assert first in kept[0] and "segmentation_head" in kept[1]  # the head ends in a resize: traced back to its conv

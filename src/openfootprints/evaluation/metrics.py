@@ -201,10 +201,12 @@ def error_breakdown(pairs: Pairs, pred_area: np.ndarray, true_area: np.ndarray, 
       pieces); ``missed``: predictions cover less than 10 % of it; ``misshaped``: the rest (found, but shifted,
       too large or too small);
     false positives (predictions matching no true building):
-      ``spurious``: less than 10 % of it lies on true buildings (not a building, or one the labels lack);
-      ``merge``: it covers most of two or more true buildings; ``part``: it lies mostly inside one true building
-      (a piece of it, or an outline too small); ``misshaped``: the rest.
-    "Most" is at least half (``MOSTLY``). Arrays: (n_pred,) and (n_true,) areas in m² and match flags.
+      ``merge``: it covers most of two or more true buildings; ``spurious``: less than 10 % of it lies on true
+      buildings (not a building, or one the labels lack); ``part``: it lies mostly inside one true building and
+      covers less than half of it (a piece of it, or an outline too small); ``misshaped``: the rest (shifted, or
+      too large).
+    "Most" is at least half (``MOSTLY``). Shares are summed over pairs, so they assume that neither set overlaps
+    itself (as ``detect``'s buildings do not). Arrays: (n_pred,) and (n_true,) areas in m² and match flags.
     """
     n_pred, n_true = len(pred_area), len(true_area)
     share_of_true = pairs.intersection / np.maximum(true_area[pairs.truth], 1e-12)
@@ -220,15 +222,15 @@ def error_breakdown(pairs: Pairs, pred_area: np.ndarray, true_area: np.ndarray, 
     missed = (np.bincount(pairs.truth, weights=share_of_true, minlength=n_true) < BARELY) & ~merged & ~split
     fn = ~truth_matched
     on_buildings = np.bincount(pairs.pred, weights=share_of_pred, minlength=n_pred)
-    spurious = on_buildings < BARELY
+    spurious = (on_buildings < BARELY) & ~merging
     part = np.zeros(n_pred, bool)
-    part[pairs.pred[inside]] = True
+    part[pairs.pred[inside & ~covers]] = True
     part &= ~merging & ~spurious
     fp = ~is_tp
     return {"false_negatives": {"merged": int((fn & merged).sum()), "split": int((fn & split).sum()),
                                 "missed": int((fn & missed).sum()),
                                 "misshaped": int((fn & ~merged & ~split & ~missed).sum())},
-            "false_positives": {"spurious": int((fp & spurious).sum()), "merge": int((fp & merging & ~spurious).sum()),
+            "false_positives": {"merge": int((fp & merging).sum()), "spurious": int((fp & spurious).sum()),
                                 "part": int((fp & part).sum()),
                                 "misshaped": int((fp & ~spurious & ~merging & ~part).sum())}}
 
