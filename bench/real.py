@@ -191,7 +191,7 @@ def table(results: list[dict]) -> str:
 
 def errors_table(results: list[dict]) -> str:
     """What the errors are (``evaluate``'s breakdown, docs/metrics.md) per run and held-out OAM place."""
-    fn, fp = ("merged", "split", "missed", "misshaped"), ("spurious", "merge", "part", "misshaped")
+    fn, fp = ("merged", "split", "missed", "misshaped"), ("merge", "spurious", "part", "misshaped")
     lines = ["| variant | seed | place | false negatives: " + " / ".join(fn) + " | false positives: " + " / ".join(fp)
              + " |", "|---|---|---|---|---|"]
     for r in results:
