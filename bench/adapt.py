@@ -110,9 +110,9 @@ def adapt_run(kind: str, base: Path, image: str, subset: Path, area: Path, out: 
     return (time.monotonic() - start) / 60
 
 
-def base_folder(args) -> Path:
+def base_folder(args, place: str | None = None) -> Path:
     """Where the runs that depend on the base model go: one folder per place and base (by content)."""
-    return args.runs / args.place / f"base-{file_sha256(args.base)[:12]}"
+    return args.runs / (place or args.place) / f"base-{file_sha256(args.base)[:12]}"
 
 
 def curve(args, order: str) -> list[dict]:
@@ -149,27 +149,37 @@ def curve(args, order: str) -> list[dict]:
                       if k in ("order", "n", "kind", "minutes", "chips")}
             rows.append({**record, **score(out / "model.ofp", image, truth, test_box, out, "test")})
     seed = args.seed if order == "random" else None
-    rows = [{**r, "seed": seed} for r in rows]
+    rows = [{**r, "seed": seed, "budget_minutes": args.minutes} for r in rows]
     (with_base / f"rows-{order}{'' if seed is None else seed}.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
-def write_doc(args) -> None:
-    """The table of every order and seed run so far with this base and place (random orders by seed first)."""
-    rows = [r for path in sorted(base_folder(args).glob("rows-*.json")) for r in json.loads(path.read_text())]
+def place_table(args, place: str) -> str | None:
+    """The table of every order and seed run so far with this base in ``place`` (None if none was)."""
+    rows = [r for path in sorted(base_folder(args, place).glob("rows-*.json")) for r in json.loads(path.read_text())]
+    if not rows:
+        return None
+    budget = {r.get("budget_minutes", args.minutes) for r in rows}
     lines = ["| chips chosen | seed | labelled buildings | model | F1 @ IoU 0.5 | pixel IoU | precision | recall | "
              "minutes |", "|---|---|---|---|---|---|---|---|---|"]
     for r in pd.DataFrame(rows).itertuples():
         seed = "–" if pd.isna(r.seed) else f"{int(r.seed)}"
         lines.append(f"| {r.order} | {seed} | {r.n} | {r.kind} | {r.f1:.3f} | {r.pixel_iou:.3f} | {r.precision:.3f} | "
                      f"{r.recall:.3f} | {r.minutes:.1f} |")
-    table = "\n".join(lines)
+    minutes = " / ".join(f"{b:g}" for b in sorted(budget))
+    stamp = (f"**{place}**: base `{args.base}`, {minutes} min per run (`python bench/adapt.py --base {args.base} "
+             f"--place {place} --minutes {minutes}`).")
+    return stamp + "\n\n" + "\n".join(lines)
+
+
+def write_doc(args) -> None:
+    """One table per place run so far with this base, between the doc's adapt-table markers."""
+    tables = [t for t in (place_table(args, place) for place in sorted(PLACES, key=lambda p: p != "nairobi_ke")) if t]
     text = args.doc.read_text() if args.doc.exists() else "<!-- adapt-table:begin -->\n<!-- adapt-table:end -->\n"
     head, rest = text.split("<!-- adapt-table:begin -->")
     _, tail = rest.split("<!-- adapt-table:end -->")
-    stamp = (f"Measured on {machine()}: place {args.place}, base `{args.base}`, {args.minutes:g} min per run "
-             f"(`python bench/adapt.py --base {args.base} --minutes {args.minutes:g}`).")
-    args.doc.write_text(f"{head}<!-- adapt-table:begin -->\n{stamp}\n\n{table}\n<!-- adapt-table:end -->{tail}")
+    block = f"Measured on {machine()}.\n\n" + "\n\n".join(tables)
+    args.doc.write_text(f"{head}<!-- adapt-table:begin -->\n{block}\n<!-- adapt-table:end -->{tail}")
 
 
 def main() -> None:
