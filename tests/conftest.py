@@ -87,5 +87,8 @@ def s3_bucket(s3_endpoint, monkeypatch) -> str:
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(key, raising=False)
     name = f"test-{uuid.uuid4().hex[:12]}"
-    pafs.S3FileSystem(endpoint_override=f"http://{s3_endpoint}", allow_bucket_creation=True).create_dir(name)
+    # the AWS SDK gives up on a request that moves under 1 byte/s for request_timeout s (3 by default): a moto
+    # server on cores busy with other tests can be that slow to answer
+    pafs.S3FileSystem(endpoint_override=f"http://{s3_endpoint}", allow_bucket_creation=True,
+                      request_timeout=30, connect_timeout=30).create_dir(name)
     return f"s3://{name}"
