@@ -11,7 +11,7 @@ setup: $(VENV)/.installed $(VIEWER)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-cache-dir -e '.[test]'
 	touch $@
 
 # The map viewer's JavaScript bundle (MapLibre GL JS, PMTiles) from web/package-lock.json; not kept in git.
