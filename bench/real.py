@@ -44,6 +44,8 @@ RESAMPLED_M = 0.5  # Nairobi is also detected from its imagery resampled to this
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "base": ("energy target, 0.4 m, scale and sensor augmentation (recipe=base)", []),
     "eroded": ("as base, but masks eroded 1 m (the previous target)", ["data.target=eroded"]),
+    "gap": ("as base, with U-Net gap weights (w0 10, σ 2.5 m) in the narrow gaps between buildings",
+            ["data.gap_weight_w0=10"]),
     "res05": ("as base, at 0.5 m", ["data.resolution_m=0.5"]),
     "res03": ("as base, at 0.3 m", ["data.resolution_m=0.3"]),
     "no_sensor_aug": ("as base, without zoom, coarsening, blur, noise, saturation",
@@ -119,14 +121,17 @@ def run_dir(runs: Path, name: str, seed: int, minutes: float, init: str | None =
 
 
 def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | None = None,
-                epochs: int | None = None, tta: int = 1) -> dict:
+                epochs: int | None = None, tta: int = 1, recut: bool = False) -> dict:
     """Train (unless done), detect and score one variant; ``init``: the run folder (in ``runs``) whose model the
     training starts from (a continuation, at half the learning rate); ``epochs``: train this many epochs, the
     learning rate annealed over their steps and no time budget (``minutes`` unused), so that runs on cores
     shared with other work still compare at equal steps and schedule; ``tta`` > 1: detect with that many
-    flips / rotations averaged (``detect.tta``), scored in a folder of its own beside the run's."""
+    flips / rotations averaged (``detect.tta``), scored in a folder of its own beside the run's; ``recut``: a
+    model trained before the confidence cut existed gets one chosen on its validation chips, scored in a
+    ``-cut`` folder beside the run's."""
     trained = run_dir(runs, name, seed, minutes, init, epochs)
     out = trained if tta == 1 else trained.with_name(f"{trained.name}-tta{tta}")
+    out = out.with_name(f"{out.name}-cut") if recut else out
     result_path = out / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
@@ -137,6 +142,8 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
         more = [f"train.init={runs / init / 'model.ofp'}", "train.lr=0.001"] if init else []
         more += [f"train.max_epochs={epochs}"] if epochs else []
         train(trained, VARIANTS[name][1] + more, 0 if epochs else minutes, seed)  # 0: no time budget
+    if recut:
+        model = with_confidence_cut(model, out / "model.ofp")
     import torch
 
     training = torch.load(model, map_location="cpu", weights_only=True)["training"]
@@ -163,8 +170,26 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")}
     if tta > 1:
         result["label"] = f"{name}, detect.tta={tta}"
+    if recut:
+        result["label"] = f"{result.get('label', name)}, cut chosen on validation ({training['confidence_cut']['min_confidence']:.3f})"
     result_path.write_text(json.dumps(result, indent=2))
     return result
+
+
+def with_confidence_cut(model: Path, out: Path) -> Path:
+    """A copy of the bundle at ``model`` with the confidence cut chosen on its validation chips (and the reference
+    profile that counts the buildings it keeps), written to ``out`` once."""
+    if out.exists():
+        return out
+    from openfootprints.model.bundle import load_bundle, save_bundle
+    from openfootprints.training.run import rechoose_confidence_cut
+
+    bundle = load_bundle(model)
+    profile, cut = rechoose_confidence_cut(bundle)
+    bundle.min_confidence, bundle.profile = cut.min_confidence, profile.to_dict()
+    bundle.training = {**bundle.training, "confidence_cut": cut.to_dict()}
+    print(f"{model}: confidence cut {cut.to_dict()}", flush=True)
+    return save_bundle(bundle, out)
 
 
 def held_out_f1(result: dict) -> float:
@@ -321,18 +346,21 @@ def main() -> None:
                                                    "66 ≈ the 2,109 steps the base made in 80 min)")
     parser.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
                         help="detect the held-out places with this many flips / rotations averaged (detect.tta)")
+    parser.add_argument("--recut", action="store_true", help="a run trained before the confidence cut existed: "
+                        "choose its cut on its validation chips and score it with the cut")
     parser.add_argument("--ship", action="store_true", help="make this variant's bundle the package's base model")
     parser.add_argument("--card", action="store_true", help="write docs/base_model.md for this run, not shipped")
     args = parser.parse_args()
     DATA = args.data
     if args.variant not in VARIANTS:
         raise SystemExit(f"unknown variant {args.variant}; known: {list(VARIANTS)}")
-    if args.tta > 1 and (args.ship or args.card):
-        raise SystemExit("--ship and --card describe the model as detect runs it by default (detect.tta=1); "
-                         "drop --tta")
+    if (args.tta > 1 or args.recut) and (args.ship or args.card):
+        raise SystemExit("--ship and --card describe a run's own model as detect runs it by default "
+                         "(detect.tta=1); drop --tta and --recut")
     if not (DATA / "oam").exists():
         raise SystemExit(f"{DATA / 'oam'}: not found; the benchmark needs the open OAM data")
-    result = run_variant(args.variant, args.runs, args.minutes, args.seed, args.init, args.epochs, args.tta)
+    result = run_variant(args.variant, args.runs, args.minutes, args.seed, args.init, args.epochs, args.tta,
+                         args.recut)
     print(json.dumps(result), flush=True)
     done = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*/result.json"))]
     write_doc(done, args.doc)

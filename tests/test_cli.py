@@ -67,11 +67,11 @@ def test_wrong_band_count(capsys, tmp_path, tiny_scene, tiny_bundle):
 
 def test_incompatible_bundle(capsys, tmp_path, tiny_scene, tiny_bundle):
     payload = torch.load(tiny_bundle, weights_only=True)
-    payload["format_version"] = 2
-    torch.save(payload, tmp_path / "old.ofp")
+    payload["format_version"] = 99
+    torch.save(payload, tmp_path / "future.ofp")
     out = tmp_path / "b.parquet"
-    code, _, err = run(capsys, "detect", tiny_scene[0], "--model", tmp_path / "old.ofp", "--out", out)
-    assert_clean_failure(code, err, "bundle format v2", tmp_path, out)
+    code, _, err = run(capsys, "detect", tiny_scene[0], "--model", tmp_path / "future.ofp", "--out", out)
+    assert_clean_failure(code, err, "bundle format v99", tmp_path, out)
 
 
 def test_empty_labels(capsys, tmp_path, tiny_scene):

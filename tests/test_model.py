@@ -46,6 +46,17 @@ def test_bundle_round_trip_gives_the_same_predictions(tmp_path):
         assert torch.allclose(loaded.network()(x), net(x))
 
 
+def test_bundles_of_the_first_format_load_through_the_upgraders(tmp_path, tiny_bundle):
+    payload = torch.load(tiny_bundle, weights_only=True)
+    payload["format_version"] = 1
+    del payload["min_confidence"]  # v1 had no confidence cut
+    torch.save(payload, tmp_path / "v1.ofp")
+    old, new = load_bundle(tmp_path / "v1.ofp"), load_bundle(tiny_bundle)
+    assert old.min_confidence == 0.0
+    assert old.metadata() == {**new.metadata(), "min_confidence": 0.0}
+    assert all(torch.equal(old.state_dict[k], v) for k, v in new.state_dict.items())
+
+
 def test_incompatible_or_foreign_files_are_refused(tmp_path, tiny_bundle):
     payload = torch.load(tiny_bundle, weights_only=True)
     payload["format_version"] = 99

@@ -107,6 +107,9 @@ def test_training_stores_the_profile_of_its_validation_chips(tiny_scene, tmp_pat
     assert profile.bands.shape == (3, len(PIXEL_EDGES) + 1) and profile.pixels == 3 * (64 // STRIDE) ** 2  # 3 chips
     assert np.all(np.abs(profile.band_means()) < 1.0)  # normalized by the training imagery's own statistics
     assert "buildings" in load_bundle(out).profile and profile.buildings.shape == (10,)  # found on the same chips
+    cut = load_bundle(out).training["confidence_cut"]  # chosen on the same chips, and counted as detection would
+    assert cut["min_confidence"] == load_bundle(out).min_confidence and cut["n_kept"] <= cut["n_predicted"]
+    assert profile.decoding.get("min_confidence", 0.0) == cut["min_confidence"]
 
 
 @pytest.mark.slow

@@ -103,6 +103,7 @@ CHECKS = [
     ("detect.tta", lambda v: v in (1, 2, 4, 8), "1, 2, 4 or 8"),
     ("detect.threshold", lambda v: v is None or 0 < v < 1, "between 0 and 1"),
     ("detect.min_area_m2", lambda v: v >= 0, "0 or more"),
+    ("detect.min_confidence", lambda v: v is None or 0 <= v < 1, "null or in [0, 1)"),
     ("detect.simplify_m", lambda v: v >= 0, "0 or more"),
     ("detect.regularize_m", lambda v: v >= 0, "0 or more"),
     ("detect.max_building_m", lambda v: v > 0, "positive"),

@@ -33,7 +33,7 @@ from openfootprints.io.provenance import config_path_beside, write_resolved_conf
 from openfootprints.io.raster import Scene, open_scene
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import cached_onnx, load_model
-from openfootprints.monitor.drift import Drift, Profile, compare
+from openfootprints.monitor.drift import Drift, Profile, compare, decoding_settings
 from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, region_from_bounds,
                                                   region_transform, select_device, select_engine)
 from openfootprints.predict.stream import Cancelled, ProbabilityStream
@@ -270,8 +270,9 @@ def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path, see
     parts, n_buildings = [], 0
     table = buildings_table(np.array([], dtype=object), np.array([]), scene.crs)  # the schema, if none is found
     threshold = d.threshold if d.threshold is not None else bundle.threshold
+    min_confidence = d.min_confidence if d.min_confidence is not None else bundle.min_confidence
     if seen is not None:
-        seen.decoding = {"threshold": float(threshold), "min_area_m2": float(d.min_area_m2)}
+        seen.decoding = decoding_settings(threshold, d.min_area_m2, min_confidence)
     tiles = iter_buildings(source, threshold,
                             grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
                             seed_threshold=bundle.seed_threshold,
@@ -280,6 +281,9 @@ def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path, see
         if d.bbox:  # the buildings whose centroid is in the box, seen with image context around it
             inside = centroids_in(found.polygons, found.crs, d.bbox)
             found = Buildings(found.polygons[inside], found.confidence[inside], found.crs)
+        if min_confidence > 0:  # the bundle's cut, chosen on its validation chips (training.confidence_cut)
+            sure = found.confidence >= min_confidence
+            found = Buildings(found.polygons[sure], found.confidence[sure], found.crs)
         table = buildings_table(found.polygons, bundle.calibrate(found.confidence), found.crs,
                                 model_version=bundle.version, source=Path(scene_path).name,
                                 min_area_m2=d.min_area_m2, raw_confidence=found.confidence)

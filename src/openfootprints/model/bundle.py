@@ -23,7 +23,16 @@ if TYPE_CHECKING:  # torch is imported where weights are used: an exported ONNX 
     import torch
 
 FORMAT = "openfootprints-model-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+
+def _v1_to_v2(payload: dict) -> dict:
+    """v2 added ``min_confidence`` (the confidence cut chosen on validation): v1 bundles keep every building."""
+    return {**payload, "min_confidence": 0.0}
+
+
+# format version → the function that turns a payload of that version into the next one
+UPGRADERS = {1: _v1_to_v2}
 
 
 @dataclass
@@ -35,7 +44,8 @@ class Bundle:
     and its overlap in metres. ``target`` is what the network learned (see :mod:`openfootprints.data.chips`):
     ``eroded`` masks, whose instances are the components of output ≥ ``threshold`` grown back by
     ``label_erosion_m``; or ``energy``, whose instances are seeded where the output is ≥ ``seed_threshold`` and
-    grown by up to ``label_erosion_m`` over the footprint (output ≥ ``threshold``).
+    grown by up to ``label_erosion_m`` over the footprint (output ≥ ``threshold``). Detection drops buildings
+    whose raw confidence is below ``min_confidence`` (chosen on the validation chips when training; 0: none).
     """
 
     architecture: Architecture
@@ -49,6 +59,7 @@ class Bundle:
     label_erosion_m: float = 0.0
     target: str = "eroded"
     seed_threshold: float | None = None
+    min_confidence: float = 0.0
     dtype: str = ""  # pixel type of the training imagery (uint8, uint16, …); empty if unknown
     calibration: dict | None = None
     profile: dict | None = None  # pixels and outputs of the validation data (openfootprints.monitor.drift.Profile)
@@ -103,12 +114,23 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise InputError(f"{path}: not an openfootprints model bundle ({type(err).__name__})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path}: not an openfootprints model bundle")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"{path}: bundle format v{payload.get('format_version')} (openfootprints "
-                         f"{payload.get('version')}); this openfootprints ({__version__}) reads v{FORMAT_VERSION}")
+    payload = upgraded(payload, path)
     fields = {k: v for k, v in payload.items() if k not in ("format", "format_version")}
     fields["architecture"] = Architecture(**fields["architecture"])
     return Bundle(**fields)
+
+
+def upgraded(payload: dict, path: str) -> dict:
+    """A bundle payload of any earlier format version brought to :data:`FORMAT_VERSION`, one version at a time
+    (:data:`UPGRADERS`); a newer or unknown version is refused."""
+    version = payload.get("format_version")
+    while version in UPGRADERS:
+        payload = {**UPGRADERS[version](payload), "format_version": version + 1}
+        version += 1
+    if version != FORMAT_VERSION:
+        raise InputError(f"{path}: bundle format v{version} (openfootprints {payload.get('version')}); this "
+                         f"openfootprints ({__version__}) reads v1 to v{FORMAT_VERSION}")
+    return payload
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_path
-from openfootprints.model.bundle import FORMAT_VERSION, Bundle, file_sha256, load_bundle
+from openfootprints.model.bundle import FORMAT_VERSION, Bundle, file_sha256, load_bundle, upgraded
 from openfootprints.model.architectures import Architecture
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,8 @@ def read_onnx_metadata(path: str | os.PathLike) -> Bundle:
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if raw is None:
         raise InputError(f"{path}: an ONNX model without openfootprints metadata; export it with `openfootprints export`")
-    meta = json.loads(raw)
-    if meta.pop("format_version", None) != FORMAT_VERSION:
-        raise InputError(f"{path}: exported by an incompatible openfootprints ({meta.get('version')})")
+    meta = upgraded(json.loads(raw), str(path))
+    meta.pop("format_version")
     meta["architecture"] = Architecture(**meta["architecture"])
     return Bundle(**meta)
 

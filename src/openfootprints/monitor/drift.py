@@ -33,13 +33,20 @@ MIN_BUILDINGS = 30  # fewer buildings than this (in the run or the reference): t
 SHARE_FLOOR = 1e-4  # an empty bin counts as this share (PSI is infinite otherwise)
 
 
+def decoding_settings(threshold: float, min_area_m2: float, min_confidence: float = 0.0) -> dict[str, float]:
+    """The detection settings that decide which buildings a profile counts: the output threshold, the smallest
+    area (m²) and the confidence cut (left out when 0, so profiles from before the cut still compare)."""
+    settings = {"threshold": float(threshold), "min_area_m2": float(min_area_m2)}
+    return settings | ({"min_confidence": float(min_confidence)} if min_confidence > 0 else {})
+
+
 @dataclass
 class Profile:
     """Counts over sampled valid pixels: ``bands`` (C, 18) per band and bin of normalized value, ``sums`` (C,) the
     sum of each band's normalized values (for the mean shift), ``output`` (10,) per tenth of the output; and
     ``buildings`` (10,): the buildings found, per tenth of their confidence, over ``area_m2`` square metres of
     valid imagery (each place counted once, however many windows saw it), with the ``decoding`` that found them
-    ({"threshold", "min_area_m2"}: buildings found with other settings are not comparable)."""
+    (:func:`decoding_settings`: buildings found with other settings are not comparable)."""
 
     bands: np.ndarray
     sums: np.ndarray

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -30,11 +30,13 @@ from openfootprints.io.raster import display_rgb, open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, load_bundle, save_bundle
 from openfootprints.model.network import Architecture, build_network
-from openfootprints.monitor.drift import Profile, window_profile
+from openfootprints.monitor.drift import Profile, decoding_settings, window_profile
 from openfootprints.predict.stream import ProbabilityArray
+from openfootprints.training.confidence_cut import (CutChoice, choose_min_confidence, chip_outcomes,
+                                                   true_polygons)
 from openfootprints.training.diet import el2n_scores, prune, write_gallery
 from openfootprints.training.module import Deadline, SegmentationModule
-from openfootprints.vectorize.polygons import iter_buildings
+from openfootprints.vectorize.polygons import Buildings, iter_buildings
 
 log = logging.getLogger(__name__)
 WRAP_UP_S = 3.0  # of train.max_minutes kept for writing the bundle and logging it
@@ -98,6 +100,13 @@ def split_all(sources: list[LabelledScene], cfg: DictConfig) -> tuple[list, list
     return train, val
 
 
+def chip_settings(cfg: DictConfig, mean: list[float], std: list[float], resolution_m: float) -> dict:
+    """The :class:`ChipDataset` arguments every chip of a run shares (sizes turned from metres into pixels)."""
+    return dict(chip_px=cfg.data.chip_px, mean=mean, std=std, erode_px=int(round(cfg.data.label_erosion_m / resolution_m)),
+                gap_w0=cfg.data.gap_weight_w0, gap_sigma_px=cfg.data.gap_sigma_m / resolution_m,
+                target=cfg.data.target, ramp_px=cfg.data.energy_m / resolution_m)
+
+
 def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
           pseudo: list[tuple[str, str]] | None = None, provenance: dict | None = None) -> Path:
     """Train a U-Net on labelled scenes and write the model bundle to ``out``. Returns the bundle path.
@@ -119,9 +128,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     else:  # a new model, or a parent adapted to this imagery's own statistics
         mean, std = normalization_stats(sources, train_blocks, seed=cfg.seed)
     erode_px = int(round(cfg.data.label_erosion_m / resolution))
-    chips = dict(chip_px=cfg.data.chip_px, mean=mean, std=std, erode_px=erode_px,
-                 gap_w0=cfg.data.gap_weight_w0, gap_sigma_px=cfg.data.gap_sigma_m / resolution,
-                 target=cfg.data.target, ramp_px=cfg.data.energy_m / resolution)
+    chips = chip_settings(cfg, mean, std, resolution)
     arch = Architecture(arch=cfg.model.arch, encoder=cfg.model.encoder, in_channels=len(sources[0].scene.bands),
                         decoder_channels=list(cfg.model.decoder_channels), dropout=cfg.model.dropout,
                         drop_path=cfg.model.drop_path)
@@ -164,10 +171,10 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         reference = ChipDataset(sources, val_blocks or train_blocks, **chips, windows=val_windows
                                 or validation_windows(train_blocks, cfg.data.chip_px, cfg.data.val_chips))
         decode = decoding(cfg, erode_px * resolution)
-        profile = reference_profile(net, reference, arch.in_channels, cfg.train.batch_size,
-                                    ChipDecoding(resolution, decode["threshold"], decode.get("seed_threshold"),
-                                                 decode["label_erosion_m"], cfg.detect.min_area_m2,
-                                                 cfg.detect.simplify_m))
+        profile, cut = reference_profile(net, reference, arch.in_channels, cfg.train.batch_size,
+                                         ChipDecoding(resolution, decode["threshold"], decode.get("seed_threshold"),
+                                                      decode["label_erosion_m"], cfg.detect.min_area_m2,
+                                                      cfg.detect.simplify_m), choose_cut=bool(val_windows))
     seconds = time.monotonic() - start
     if energy:
         mlflow_logger.experiment.log_metric(mlflow_logger.run_id, "energy_kwh", energy["energy_kwh"])
@@ -179,8 +186,8 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         log.warning(untrained)
     bundle = Bundle(architecture=arch, bands=list(sources[0].scene.bands), mean=mean, std=std,
                     resolution_m=resolution, dtype=sources[0].scene.dtype, **decode,
-                    profile=profile.to_dict(),
-                    training={"config": OmegaConf.to_container(cfg, resolve=True),
+                    min_confidence=cut.min_confidence, profile=profile.to_dict(),
+                    training={"config": OmegaConf.to_container(cfg, resolve=True), "confidence_cut": cut.to_dict(),
                               "scenes": [list(p) for p in pairs], **({"areas": list(cfg.data.areas)} if cfg.data.areas else {}),
                               "epochs": trainer.current_epoch,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,
@@ -211,46 +218,98 @@ class ChipDecoding:
     grow_m: float
     min_area_m2: float
     simplify_m: float
+    min_confidence: float = 0.0
 
-    def confidences(self, output: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """(n,) confidence of each building found in one chip's ``output`` (H, W) in [0, 1]; pixels outside
-        ``valid`` (H, W) bool are background. A building that reaches the chip's right or bottom edge is left to
-        the chip beyond it (chips tile the validation blocks: each building is counted once, the half-open way)."""
-        source = ProbabilityArray("chip", output.shape[1], output.shape[0], None,
-                                  Affine(self.resolution_m, 0, 0, 0, -self.resolution_m, 0))
+    @property
+    def transform(self) -> Affine:
+        """Chip pixels → metres: x from 0 to the right, y from 0 down to −height."""
+        return Affine(self.resolution_m, 0, 0, 0, -self.resolution_m, 0)
+
+    def buildings(self, output: np.ndarray, valid: np.ndarray) -> Buildings:
+        """The buildings detection finds in one chip's ``output`` (H, W) in [0, 1], in chip metres
+        (:attr:`transform`), before the confidence cut; pixels outside ``valid`` (H, W) bool are background."""
+        source = ProbabilityArray("chip", output.shape[1], output.shape[0], None, self.transform)
         source.array[:] = np.where(valid, np.round(output * 255), 0).astype(np.uint8)
         (found,) = iter_buildings(source, self.threshold, self.grow_m, self.simplify_m, self.min_area_m2,
                                   strip_px=len(output), tile_px=None, res_m=self.resolution_m,
                                   seed_threshold=self.seed_threshold)
-        bounds = shapely.bounds(found.polygons)  # metres: x from 0 to the right, y from 0 down to -height
+        return found
+
+    def confidences(self, output: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(n,) confidence of each building detection keeps in one chip (:meth:`buildings`, then the cut). A
+        building that reaches the chip's right or bottom edge is left to the chip beyond it (chips tile the
+        validation blocks: each building is counted once, the half-open way)."""
+        found = self.buildings(output, valid)
+        bounds = shapely.bounds(found.polygons)
         width_m, height_m = output.shape[1] * self.resolution_m, output.shape[0] * self.resolution_m
         inside = (bounds[:, 2] < width_m - self.resolution_m / 2) & (bounds[:, 1] > -height_m + self.resolution_m / 2)
-        return found.confidence[inside & (shapely.area(found.polygons) >= self.min_area_m2)]
+        keep = inside & (shapely.area(found.polygons) >= self.min_area_m2) & (found.confidence >= self.min_confidence)
+        return found.confidence[keep]
 
     def settings(self) -> dict[str, float]:
         """What a detection must use for its buildings to compare with these (:attr:`Profile.decoding`)."""
-        return {"threshold": float(self.threshold), "min_area_m2": float(self.min_area_m2)}
+        return decoding_settings(self.threshold, self.min_area_m2, self.min_confidence)
 
 
 def reference_profile(net: torch.nn.Module, chips: ChipDataset, n_bands: int, batch_size: int,
-                      decoding: ChipDecoding) -> Profile:
+                      decoding: ChipDecoding, choose_cut: bool = True) -> tuple[Profile, CutChoice]:
     """What the trained network sees on ``chips`` (the validation chips; the training chips, unaugmented, when
     there is no validation split), and the buildings detection finds in them: the reference each detection is
-    compared with (:mod:`openfootprints.monitor`)."""
+    compared with (:mod:`openfootprints.monitor`). With ``choose_cut``, the confidence cut is chosen on these
+    chips first (:mod:`openfootprints.training.confidence_cut`) and the profile counts the buildings it keeps."""
     profile = Profile.empty(n_bands)
-    profile.decoding = decoding.settings()
     device = next(net.parameters()).device
     net.eval()
+    outputs: list[tuple[np.ndarray, np.ndarray]] = []
     loader = torch.utils.data.DataLoader(chips, batch_size=batch_size, shuffle=False)
     with torch.inference_mode():
         for image, _, weight in loader:
             output = torch.sigmoid(net(image.to(device)).float())[:, 0].cpu().numpy()
             valid = weight[:, 0].numpy() > 0
             profile.add_pixels(window_profile(image.numpy(), valid, output))
-            for chip_output, chip_valid in zip(output, valid):
-                profile.add_buildings(decoding.confidences(chip_output, chip_valid))
+            outputs += zip(output, valid)
             profile.area_m2 += float(valid.sum()) * decoding.resolution_m**2
-    return profile
+    cut = (validation_cut(outputs, chips, decoding) if choose_cut
+           else choose_min_confidence(np.zeros(0), np.zeros(0, bool), n_true=0))  # no cut
+    decoding = replace(decoding, min_confidence=cut.min_confidence)
+    profile.decoding = decoding.settings()
+    for output, valid in outputs:
+        profile.add_buildings(decoding.confidences(output, valid))
+    return profile, cut
+
+
+def rechoose_confidence_cut(bundle: Bundle) -> tuple[Profile, CutChoice]:
+    """The confidence cut and reference profile of a trained bundle, measured again on its validation chips,
+    rebuilt from its training record (the same scenes, config and seed give the same split); for bundles
+    trained before the cut existed. Set ``bundle.min_confidence`` and ``bundle.profile`` from them to use it."""
+    cfg = OmegaConf.create(bundle.training["config"])
+    pairs = [(image, labels) for image, labels in bundle.training["scenes"]]
+    sources = load_labelled_scenes(pairs, cfg)
+    _, val_blocks = split_all(sources, cfg)
+    windows = validation_windows(val_blocks, cfg.data.chip_px, cfg.data.val_chips)
+    if not windows:
+        raise InputError(f"{pairs[0][0]}: the bundle was trained without a validation split; no cut can be chosen")
+    chips = ChipDataset(sources, val_blocks, windows=windows, **chip_settings(cfg, bundle.mean, bundle.std,
+                                                                              bundle.resolution_m))
+    decode = ChipDecoding(bundle.resolution_m, bundle.threshold, bundle.seed_threshold, bundle.label_erosion_m,
+                          cfg.detect.min_area_m2, cfg.detect.simplify_m)
+    return reference_profile(bundle.network(), chips, bundle.architecture.in_channels, cfg.train.batch_size, decode)
+
+
+def validation_cut(outputs: list[tuple[np.ndarray, np.ndarray]], chips: ChipDataset,
+                   decoding: ChipDecoding) -> CutChoice:
+    """The confidence cut that maximizes F1 over the chips (``outputs``: each chip's (output, valid), in the
+    order of ``chips.windows``; valid: imagery inside the labelled area), matched against each chip's true
+    buildings there."""
+    confidence, is_tp, n_true = [], [], 0
+    for (output, valid), window in zip(outputs, chips.windows or []):
+        truth = true_polygons(np.where(valid, chips.raw_chip(*window).ids, 0), decoding.transform)
+        found = decoding.buildings(output, valid)
+        confidence.append(found.confidence)
+        is_tp.append(chip_outcomes(found.polygons, found.confidence, truth))
+        n_true += len(truth)
+    return choose_min_confidence(np.concatenate(confidence or [np.zeros(0)]),
+                                 np.concatenate(is_tp or [np.zeros(0, bool)]), n_true)
 
 
 def start_from(net: torch.nn.Module, parent: Bundle, arch: Architecture, path: str) -> None:
