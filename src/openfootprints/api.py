@@ -22,8 +22,10 @@ from typing import Any, cast
 
 import geopandas as gpd
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from openfootprints.configuration import check_config, load_config
+from openfootprints.configuration import check_config, config_error, did_you_mean, load_config
+from openfootprints.errors import InputError
 from openfootprints.model.base import model_or_base
 
 PathLike = str | os.PathLike
@@ -52,7 +54,10 @@ def _config_for(section: str, cfg: DictConfig | dict | None, options: dict[str, 
     """The config of a call: ``cfg`` (a config, or ``{"section.key": value}`` overrides) with the call's keyword
     options as ``section.*`` keys, checked."""
     if isinstance(cfg, DictConfig):
-        merged = cast(DictConfig, OmegaConf.merge(cfg, {section: options})) if options else cfg
+        try:
+            merged = cast(DictConfig, OmegaConf.merge(cfg, {section: options})) if options else cfg
+        except OmegaConfBaseException as err:  # a key not in the schema, or a value of the wrong type
+            raise InputError(f"config: {config_error(err)}{did_you_mean([f'{section}.{k}=' for k in options])}") from err
         return check_config(merged)
     return config(dict(cfg or {}), **({section: options} if options else {}))
 
