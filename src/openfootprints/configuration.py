@@ -80,7 +80,8 @@ def check_config(cfg: DictConfig) -> DictConfig:
         except TypeError:  # a string or a list where a number belongs
             raise InputError(f"config: {key}={value} must be a number, {meaning}") from None
         if not good:
-            raise InputError(f"config: {key}={value} must be {meaning}")
+            shown = format(value, "g") if isinstance(value, float) else value  # -5, not the schema's -5.0
+            raise InputError(f"config: {key}={shown} must be {meaning}")
     for key in ("data.holdout_bounds", "detect.bbox", "evaluate.bbox"):
         box = OmegaConf.select(cfg, key)
         if box is not None and (len(box) != 4 or not (box[0] < box[2] and box[1] < box[3])):
