@@ -3,7 +3,7 @@ import torch
 import timm
 
 from openfootprints.errors import InputError
-from openfootprints.model.bundle import FORMAT, Bundle, fingerprint_files, load_bundle, save_bundle
+from openfootprints.model.bundle import FORMAT, Bundle, fingerprint_files, load_bundle, save_bundle, upgraded
 from openfootprints.model.network import Architecture, build_network, lite0_imagenet_state_dict
 
 from conftest import tiny_architecture
@@ -52,7 +52,8 @@ def test_bundles_of_the_first_format_load_through_the_upgraders(tmp_path, tiny_b
     del payload["min_confidence"]  # v1 had no confidence cut
     torch.save(payload, tmp_path / "v1.ofp")
     old, new = load_bundle(tmp_path / "v1.ofp"), load_bundle(tiny_bundle)
-    assert old.min_confidence == 0.0
+    assert upgraded({"format_version": 1, "threshold": 0.4}, "v1.ofp") == {
+        "format_version": 2, "threshold": 0.4, "min_confidence": 0.0}
     assert old.metadata() == {**new.metadata(), "min_confidence": 0.0}
     assert all(torch.equal(old.state_dict[k], v) for k, v in new.state_dict.items())
 

@@ -83,6 +83,7 @@ def test_model_describes_the_bundle(client):
     info = client.get("/model").json()
     assert info["bands"] == [1, 2, 3] and info["resolution_m"] == 0.5 and info["window"] == 128
     assert info["threshold"] == 0.45  # the service's detect.threshold, not the bundle's 0.5
+    assert info["min_confidence"] == 0.0  # the tiny bundle has no confidence cut
     assert info["dtype"] == "" and info["calibrated"] is False and info["data_fingerprint"] == ""
     assert info["architecture"]["encoder"] == "efficientnet_lite0" and info["training"] == {}
 

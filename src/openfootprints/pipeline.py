@@ -257,6 +257,16 @@ def vectorize_and_write(cfg: DictConfig, bundle: Bundle, scene: Scene, scene_pat
     return n_buildings
 
 
+def bundle_cut(bundle: Bundle, threshold: float) -> float:
+    """The bundle's confidence cut, if detection decodes at the threshold it was chosen with (else 0: none)."""
+    if bundle.min_confidence > 0 and threshold != bundle.threshold:
+        log.info("detect.threshold=%g is not the model's %g, with which its confidence cut %.3f was chosen: every "
+                 "building is kept (detect.min_confidence sets a cut)", threshold, bundle.threshold,
+                 bundle.min_confidence)
+        return 0.0
+    return bundle.min_confidence
+
+
 def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path, seen: Profile | None = None):
     """Vectorize ``source`` (a raster path or a raster-like stream or array) tile by tile into GeoParquet parts in
     ``tmp``; the buildings' confidences (before calibration) are counted in ``seen`` when given.
@@ -270,7 +280,7 @@ def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path, see
     parts, n_buildings = [], 0
     table = buildings_table(np.array([], dtype=object), np.array([]), scene.crs)  # the schema, if none is found
     threshold = d.threshold if d.threshold is not None else bundle.threshold
-    min_confidence = d.min_confidence if d.min_confidence is not None else bundle.min_confidence
+    min_confidence = d.min_confidence if d.min_confidence is not None else bundle_cut(bundle, threshold)
     if seen is not None:
         seen.decoding = decoding_settings(threshold, d.min_area_m2, min_confidence)
     tiles = iter_buildings(source, threshold,

@@ -50,7 +50,8 @@ def mlm_properties(bundle: Bundle, file_size: int | None = None) -> MLModelPrope
         post_processing_function=ProcessingExpression(
             format="python", expression="openfootprints.vectorize.polygons:iter_buildings",
             description="sigmoid, then instances as polygons (threshold "
-                        f"{bundle.threshold:g}{'' if bundle.seed_threshold is None else f', seeds {bundle.seed_threshold:g}'})"))
+                        f"{bundle.threshold:g}{'' if bundle.seed_threshold is None else f', seeds {bundle.seed_threshold:g}'}"
+                        f"{f'; buildings of confidence under {bundle.min_confidence:.3f} dropped' if bundle.min_confidence else ''})"))
     return MLModelProperties(
         name=f"openfootprints {ARCH_NAMES.get(arch.arch, arch.arch)} {arch.encoder}",
         architecture=f"{ARCH_NAMES.get(arch.arch, arch.arch)} ({arch.encoder} encoder)",
@@ -71,7 +72,8 @@ def model_item(bundle: Bundle, path: str | os.PathLike, licence: str = "other",
         "description": f"Building footprints from {bundle.resolution_m:g} m imagery, bands {bundle.bands}",
         "gsd": bundle.resolution_m, "license": licence,
         "openfootprints:version": bundle.version, "openfootprints:target": bundle.target,
-        "openfootprints:threshold": bundle.threshold, "openfootprints:window_px": bundle.window,
+        "openfootprints:threshold": bundle.threshold, "openfootprints:min_confidence": bundle.min_confidence,
+        "openfootprints:window_px": bundle.window,
         "openfootprints:halo_m": bundle.halo_m, "openfootprints:data_fingerprint": bundle.data_fingerprint,
         "openfootprints:metrics": {k: float(v) for k, v in training.get("metrics", {}).items()},
         "openfootprints:training": {k: training[k] for k in ("steps", "seconds", "energy_kwh", "scenes", "parent")

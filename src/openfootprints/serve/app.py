@@ -38,7 +38,7 @@ from openfootprints.errors import InputError
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import load_model
 from openfootprints.io.provenance import json_safe
-from openfootprints.pipeline import open_for_model
+from openfootprints.pipeline import bundle_cut, open_for_model
 from openfootprints.serve.metrics import MetricsMiddleware, ServiceMetrics
 from openfootprints.predict.probabilities import select_device, select_engine
 from openfootprints.serve.workers import (SUMMARY, DetectionTimeout, Job, NoWorker, PoolBusy, WorkerFailed,
@@ -122,6 +122,7 @@ class ModelInfo(BaseModel):
     window: int = Field(description="detection window, pixels")
     halo_m: float = Field(description="overlap between windows, metres")
     threshold: float = Field(description="building probability threshold the service uses")
+    min_confidence: float = Field(description="buildings of lower (raw) confidence are dropped; 0: none is")
     dtype: str = Field(description="pixel type of the training imagery (uploads must match); empty if unknown")
     calibrated: bool = Field(description="whether the confidence is calibrated")
     training: dict[str, Any] = Field(description="the bundle's training record (config, metrics, energy, run id)")
@@ -244,6 +245,8 @@ def model_info(bundle: Bundle, cfg: DictConfig) -> ModelInfo:
     return ModelInfo(version=bundle.version, architecture=json_safe(bundle.metadata()["architecture"]),
                      bands=bundle.bands, resolution_m=bundle.resolution_m, window=bundle.window,
                      halo_m=bundle.halo_m, threshold=threshold, dtype=bundle.dtype,
+                     min_confidence=(cfg.detect.min_confidence if cfg.detect.min_confidence is not None
+                                     else bundle_cut(bundle, threshold)),
                      calibrated=bool(bundle.calibration), training=json_safe(bundle.training),
                      data_fingerprint=bundle.data_fingerprint)
 

@@ -20,7 +20,7 @@ from affine import Affine
 from openfootprints.evaluation.matching import greedy_match, overlapping_pairs
 
 IOU = 0.5
-MIN_TRUE = 20  # fewer true validation buildings than this: no cut (the choice would be noise)
+MIN_TRUE = 100  # fewer true validation buildings than this: no cut (a few buildings would decide it)
 TOLERANCE = 0.005  # the lowest cut whose F1 is within this of the best: no cut bought for less
 
 

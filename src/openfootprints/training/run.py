@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import numpy as np
@@ -17,6 +18,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from affine import Affine
 from omegaconf import DictConfig, OmegaConf
 
+from openfootprints.configuration import load_config
 from openfootprints.data.augment import Augmentation
 from openfootprints.data.chips import (ChipDataset, LabelledScene, block_probabilities, normalization_stats,
                                        split_blocks, validation_windows)
@@ -187,7 +189,8 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     bundle = Bundle(architecture=arch, bands=list(sources[0].scene.bands), mean=mean, std=std,
                     resolution_m=resolution, dtype=sources[0].scene.dtype, **decode,
                     min_confidence=cut.min_confidence, profile=profile.to_dict(),
-                    training={"config": OmegaConf.to_container(cfg, resolve=True), "confidence_cut": cut.to_dict(),
+                    training={"config": OmegaConf.to_container(cfg, resolve=True),
+                              "confidence_cut": cut.to_dict() if val_windows else None,
                               "scenes": [list(p) for p in pairs], **({"areas": list(cfg.data.areas)} if cfg.data.areas else {}),
                               "epochs": trainer.current_epoch,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,
@@ -234,6 +237,13 @@ class ChipDecoding:
                                   strip_px=len(output), tile_px=None, res_m=self.resolution_m,
                                   seed_threshold=self.seed_threshold)
         return found
+
+    def touches_edge(self, polygons: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """(n,) bool: which of ``polygons`` (chip metres) reach within half a pixel of a chip's edge (H, W pixels)."""
+        bounds = shapely.bounds(polygons).reshape(-1, 4)
+        width_m, height_m, half = shape[1] * self.resolution_m, shape[0] * self.resolution_m, self.resolution_m / 2
+        return ((bounds[:, 0] < half) | (bounds[:, 2] > width_m - half) | (bounds[:, 3] > -half)
+                | (bounds[:, 1] < -height_m + half))
 
     def confidences(self, output: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """(n,) confidence of each building detection keeps in one chip (:meth:`buildings`, then the cut). A
@@ -282,7 +292,8 @@ def rechoose_confidence_cut(bundle: Bundle) -> tuple[Profile, CutChoice]:
     """The confidence cut and reference profile of a trained bundle, measured again on its validation chips,
     rebuilt from its training record (the same scenes, config and seed give the same split); for bundles
     trained before the cut existed. Set ``bundle.min_confidence`` and ``bundle.profile`` from them to use it."""
-    cfg = OmegaConf.create(bundle.training["config"])
+    defaults = OmegaConf.to_container(load_config([]))  # keys added since the bundle was trained get their default
+    cfg = cast(DictConfig, OmegaConf.merge(OmegaConf.create(defaults), bundle.training["config"]))
     pairs = [(image, labels) for image, labels in bundle.training["scenes"]]
     sources = load_labelled_scenes(pairs, cfg)
     _, val_blocks = split_all(sources, cfg)
@@ -305,9 +316,14 @@ def validation_cut(outputs: list[tuple[np.ndarray, np.ndarray]], chips: ChipData
     for (output, valid), window in zip(outputs, chips.windows or []):
         truth = true_polygons(np.where(valid, chips.raw_chip(*window).ids, 0), decoding.transform)
         found = decoding.buildings(output, valid)
-        confidence.append(found.confidence)
-        is_tp.append(chip_outcomes(found.polygons, found.confidence, truth))
-        n_true += len(truth)
+        big = shapely.area(found.polygons) >= decoding.min_area_m2  # what detection keeps
+        polygons, found_confidence = found.polygons[big], found.confidence[big]
+        outcome = chip_outcomes(polygons, found_confidence, truth)
+        # buildings cut by the chip's edge are matched but not counted: detection sees them whole, with context
+        counted = ~decoding.touches_edge(polygons, output.shape)
+        confidence.append(found_confidence[counted])
+        is_tp.append(outcome[counted])
+        n_true += int((~decoding.touches_edge(truth, output.shape)).sum())
     return choose_min_confidence(np.concatenate(confidence or [np.zeros(0)]),
                                  np.concatenate(is_tp or [np.zeros(0, bool)]), n_true)
 
