@@ -129,7 +129,6 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         mean, std = parent.mean, parent.std
     else:  # a new model, or a parent adapted to this imagery's own statistics
         mean, std = normalization_stats(sources, train_blocks, seed=cfg.seed)
-    erode_px = int(round(cfg.data.label_erosion_m / resolution))
     chips = chip_settings(cfg, mean, std, resolution)
     arch = Architecture(arch=cfg.model.arch, encoder=cfg.model.encoder, in_channels=len(sources[0].scene.bands),
                         decoder_channels=list(cfg.model.decoder_channels), dropout=cfg.model.dropout,
@@ -172,7 +171,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         trainer.fit(module, train_loader, val_loader)
         reference = ChipDataset(sources, val_blocks or train_blocks, **chips, windows=val_windows
                                 or validation_windows(train_blocks, cfg.data.chip_px, cfg.data.val_chips))
-        decode = decoding(cfg, erode_px * resolution)
+        decode = decoding(cfg, chips["erode_px"] * resolution)  # the erosion as trained, whole pixels
         profile, cut = reference_profile(net, reference, arch.in_channels, cfg.train.batch_size,
                                          ChipDecoding(resolution, decode["threshold"], decode.get("seed_threshold"),
                                                       decode["label_erosion_m"], cfg.detect.min_area_m2,
