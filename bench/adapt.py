@@ -2,7 +2,7 @@
 
     python bench/adapt.py --base runs/real/base-s0-80min/model.ofp [--place nairobi_ke] [--minutes 4]
                           [--counts 10 25 50] [--seed 0] [--orders random suggest] [--runs runs/adapt]
-                          [--doc docs/adapt.md]
+                          [--doc docs/adapt.md] [--variant default|frozen|lowlr] [--kinds finetune scratch]
 
 The place (one the base model never saw, not even for validation) is cut in two at the median longitude of its
 buildings: the west half is the pool a mapper labels from, the east half is only scored. Labelling happens as a
@@ -14,7 +14,8 @@ for the same time (``train recipe=base``). Each model detects the east half; F1 
 written to ``--doc`` with the minutes each run took on this machine. N = 0 is the base model as it is; "all" is
 every building of the pool, the pool as the area. Runs are kept in ``--runs``/PLACE and reused: what depends on
 the base model under ``base-<its sha256>/``, training from scratch beside it (the same for any base). The doc's
-table gathers every order and seed run so far with that base (``--seed`` draws another random order).
+table gathers every order and seed run so far with that base (``--seed`` draws another random order), and every
+fine-tuning recipe (``--variant``: the encoder frozen, a lower learning rate).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ from openfootprints.model.bundle import file_sha256
 from real import CLI, DATA, ROOT, machine, run  # noqa: I001  (bench/ is on sys.path when run as a script)
 
 CHIP_M = 30  # labelling chips: the scattered tiles of the OAM places hold few whole larger ones
+# fine-tuning recipes compared (--variant): name → overrides on top of ``finetune --model BASE recipe=base``
+VARIANTS: dict[str, list[str]] = {
+    "default": [],
+    "frozen": ["train.freeze_encoder=true"],  # the decoder learns, the encoder and its statistics stay the base's
+    "lowlr": ["finetune.lr=0.0001"],  # a fifth of the default learning rate
+}
 PLACES = {"kampala_ug": ("kampala_ug", "kampala_ug/labels.geojson"),
           "nairobi_ke": ("nairobi_ke", "nairobi_ke/labels.geojson")}
 
@@ -96,14 +103,17 @@ def score(model: Path, image: str, truth: str, bbox: list[float], out: Path, nam
     return {"f1": m["f1"], "pixel_iou": m["pixel_iou"], "precision": m["precision"], "recall": m["recall"]}
 
 
-def adapt_run(kind: str, base: Path, image: str, subset: Path, area: Path, out: Path, minutes: float) -> float:
-    """Fine-tune the base, or train from ImageNet weights, on one labelled set; returns minutes taken."""
+def adapt_run(kind: str, base: Path, image: str, subset: Path, area: Path, out: Path, minutes: float,
+              variant: str = "default") -> float:
+    """Fine-tune the base (with the ``variant``'s overrides), or train from ImageNet weights, on one labelled set;
+    returns minutes taken."""
     model = out / "model.ofp"
     start = time.monotonic()
     common = ["--image", image, "--labels", str(subset), "--area", str(area), "--out", str(model),
               "data.val_fraction=0", "tracking.energy=false", f"tracking.uri=file:{out.parent / 'mlruns'}"]
     if kind == "finetune":
-        cmd = CLI + ["finetune", "--model", str(base), *common, f"finetune.max_minutes={minutes}", "recipe=base"]
+        cmd = CLI + ["finetune", "--model", str(base), *common, f"finetune.max_minutes={minutes}", "recipe=base",
+                     *VARIANTS[variant]]
     else:
         cmd = CLI + ["train", *common, "recipe=base", f"train.max_minutes={minutes}"]
     run(cmd, out / "log.txt")
@@ -134,23 +144,25 @@ def curve(args, order: str) -> list[dict]:
     for n in [*args.counts, None] if order == "random" else args.counts:  # "all" is the same set in any order
         subset, area = labelled_set(pool, pool_labels, n)
         tag = f"{order}{args.seed if order == 'random' else ''}-{'all' if n is None else n}"
-        for kind in (("finetune", "scratch") if order == "random" else ("finetune",)):
-            out = (with_base if kind == "finetune" else folder) / f"{tag}-{kind}"  # scratch: the same for any base
+        for kind in (args.kinds if order == "random" else ("finetune",)):
+            name = kind if kind == "scratch" or args.variant == "default" else f"{kind}-{args.variant}"
+            out = (with_base if kind == "finetune" else folder) / f"{tag}-{name}"  # scratch: the same for any base
             trained = out / "result.json"  # what was trained, and how long it took
             if not trained.exists():
                 out.mkdir(parents=True, exist_ok=True)
                 subset.to_file(out / "labels.geojson")
                 area.to_file(out / "area.geojson")
                 took = adapt_run(kind, args.base, image, out / "labels.geojson", out / "area.geojson", out,
-                                 args.minutes)
-                trained.write_text(json.dumps({"order": order, "n": len(subset), "kind": kind,
+                                 args.minutes, args.variant)
+                trained.write_text(json.dumps({"order": order, "n": len(subset), "kind": name,
                                                "minutes": round(took, 1), "chips": chips_in(area, pool)}))
             record = {k: v for k, v in json.loads(trained.read_text()).items()
                       if k in ("order", "n", "kind", "minutes", "chips")}
             rows.append({**record, **score(out / "model.ofp", image, truth, test_box, out, "test")})
     seed = args.seed if order == "random" else None
     rows = [{**r, "seed": seed, "budget_minutes": args.minutes} for r in rows]
-    (with_base / f"rows-{order}{'' if seed is None else seed}.json").write_text(json.dumps(rows, indent=1))
+    variant = "" if args.variant == "default" else f"-{args.variant}"
+    (with_base / f"rows-{order}{'' if seed is None else seed}{variant}.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
@@ -159,10 +171,12 @@ def place_table(args, place: str) -> str | None:
     rows = [r for path in sorted(base_folder(args, place).glob("rows-*.json")) for r in json.loads(path.read_text())]
     if not rows:
         return None
+    frame = pd.DataFrame(rows).drop_duplicates(["order", "seed", "n", "kind"])  # the base's row is in every file
+    frame = frame.sort_values(["order", "seed", "n", "kind"], kind="stable")
     budget = {r.get("budget_minutes", args.minutes) for r in rows}
     lines = ["| chips chosen | seed | labelled buildings | model | F1 @ IoU 0.5 | pixel IoU | precision | recall | "
              "minutes |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in pd.DataFrame(rows).itertuples():
+    for r in frame.itertuples():
         seed = "–" if pd.isna(r.seed) else f"{int(r.seed)}"
         lines.append(f"| {r.order} | {seed} | {r.n} | {r.kind} | {r.f1:.3f} | {r.pixel_iou:.3f} | {r.precision:.3f} | "
                      f"{r.recall:.3f} | {r.minutes:.1f} |")
@@ -190,6 +204,11 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[10, 25, 50])
     parser.add_argument("--seed", type=int, default=0, help="the random order of the chips")
     parser.add_argument("--orders", nargs="+", default=["random", "suggest"], choices=["random", "suggest"])
+    parser.add_argument("--variant", default="default", choices=sorted(VARIANTS),
+                        help="the fine-tuning recipe: " + "; ".join(f"{k}: {' '.join(v) or 'finetune.*'}"
+                                                                    for k, v in VARIANTS.items()))
+    parser.add_argument("--kinds", nargs="+", default=["finetune", "scratch"], choices=["finetune", "scratch"],
+                        help="in random order, fine-tune and/or train from scratch (the same for any base)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "adapt")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "adapt.md")
     args = parser.parse_args()

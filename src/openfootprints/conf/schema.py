@@ -97,6 +97,7 @@ class Train:
     init: Optional[str] = key()
     init_normalization: str = key(lambda v: v in ("parent", "adapt"), "parent or adapt")
     freeze_encoder: bool = key()
+    anchor_decay: float = key(NON_NEGATIVE, "0 or more")
     weight_decay: float = key(NON_NEGATIVE, "0 or more")
     dice_weight: float = key(NON_NEGATIVE, "0 or more")
     mixup_prob: float = key(_share, "in [0, 1]")

@@ -4,7 +4,8 @@ Fine-tuning is training that starts from a parent bundle (``train.init``) and ke
 imagery: the input bands, the ground resolution, the output target (and so the decoding) and the network come
 from the parent, whatever the config says; the learning rate and time budget are ``finetune.lr`` and
 ``finetune.max_minutes``. The band normalization is the parent's, or this imagery's own with
-``train.init_normalization=adapt``; ``train.freeze_encoder=true`` trains the decoder only. The new bundle
+``train.init_normalization=adapt``; ``train.freeze_encoder=true`` trains the decoder only, and
+``train.anchor_decay`` keeps the weights near the parent's (L2-SP). The new bundle
 records its parent (path, data fingerprint, steps). Give ``data.areas`` (``--area``) where the few labels are
 complete, so that the unlabelled buildings around them are not learnt as background.
 """

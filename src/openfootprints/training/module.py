@@ -73,19 +73,25 @@ class SegmentationModule(L.LightningModule):
     The learning rate follows :func:`schedule_factor` of whichever is further along: steps out of
     ``total_steps`` or wall-clock seconds out of ``budget_s``, so a run cut by its time budget still
     ends with an annealed model. With ``freeze_encoder``, only the decoder learns: the encoder's weights and its
-    batch-norm statistics stay as they were (fine-tuning on few labels).
+    batch-norm statistics stay as they were (fine-tuning on few labels). With ``anchor_decay`` > 0 the weights
+    decay towards where they started (a parent's weights when fine-tuning) instead of towards zero: after each
+    step, ``w -= lr · anchor_decay · (w - w_start)`` (L2-SP, Li et al. 2018, decoupled from Adam's update as
+    AdamW's weight decay is), which replaces ``weight_decay``.
     """
 
     def __init__(self, net: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 1e-4,
                  dice_weight: float = 1.0, total_steps: int = 1000, budget_s: float | None = None,
                  mixup_prob: float = 0.0, mixup_alpha: float = 0.4, rdrop_alpha: float = 0.0,
-                 freeze_encoder: bool = False):
+                 freeze_encoder: bool = False, anchor_decay: float = 0.0):
         super().__init__()
         self.mixup_prob, self.mixup_alpha, self.rdrop_alpha = mixup_prob, mixup_alpha, rdrop_alpha
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             net.encoder.requires_grad_(False)
         self.net = net
+        self.anchor_decay = anchor_decay
+        self._anchor = ([(p, p.detach().clone()) for p in net.parameters() if p.requires_grad]
+                        if anchor_decay > 0 else [])
         self.lr, self.weight_decay, self.dice_weight = lr, weight_decay, dice_weight
         self.total_steps, self.budget_s = total_steps, budget_s
         self._inter = self._union = 0
@@ -99,6 +105,7 @@ class SegmentationModule(L.LightningModule):
 
     def on_train_start(self):
         self._start = time.monotonic()
+        self._anchor = [(weight, start.to(weight.device)) for weight, start in self._anchor]
 
     def on_train_batch_start(self, batch, batch_idx):
         if self.freeze_encoder:
@@ -106,6 +113,13 @@ class SegmentationModule(L.LightningModule):
         factor = schedule_factor(self.progress())
         for group in self.optimizers().param_groups:
             group["lr"] = self.lr * factor
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self._anchor:
+            shrink = self.optimizers().param_groups[0]["lr"] * self.anchor_decay
+            with torch.no_grad():
+                for weight, start in self._anchor:
+                    weight.sub_(shrink * (weight - start))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -140,7 +154,8 @@ class SegmentationModule(L.LightningModule):
 
     def configure_optimizers(self):
         learning = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(learning, lr=self.lr, weight_decay=self.weight_decay)
+        decay = 0.0 if self.anchor_decay > 0 else self.weight_decay  # the anchor is the decay
+        return torch.optim.AdamW(learning, lr=self.lr, weight_decay=decay)
 
 
 class Deadline(L.Callback):
