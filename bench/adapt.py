@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from openfootprints.model.bundle import file_sha256
+from openfootprints.model.bundle import file_sha256, load_bundle
 from real import CLI, DATA, ROOT, machine, run  # noqa: I001  (bench/ is on sys.path when run as a script)
 
 CHIP_M = 30  # labelling chips: the scattered tiles of the OAM places hold few whole larger ones
@@ -90,17 +90,32 @@ def chips_in(area: gpd.GeoDataFrame, chips: gpd.GeoDataFrame) -> int:
     return int(chips.geometry.representative_point().within(area.geometry.iloc[0]).sum())
 
 
-def score(model: Path, image: str, truth: str, bbox: list[float], out: Path, name: str) -> dict:
-    """Detect the scored half (once) and evaluate it (every time: cheap, and always with today's protocol)."""
-    table, metrics = out / f"{name}.parquet", out / f"{name}.metrics.json"
+def score(model: Path, image: str, truth: str, bbox: list[float], out: Path, name: str,
+          also_cut: float | None = None) -> dict:
+    """Detect the scored half (once, every building kept) and evaluate it (every time: cheap, and always with
+    today's protocol) with the model's own confidence cut, as ``detect`` applies it by default; with
+    ``also_cut``, also with that cut (``f1_also_cut``: a fine-tuned model scored with its parent's cut)."""
+    table = out / f"{name}.parquet"
     box = "[" + ",".join(f"{v:.7f}" for v in bbox) + "]"
     if not table.exists():
         run(CLI + ["detect", image, "--model", str(model), "--out", str(table), "--quiet", "tracking.energy=false",
-                   f"detect.bbox={box}"], out / "log.txt")
-    run(CLI + ["evaluate", str(table), truth, "--json", str(metrics), f"evaluate.bbox={box}", "--imagery", image,
-               "data.fix_invalid=true"], out / "log.txt")
-    m = json.loads(metrics.read_text())
-    return {"f1": m["f1"], "pixel_iou": m["pixel_iou"], "precision": m["precision"], "recall": m["recall"]}
+                   f"detect.bbox={box}", "detect.min_confidence=0"], out / "log.txt")
+    found = gpd.read_parquet(table)
+
+    def evaluate(cut: float, suffix: str) -> dict:
+        kept, metrics = out / f"{name}{suffix}.kept.parquet", out / f"{name}{suffix}.metrics.json"
+        found[found["raw_confidence"] >= cut].to_parquet(kept)
+        run(CLI + ["evaluate", str(kept), truth, "--json", str(metrics), f"evaluate.bbox={box}", "--imagery", image,
+                   "data.fix_invalid=true"], out / "log.txt")
+        return json.loads(metrics.read_text())
+
+    own_cut = load_bundle(model).min_confidence
+    m = evaluate(own_cut, "")
+    result = {"f1": m["f1"], "pixel_iou": m["pixel_iou"], "precision": m["precision"], "recall": m["recall"],
+              "cut": own_cut}
+    if also_cut is not None and also_cut != own_cut:
+        result["f1_also_cut"] = evaluate(also_cut, "-also")["f1"]
+    return result
 
 
 def adapt_run(kind: str, base: Path, image: str, subset: Path, area: Path, out: Path, minutes: float,
@@ -158,7 +173,8 @@ def curve(args, order: str) -> list[dict]:
                                                "minutes": round(took, 1), "chips": chips_in(area, pool)}))
             record = {k: v for k, v in json.loads(trained.read_text()).items()
                       if k in ("order", "n", "kind", "minutes", "chips")}
-            rows.append({**record, **score(out / "model.ofp", image, truth, test_box, out, "test")})
+            parent_cut = load_bundle(args.base).min_confidence if kind == "finetune" else None
+            rows.append({**record, **score(out / "model.ofp", image, truth, test_box, out, "test", parent_cut)})
     seed = args.seed if order == "random" else None
     rows = [{**r, "seed": seed, "budget_minutes": args.minutes} for r in rows]
     variant = "" if args.variant == "default" else f"-{args.variant}"
@@ -175,15 +191,21 @@ def place_table(args, place: str) -> str | None:
     frame = frame.sort_values(["order", "seed", "n", "kind"], kind="stable")
     budget = {r.get("budget_minutes", args.minutes) for r in rows}
     lines = ["| chips chosen | seed | labelled buildings | model | F1 @ IoU 0.5 | pixel IoU | precision | recall | "
-             "minutes |", "|---|---|---|---|---|---|---|---|---|"]
+             "minutes | confidence cut | F1 with the base's cut |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in frame.itertuples():
         seed = "–" if pd.isna(r.seed) else f"{int(r.seed)}"
         lines.append(f"| {r.order} | {seed} | {r.n} | {r.kind} | {r.f1:.3f} | {r.pixel_iou:.3f} | {r.precision:.3f} | "
-                     f"{r.recall:.3f} | {r.minutes:.1f} |")
+                     f"{r.recall:.3f} | {r.minutes:.1f} | {getattr(r, 'cut', 0):.3f} | {also(r)} |")
     minutes = " / ".join(f"{b:g}" for b in sorted(budget))
     stamp = (f"**{place}**: base `{args.base}`, {minutes} min per run (`python bench/adapt.py --base {args.base} "
              f"--place {place} --minutes {minutes}`).")
     return stamp + "\n\n" + "\n".join(lines)
+
+
+def also(row) -> str:
+    """A fine-tuned model's F1 with its parent's confidence cut, for the table ("–" where there is none)."""
+    value = getattr(row, "f1_also_cut", float("nan"))
+    return "–" if pd.isna(value) else f"{value:.3f}"
 
 
 def write_doc(args) -> None:
