@@ -2,7 +2,7 @@
 
     python bench/adapt.py --base runs/real/base-s0-80min/model.ofp [--place nairobi_ke] [--minutes 4]
                           [--counts 10 25 50] [--seed 0] [--orders random suggest] [--runs runs/adapt]
-                          [--doc docs/adapt.md] [--variant default|frozen|lowlr] [--kinds finetune scratch]
+                          [--doc docs/adapt.md] [--variant default|frozen|lowlr|anchor] [--kinds finetune scratch]
 
 The place (one the base model never saw, not even for validation) is cut in two at the median longitude of its
 buildings: the west half is the pool a mapper labels from, the east half is only scored. Labelling happens as a
@@ -15,7 +15,7 @@ written to ``--doc`` with the minutes each run took on this machine. N = 0 is th
 every building of the pool, the pool as the area. Runs are kept in ``--runs``/PLACE and reused: what depends on
 the base model under ``base-<its sha256>/``, training from scratch beside it (the same for any base). The doc's
 table gathers every order and seed run so far with that base (``--seed`` draws another random order), and every
-fine-tuning recipe (``--variant``: the encoder frozen, a lower learning rate).
+fine-tuning recipe (``--variant``: the encoder frozen, a lower learning rate, weights anchored to the base's).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ VARIANTS: dict[str, list[str]] = {
     "default": [],
     "frozen": ["train.freeze_encoder=true"],  # the decoder learns, the encoder and its statistics stay the base's
     "lowlr": ["finetune.lr=0.0001"],  # a fifth of the default learning rate
+    "anchor": ["train.anchor_decay=20"],  # L2-SP: about 1 % of the way back to the base's weights per step
 }
 PLACES = {"kampala_ug": ("kampala_ug", "kampala_ug/labels.geojson"),
           "nairobi_ke": ("nairobi_ke", "nairobi_ke/labels.geojson")}
