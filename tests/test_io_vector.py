@@ -94,3 +94,15 @@ def test_parts_are_joined_into_one_table(tmp_path, suffix):
     assert shapely.equals_exact(back.geometry.to_numpy(), table.geometry.to_numpy(), tolerance=1e-7).all()
     empty = read_table(write_table_parts([], tmp_path / f"none{suffix}", empty=table))
     assert len(empty) == 0
+
+
+@pytest.mark.parametrize("feature_ids", [False, True])
+def test_geojson_features_are_numbered_on_request(tmp_path, feature_ids):
+    import json
+
+    frame = gpd.GeoDataFrame({"confidence": [0.9, 0.4]}, geometry=[shapely.box(0, 0, 1e-4, 1e-4),
+                                                                   shapely.box(1e-3, 0, 1.1e-3, 1e-4)], crs=4326)
+    path = write_table(frame, tmp_path / "b.geojson", feature_ids=feature_ids)
+    features = json.loads(path.read_text())["features"]
+    assert [f["properties"]["confidence"] for f in features] == [0.9, 0.4]
+    assert [f.get("id") for f in features] == ([0, 1] if feature_ids else [None, None])

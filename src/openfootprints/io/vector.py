@@ -117,8 +117,11 @@ def _plain(bounds) -> str:
     return "[" + ", ".join(f"{float(v):.3f}" for v in bounds) + "]"
 
 
-def write_table(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
-    """Write a GeoDataFrame by file extension (GeoParquet, GeoJSON, FlatGeobuf, GPKG, CSV with WKT geometry)."""
+def write_table(frame: gpd.GeoDataFrame, path: str | os.PathLike, feature_ids: bool = False) -> Path:
+    """Write a GeoDataFrame by file extension (GeoParquet, GeoJSON, FlatGeobuf, GPKG, CSV with WKT geometry).
+
+    ``feature_ids``: GeoJSON features get numeric ids 0, 1, … in row order (a web map's feature state needs
+    them)."""
     path = Path(path)
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
@@ -131,7 +134,8 @@ def write_table(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
                 table = frame.drop(columns="geometry").assign(geometry=shapely.to_wkt(frame.geometry.to_numpy(), rounding_precision=8))
                 table.to_csv(tmp, index=False)
             elif kind == "GeoJSON":  # 7 decimals of a degree: about 1 cm
-                pyogrio.write_dataframe(frame, tmp, driver=kind, layer_options={"COORDINATE_PRECISION": 7})
+                options = {"COORDINATE_PRECISION": 7, **({"ID_GENERATE": "YES"} if feature_ids else {})}
+                pyogrio.write_dataframe(frame, tmp, driver=kind, layer_options=options)
             else:
                 pyogrio.write_dataframe(frame, tmp, driver=kind)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as err:  # e.g. SQLite's commit (GPKG)

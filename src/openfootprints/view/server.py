@@ -12,7 +12,6 @@ Routes: ``/`` the page, ``/viewer.js`` and ``/viewer.css``, ``/config.json`` wha
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -25,8 +24,6 @@ from pathlib import Path
 from typing import Iterator
 
 import geopandas as gpd
-import numpy as np
-import shapely
 import uvicorn
 from fastapi import FastAPI, HTTPException, Response
 from fastapi.responses import FileResponse
@@ -34,10 +31,9 @@ from fastapi.staticfiles import StaticFiles
 from omegaconf import DictConfig
 
 from openfootprints.errors import InputError
-from openfootprints.io.atomic import atomic_path
-from openfootprints.io.vector import read_polygons, read_table
+from openfootprints.io.vector import read_polygons, read_table, write_table
 from openfootprints.view.imagery import ImageryTiles
-from openfootprints.view.vector_tiles import feature_properties, write_pmtiles
+from openfootprints.view.vector_tiles import write_pmtiles
 
 STATIC_DIR = Path(__file__).parent / "static"
 BUNDLE = ("viewer.js", "viewer.css")  # built from web/ by `make setup` (npm); index.html is in the repository
@@ -161,18 +157,8 @@ def vector_layer(frame: gpd.GeoDataFrame, folder: Path, name: str, view: DictCon
     if len(frame) > view.pmtiles_above:
         tileset = write_pmtiles(frame, folder / f"{name}.pmtiles", name, view.tiles_min_zoom, view.tiles_max_zoom)
         return VectorLayer("pmtiles", tileset.path, len(frame), name, tileset.min_zoom, tileset.max_zoom)
-    return VectorLayer("geojson", write_geojson(frame, folder / f"{name}.geojson"), len(frame), name)
-
-
-def write_geojson(frame: gpd.GeoDataFrame, path: Path) -> Path:
-    """A GeoJSON FeatureCollection of ``frame`` (EPSG:4326) whose feature ids are the row numbers (0-based),
-    as the map needs numeric ids; missing values are left out of the properties."""
-    geometries = shapely.to_geojson(frame.geometry.to_numpy()) if len(frame) else np.array([])
-    features = [f'{{"type":"Feature","id":{i},"properties":{json.dumps(p)},"geometry":{g}}}'
-                for i, (p, g) in enumerate(zip(feature_properties(frame), geometries))]
-    with atomic_path(path) as tmp:
-        tmp.write_text('{"type":"FeatureCollection","features":[' + ",\n".join(features) + "]}\n")
-    return path
+    geojson = write_table(frame, folder / f"{name}.geojson", feature_ids=True)  # the map's feature state needs ids
+    return VectorLayer("geojson", geojson, len(frame), name)
 
 
 def create_app(viewer: Viewer) -> FastAPI:
