@@ -35,7 +35,7 @@ def test_values_take_the_schema_types():
     ("detect.min_area_m2=abc", "detect.min_area_m2=abc must be a number, 0 or more"),
     ("data.bands=[a]", "data.bands[0]=a must be a whole number"),
     ("detect.compile=maybe", "detect.compile=maybe: Value 'maybe' is not a valid bool"),
-    ("detect.engine=gpu", "detect.engine=gpu must be auto, torch or onnx"),
+    ("detect.engine=gpu", "detect.engine=gpu must be auto, torch, onnx or onnx-int8"),
     ("detect.min_aera_m2=3", "did you mean detect.min_area_m2?"),
 ])
 def test_wrong_types_and_values_are_named_in_one_line(override, message):

@@ -91,7 +91,10 @@ def test_int8_export_is_calibrated_on_imagery_and_stays_close_to_fp32(tmp_path, 
     out = tmp_path / "tiny.int8.onnx"
     assert main(["export", str(tiny_bundle), "--int8", "--calibration", str(tiny_scene[0]), "--chips", "4",
                  "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "not checked against fp32 (the bundle's training record names no training data" in said
     int8 = load_model(out)
+    assert int8.training["quantization"]["check"] is None  # so detect runs it only when asked to
     assert int8.training["quantization"]["calibration_chips"] == 4
     assert "central 99.99 %" in int8.training["quantization"]["kind"]
     assert int8.mean == load_bundle(tiny_bundle).mean

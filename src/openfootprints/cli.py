@@ -187,14 +187,34 @@ def cmd_export(args, cfg: DictConfig) -> None:
         print(f"wrote {item} (STAC Item, Machine Learning Model extension)")
         return
     if args.int8:
-        from openfootprints.model.quantize import quantize_int8
+        from openfootprints.model.quantize import int8_beside, quantize_int8
 
-        out = check_writable(args.out or Path(args.model).with_suffix(".int8.onnx"), {".onnx"})
-        print(f"wrote {quantize_int8(load_bundle(args.model), out, args.calibration, args.chips)} "
-              "(INT8; detect --model it)")
+        out = check_writable(args.out or int8_beside(args.model), {".onnx"})
+        bundle = load_bundle(args.model)
+        quantize_int8(bundle, out, args.calibration, args.chips, source=args.model)
+        print(f"wrote {out} (INT8); {int8_verdict(bundle, out, Path(out) == int8_beside(args.model))}")
         return
     out = check_writable(args.out or Path(args.model).with_suffix(".onnx"), {".onnx"})
     print(f"wrote {export_onnx(load_bundle(args.model), out)}")
+
+
+def int8_verdict(bundle, out: Path, beside: bool) -> str:
+    """Check the INT8 file ``out`` against the bundle's fp32 network on its validation chips, store the check in
+    it, and say what detection will do with it (``beside``: it lies where ``detect`` looks for it)."""
+    from openfootprints.model.quantize import record_check
+    from openfootprints.training.int8_check import check_int8
+
+    try:
+        check = check_int8(bundle, out)
+    except InputError as err:
+        record_check(out, None)
+        return f"not checked against fp32 ({err}): detect runs it with detect.engine=onnx-int8 or --model {out}"
+    record_check(out, check)
+    scores = (f"on {check['chips']} validation chips F1 {check['int8']['f1']:.3f} (fp32 {check['fp32']['f1']:.3f}), "
+              f"pixel IoU {check['int8']['pixel_iou']:.3f} (fp32 {check['fp32']['pixel_iou']:.3f})")
+    if not check["within_tolerance"]:
+        return f"{scores}: more than 1 point below fp32, so detect runs it only with detect.engine=onnx-int8"
+    return f"{scores}: detect runs it by default on the CPU" if beside else f"{scores}: detect --model {out} runs it"
 
 
 def cmd_demo(args, cfg: DictConfig) -> None:

@@ -52,8 +52,30 @@ def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, thread
     bundle = load_model(model_path)
     device = select_device(cfg.detect.device, bundle)
     engine = select_engine(cfg.detect.engine, device, bundle)
-    exported = cached_onnx(model_path, workdir) if engine == "onnx" and not bundle.training.get("onnx_path") else None
+    exported = None
+    if engine == "onnx" and not bundle.training.get("onnx_path"):
+        exported = int8_file(cfg.detect.engine, model_path) or cached_onnx(model_path, workdir)
     return WindowPredictor(bundle, device, engine, workdir, threads, compile=cfg.detect.compile, onnx_file=exported)
+
+
+def int8_file(requested: str, model_path: str) -> Path | None:
+    """The INT8 file to run in place of the bundle at ``model_path``: with ``detect.engine=onnx-int8`` the one
+    beside it, whatever its check said; with ``auto`` only one made from this bundle and within tolerance of fp32
+    on its validation chips (:func:`~openfootprints.model.quantize.usable_int8`); else None."""
+    from openfootprints.model.quantize import int8_beside, usable_int8
+
+    if requested == "onnx-int8":
+        path = int8_beside(model_path)
+        if not path.exists():
+            raise InputError(f"{path}: no INT8 file beside the model for detect.engine=onnx-int8; make it with "
+                             f"`openfootprints export {model_path} --int8`")
+        log.info("running %s (detect.engine=onnx-int8)", path)
+        return path
+    usable = usable_int8(model_path) if requested == "auto" else None
+    if usable:
+        log.info("running %s: INT8, within 1 point of fp32 on the model's validation chips "
+                 "(detect.engine=onnx runs fp32)", usable)
+    return usable
 
 
 def open_for_model(cfg: DictConfig, scene_path: str, bundle: Bundle) -> Scene:

@@ -165,7 +165,7 @@ class Detect:
     allow_other_dtype: bool = key()
     gdal_cache_mb: int = key(lambda v: v >= 16, "16 or more")
     tta: int = key(lambda v: v in (1, 2, 4, 8), "1, 2, 4 or 8")
-    engine: str = key(lambda v: v in ("auto", "torch", "onnx"), "auto, torch or onnx")
+    engine: str = key(lambda v: v in ("auto", "torch", "onnx", "onnx-int8"), "auto, torch, onnx or onnx-int8")
     compile: bool = key()
 
 

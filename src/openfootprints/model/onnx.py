@@ -123,6 +123,7 @@ class OnnxNetwork:
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         import onnxruntime as ort
 
+        self.path = Path(path)  # which file runs (an fp32 export or an INT8 one)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -7,7 +7,9 @@ rather than its extremes, and the first convolution (which sees the image) and t
 stay in fp32. Both choices are measured in bench/RESULTS.md: with plain min/max ranges on every layer INT8 lost
 3–4 points of F1 on places the model never saw, with these at most 1 point. The result is an ordinary ONNX model with the bundle's metadata, so ``detect --model
 MODEL.int8.onnx`` runs it; its training record says how it was quantized. Whether INT8 keeps a model's quality is
-measured, not assumed (``bench/cpu_int8.py``).
+measured, not assumed: on held-out places by ``bench/cpu_int8.py``, and for each export on the bundle's validation
+chips (:mod:`openfootprints.training.int8_check`); ``detect`` runs ``MODEL.int8.onnx`` beside ``MODEL.ofp`` by
+default on the CPU when that check passed for this very bundle (:func:`usable_int8`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from openfootprints.data.normalize import Normalization
 from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_path
 from openfootprints.io.raster import open_scene
-from openfootprints.model.bundle import Bundle
-from openfootprints.model.onnx import METADATA_KEY, export_onnx
+from openfootprints.model.bundle import Bundle, file_sha256
+from openfootprints.model.onnx import METADATA_KEY, export_onnx, read_onnx_metadata
 
 CHIP_PX = 256  # calibration chips: ranges of activations, not the window's size, are what is measured
 PERCENTILE = 99.99  # activation ranges: a few extreme values no longer stretch the 256 steps of a tensor
@@ -65,9 +67,10 @@ def training_scenes(bundle: Bundle) -> list[str]:
 
 
 def quantize_int8(bundle: Bundle, out: str | os.PathLike, scenes: list[str] | None = None, n_chips: int = 32,
-                  seed: int = 0) -> Path:
+                  seed: int = 0, source: str | os.PathLike | None = None) -> Path:
     """Export ``bundle`` to ONNX and write its INT8 (QDQ, per-channel) quantization to ``out``, calibrated on
-    ``n_chips`` chips of ``scenes`` (default: the bundle's training scenes)."""
+    ``n_chips`` chips of ``scenes`` (default: the bundle's training scenes). ``source``: the bundle's file, whose
+    SHA-256 the record keeps (so an INT8 file is used by default only beside the bundle it was made from)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -101,12 +104,48 @@ def quantize_int8(bundle: Bundle, out: str | os.PathLike, scenes: list[str] | No
                                                            f"ranges over the central {PERCENTILE} % of values",
                                                    "fp32_nodes": kept,
                                                    "calibration_chips": len(chips), "chip_px": CHIP_PX,
-                                                   "calibration_scenes": scenes or training_scenes(bundle)}}
-            del model.metadata_props[:]
-            entry = model.metadata_props.add()
-            entry.key, entry.value = METADATA_KEY, json.dumps(record)
+                                                   "calibration_scenes": scenes or training_scenes(bundle),
+                                                   **({"source_sha256": file_sha256(source)} if source else {})}}
+            set_record(model, record)
             onnx.save(model, str(tmp_out))
     return Path(out)
+
+
+def set_record(model, record: dict) -> None:
+    """Replace an ONNX model's (``onnx.ModelProto``) openfootprints metadata with ``record``."""
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(record)
+
+
+def record_check(path: str | os.PathLike, check: dict | None) -> None:
+    """Store the fp32-against-INT8 ``check`` (or None: not checked) in the INT8 file at ``path``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    record = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    record["training"]["quantization"]["check"] = check
+    set_record(model, record)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+
+
+def int8_beside(model_path: str | os.PathLike) -> Path:
+    """Where ``export --int8`` writes a bundle's INT8 file by default: ``MODEL.int8.onnx`` beside ``MODEL.ofp``."""
+    return Path(model_path).with_suffix(".int8.onnx")
+
+
+def usable_int8(model_path: str | os.PathLike) -> Path | None:
+    """The INT8 file beside the bundle at ``model_path`` if detection may run it in its place: made from this
+    very bundle (same SHA-256) and within tolerance of fp32 on its validation chips; else None."""
+    path = int8_beside(model_path)
+    if not path.exists():
+        return None
+    quantization = read_onnx_metadata(path).training.get("quantization", {})
+    check = quantization.get("check") or {}
+    if quantization.get("source_sha256") != file_sha256(model_path) or not check.get("within_tolerance"):
+        return None
+    return path
 
 
 def fp32_nodes(model) -> list[str]:

@@ -148,14 +148,16 @@ class WindowPredictor:
 
 
 def select_engine(name: str, device: str, bundle: Bundle) -> str:
-    """``auto``: ONNX Runtime on the CPU (faster there), PyTorch on CUDA; an ONNX model always runs on ONNX Runtime."""
+    """``torch`` or ``onnx`` for the ``detect.engine`` setting ``name``. ``auto``: ONNX Runtime on the CPU (faster
+    there), PyTorch on CUDA; ``onnx-int8`` is ONNX Runtime too (from the INT8 file); an ONNX model always runs on
+    ONNX Runtime."""
     if bundle.training.get("onnx_path"):
         return "onnx"
     if name == "auto":
         return "torch" if on_cuda(device) else "onnx"
-    if name == "onnx" and on_cuda(device):
-        raise InputError("detect.engine=onnx runs on the CPU; use detect.device=cpu or detect.engine=torch")
-    return name
+    if name in ("onnx", "onnx-int8") and on_cuda(device):
+        raise InputError(f"detect.engine={name} runs on the CPU; use detect.device=cpu or detect.engine=torch")
+    return "onnx" if name == "onnx-int8" else name
 
 
 def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:

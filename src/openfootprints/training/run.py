@@ -288,22 +288,38 @@ def reference_profile(net: torch.nn.Module, chips: ChipDataset, n_bands: int, ba
 
 
 def rechoose_confidence_cut(bundle: Bundle) -> tuple[Profile, CutChoice]:
-    """The confidence cut and reference profile of a trained bundle, measured again on its validation chips,
-    rebuilt from its training record (the same scenes, config and seed give the same split); for bundles
-    trained before the cut existed. Set ``bundle.min_confidence`` and ``bundle.profile`` from them to use it."""
+    """The confidence cut and reference profile of a trained bundle, measured again on its validation chips
+    (:func:`bundle_validation_chips`); for bundles trained before the cut existed. Set ``bundle.min_confidence``
+    and ``bundle.profile`` from them to use it."""
+    chips, decode, batch_size = bundle_validation_chips(bundle)
+    return reference_profile(bundle.network(), chips, bundle.architecture.in_channels, batch_size,
+                             replace(decode, min_confidence=0.0))
+
+
+def bundle_validation_chips(bundle: Bundle) -> tuple[ChipDataset, ChipDecoding, int]:
+    """A trained bundle's validation chips, rebuilt from its training record (the same scenes, config and seed
+    give the same split), how detection decodes them (with the bundle's confidence cut) and the training batch
+    size. Raises :class:`InputError` when the record names no validation split or its scenes are not here."""
     defaults = OmegaConf.to_container(load_config([]))  # keys added since the bundle was trained get their default
-    cfg = cast(DictConfig, OmegaConf.merge(OmegaConf.create(defaults), bundle.training["config"]))
-    pairs = [(image, labels) for image, labels in bundle.training["scenes"]]
+    cfg = cast(DictConfig, OmegaConf.merge(OmegaConf.create(defaults), bundle.training.get("config", {})))
+    pairs = [(image, labels) for image, labels in bundle.training.get("scenes", [])]
+    missing = [p for pair in pairs for p in pair if not os.path.exists(p)]
+    if not pairs:
+        raise InputError("the bundle's training record names no training data; its validation chips cannot be "
+                         "rebuilt")
+    if missing:
+        raise InputError(f"{missing[0]}: not here (named in the bundle's training record); its validation chips "
+                         "cannot be rebuilt")
     sources = load_labelled_scenes(pairs, cfg)
     _, val_blocks = split_all(sources, cfg)
     windows = validation_windows(val_blocks, cfg.data.chip_px, cfg.data.val_chips)
     if not windows:
-        raise InputError(f"{pairs[0][0]}: the bundle was trained without a validation split; no cut can be chosen")
+        raise InputError(f"{pairs[0][0]}: the bundle was trained without a validation split")
     chips = ChipDataset(sources, val_blocks, windows=windows, **chip_settings(cfg, bundle.mean, bundle.std,
                                                                               bundle.resolution_m))
     decode = ChipDecoding(bundle.resolution_m, bundle.threshold, bundle.seed_threshold, bundle.label_erosion_m,
-                          cfg.detect.min_area_m2, cfg.detect.simplify_m)
-    return reference_profile(bundle.network(), chips, bundle.architecture.in_channels, cfg.train.batch_size, decode)
+                          cfg.detect.min_area_m2, cfg.detect.simplify_m, bundle.min_confidence)
+    return chips, decode, int(cfg.train.batch_size)
 
 
 def validation_cut(outputs: list[tuple[np.ndarray, np.ndarray]], chips: ChipDataset,
@@ -311,6 +327,14 @@ def validation_cut(outputs: list[tuple[np.ndarray, np.ndarray]], chips: ChipData
     """The confidence cut that maximizes F1 over the chips (``outputs``: each chip's (output, valid), in the
     order of ``chips.windows``; valid: imagery inside the labelled area), matched against each chip's true
     buildings there."""
+    return choose_min_confidence(*validation_matches(outputs, chips, decoding))
+
+
+def validation_matches(outputs: list[tuple[np.ndarray, np.ndarray]], chips: ChipDataset,
+                       decoding: ChipDecoding) -> tuple[np.ndarray, np.ndarray, int]:
+    """The buildings found in the chips' ``outputs`` (before any cut) matched to the chips' true buildings at
+    IoU 0.5: (n,) confidences, (n,) bool true positive, and the number of true buildings. Buildings under
+    ``min_area_m2`` are dropped; those cut by a chip's edge are matched but not counted, as are true ones."""
     confidence, is_tp, n_true = [], [], 0
     for (output, valid), window in zip(outputs, chips.windows or []):
         truth = true_polygons(np.where(valid, chips.raw_chip(*window).ids, 0), decoding.transform)
@@ -323,8 +347,7 @@ def validation_cut(outputs: list[tuple[np.ndarray, np.ndarray]], chips: ChipData
         confidence.append(found_confidence[counted])
         is_tp.append(outcome[counted])
         n_true += int((~decoding.touches_edge(truth, output.shape)).sum())
-    return choose_min_confidence(np.concatenate(confidence or [np.zeros(0)]),
-                                 np.concatenate(is_tp or [np.zeros(0, bool)]), n_true)
+    return (np.concatenate(confidence or [np.zeros(0)]), np.concatenate(is_tp or [np.zeros(0, bool)]), n_true)
 
 
 def start_from(net: torch.nn.Module, parent: Bundle, arch: Architecture, path: str) -> None:
