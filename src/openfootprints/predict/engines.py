@@ -11,7 +11,6 @@ import os
 from typing import Protocol, cast
 
 import numpy as np
-from scipy.special import expit
 
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import OnnxNetwork
@@ -34,8 +33,13 @@ class OnnxEngine:
         self.network = OnnxNetwork(path, threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        probabilities: np.ndarray = expit(self.network(batch)[:, 0])
-        return probabilities
+        return sigmoid(self.network(batch)[:, 0])
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """The logistic function, in the logits' dtype, without overflow for any value (NumPy alone: SciPy's
+    ``expit`` would cost detection's start-up the import of ``scipy.special``)."""
+    return 0.5 + 0.5 * np.tanh(0.5 * logits)
 
 
 class TorchEngine:

@@ -33,8 +33,6 @@ from affine import Affine
 import shapely
 from rasterio.features import shapes
 from rasterio.windows import Window
-from scipy import ndimage
-from skimage.segmentation import expand_labels
 
 from openfootprints.io.geo import pixel_size_m
 from openfootprints.vectorize.regularize import regularize
@@ -178,6 +176,8 @@ def _tile(src: RasterSource, tile: tuple[int, int, int, int], margin: int, rules
     prob = src.read(1, window=Window(c0, v0, c1 - c0, v1 - v0))
     if prob.shape != (v1 - v0, c1 - c0):
         raise ValueError(f"{src.name}: rows {v0}–{v1}, columns {c0}–{c1} read as an array of shape {prob.shape}")
+    from scipy import ndimage  # here, not at import: detection's first window need not wait for SciPy
+
     labels, n = ndimage.label(prob >= rules.level)
     empty = np.array([], dtype=object), np.array([], np.float32)
     if n == 0:
@@ -243,6 +243,8 @@ def _outlines(labels: np.ndarray, boxes: Boxes, ids: np.ndarray, grow_px: int, p
     (exactly the result of growing the whole view, at a fraction of the memory); the grown instances are
     painted on one canvas and traced in one pass (tracing each alone costs a GDAL call per building).
     """
+    from skimage.segmentation import expand_labels  # as SciPy in _tile: imported with the first tile
+
     canvas = np.zeros(labels.shape, np.int32)
     pad = 2 * grow_px + 1
     for i in ids:
