@@ -120,18 +120,19 @@ def score(model: Path, image: str, truth: str, bbox: list[float], out: Path, nam
 
 
 def adapt_run(kind: str, base: Path, image: str, subset: Path, area: Path, out: Path, minutes: float,
-              variant: str = "default") -> float:
-    """Fine-tune the base (with the ``variant``'s overrides), or train from ImageNet weights, on one labelled set;
-    returns minutes taken."""
+              variant: str = "default", epochs: int | None = None) -> float:
+    """Fine-tune the base (with the ``variant``'s overrides), or train from ImageNet weights, on one labelled set,
+    for ``minutes`` or (given) ``epochs`` of 32 steps with no time limit; returns minutes taken."""
     model = out / "model.ofp"
     start = time.monotonic()
     common = ["--image", image, "--labels", str(subset), "--area", str(area), "--out", str(model),
               "data.val_fraction=0", "tracking.energy=false", f"tracking.uri=file:{out.parent / 'mlruns'}"]
+    budget = [f"train.max_epochs={epochs}", "train.max_minutes=0", "finetune.max_minutes=0"] if epochs else \
+        [f"train.max_minutes={minutes}", f"finetune.max_minutes={minutes}"]
     if kind == "finetune":
-        cmd = CLI + ["finetune", "--model", str(base), *common, f"finetune.max_minutes={minutes}", "recipe=base",
-                     *VARIANTS[variant]]
+        cmd = CLI + ["finetune", "--model", str(base), *common, "recipe=base", *budget, *VARIANTS[variant]]
     else:
-        cmd = CLI + ["train", *common, "recipe=base", f"train.max_minutes={minutes}"]
+        cmd = CLI + ["train", *common, "recipe=base", *budget]
     run(cmd, out / "log.txt")
     return (time.monotonic() - start) / 60
 
@@ -169,7 +170,7 @@ def curve(args, order: str) -> list[dict]:
                 subset.to_file(out / "labels.geojson")
                 area.to_file(out / "area.geojson")
                 took = adapt_run(kind, args.base, image, out / "labels.geojson", out / "area.geojson", out,
-                                 args.minutes, args.variant)
+                                 args.minutes, args.variant, args.epochs)
                 trained.write_text(json.dumps({"order": order, "n": len(subset), "kind": name,
                                                "minutes": round(took, 1), "chips": chips_in(area, pool)}))
             record = {k: v for k, v in json.loads(trained.read_text()).items()
@@ -177,7 +178,8 @@ def curve(args, order: str) -> list[dict]:
             parent_cut = load_bundle(args.base).min_confidence if kind == "finetune" else None
             rows.append({**record, **score(out / "model.ofp", image, truth, test_box, out, "test", parent_cut)})
     seed = args.seed if order == "random" else None
-    rows = [{**r, "seed": seed, "budget_minutes": args.minutes} for r in rows]
+    budget = f"--epochs {args.epochs}" if args.epochs else f"--minutes {args.minutes:g}"
+    rows = [{**r, "seed": seed, "budget": budget} for r in rows]
     variant = "" if args.variant == "default" else f"-{args.variant}"
     (with_base / f"rows-{order}{'' if seed is None else seed}{variant}.json").write_text(json.dumps(rows, indent=1))
     return rows
@@ -190,16 +192,15 @@ def place_table(args, place: str) -> str | None:
         return None
     frame = pd.DataFrame(rows).drop_duplicates(["order", "seed", "n", "kind"])  # the base's row is in every file
     frame = frame.sort_values(["order", "seed", "n", "kind"], kind="stable")
-    budget = {r.get("budget_minutes", args.minutes) for r in rows}
+    budgets = " / ".join(sorted({r["budget"] for r in rows}))
     lines = ["| chips chosen | seed | labelled buildings | model | F1 @ IoU 0.5 | pixel IoU | precision | recall | "
              "minutes | confidence cut | F1 with the base's cut |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in frame.itertuples():
         seed = "–" if pd.isna(r.seed) else f"{int(r.seed)}"
         lines.append(f"| {r.order} | {seed} | {r.n} | {r.kind} | {r.f1:.3f} | {r.pixel_iou:.3f} | {r.precision:.3f} | "
                      f"{r.recall:.3f} | {r.minutes:.1f} | {getattr(r, 'cut', 0):.3f} | {also(r)} |")
-    minutes = " / ".join(f"{b:g}" for b in sorted(budget))
-    stamp = (f"**{place}**: base `{args.base}`, {minutes} min per run (`python bench/adapt.py --base {args.base} "
-             f"--place {place} --minutes {minutes}`).")
+    stamp = (f"**{place}**: base `{args.base}`, each run's budget `{budgets}` (`python bench/adapt.py --base "
+             f"{args.base} --place {place} {budgets} --variant ...`).")
     return stamp + "\n\n" + "\n".join(lines)
 
 
@@ -224,6 +225,8 @@ def main() -> None:
     parser.add_argument("--base", type=Path, required=True, help="a base model that never saw the place")
     parser.add_argument("--place", default="nairobi_ke", choices=sorted(PLACES))
     parser.add_argument("--minutes", type=float, default=4.0, help="training budget of each run")
+    parser.add_argument("--epochs", type=int, help="instead of --minutes: this many epochs of 32 steps per run, with no "
+                                                   "time limit (equal steps when runs share the cores)")
     parser.add_argument("--counts", type=int, nargs="+", default=[10, 25, 50])
     parser.add_argument("--seed", type=int, default=0, help="the random order of the chips")
     parser.add_argument("--orders", nargs="+", default=["random", "suggest"], choices=["random", "suggest"])
