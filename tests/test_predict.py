@@ -94,12 +94,22 @@ def test_tta_averages_the_transformed_predictions(tiny_bundle, tta):
     assert not np.allclose(got, predictor(batch, 1), atol=1e-4)  # the untrained net is not equivariant
 
 
+REGION_RUN = dict(window=64, halo_m=8.0, batch_size=1, progress=False, engine="torch")  # batch 1: identical arithmetic
+
+
+@pytest.fixture(scope="module")
+def whole_scene_run(tiny_scene, tiny_bundle, tmp_path_factory):
+    """The tiny scene's probabilities, run whole (once for every region compared with it)."""
+    return predict_probabilities(open_scene(tiny_scene[0]), load_bundle(tiny_bundle),
+                                 tmp_path_factory.mktemp("whole") / "whole.tif", **REGION_RUN)
+
+
 @pytest.mark.parametrize("region", [Region(37, 150, 61, 203), Region(0, 40, 200, 256), Region(100, 256, 0, 256)])
-def test_a_region_gets_exactly_the_probabilities_of_a_whole_scene_run(tmp_path, tiny_scene, tiny_bundle, region):
+def test_a_region_gets_exactly_the_probabilities_of_a_whole_scene_run(tmp_path, tiny_scene, tiny_bundle, region,
+                                                                      whole_scene_run):
     scene, bundle = open_scene(tiny_scene[0]), load_bundle(tiny_bundle)
-    run = dict(window=64, halo_m=8.0, batch_size=1, progress=False, engine="torch")  # batch 1: identical arithmetic
-    whole = predict_probabilities(scene, bundle, tmp_path / "whole.tif", **run)
-    part = predict_probabilities(scene, bundle, tmp_path / "part.tif", region, **run)
+    whole = whole_scene_run
+    part = predict_probabilities(scene, bundle, tmp_path / "part.tif", region, **REGION_RUN)
     with rasterio.open(whole) as w, rasterio.open(part) as p:
         expected = w.read(1)[region.row0:region.row1, region.col0:region.col1]
         assert p.read(1).shape == expected.shape

@@ -14,6 +14,8 @@ default on the CPU when that check passed for this very bundle (:func:`usable_in
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -91,7 +93,7 @@ def quantize_int8(bundle: Bundle, out: str | os.PathLike, scenes: list[str] | No
         export_onnx(bundle, fp32)
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         kept = fp32_nodes(onnx.load(str(prepared)))
-        with atomic_path(out) as tmp_out:
+        with atomic_path(out) as tmp_out, contextlib.redirect_stdout(io.StringIO()):  # ONNX Runtime prints progress
             quantize_static(str(prepared), str(tmp_out), Chips(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=kept,
