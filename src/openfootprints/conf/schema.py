@@ -111,7 +111,7 @@ class Train:
 @dataclass
 class Finetune:
     lr: float = key(POSITIVE, "positive")
-    max_minutes: float = key(POSITIVE, "positive")
+    max_minutes: float = key(NON_NEGATIVE, "0 or more")
 
 
 @dataclass
