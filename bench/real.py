@@ -42,10 +42,12 @@ RESAMPLED_M = 0.5  # Nairobi is also detected from its imagery resampled to this
 
 # name → (what it is, overrides on top of recipe=base)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "base": ("energy target, 0.4 m, scale and sensor augmentation (recipe=base)", []),
+    "base": ("energy target, gap weights, 0.4 m, scale and sensor augmentation (recipe=base)", []),
+    "no_gap": ("as base, without gap weights (recipe=base before session 10: the base rows of docs/real.md)",
+               ["data.gap_weight_w0=0"]),
     "eroded": ("as base, but masks eroded 1 m (the previous target)", ["data.target=eroded"]),
-    "gap": ("as base, with U-Net gap weights (w0 10, σ 2.5 m) in the narrow gaps between buildings",
-            ["data.gap_weight_w0=10"]),
+    "gap": ("as base, with U-Net gap weights (w0 10, σ 2.5 m) in the narrow gaps between buildings (in recipe=base "
+            "since session 10)", ["data.gap_weight_w0=10"]),
     "res05": ("as base, at 0.5 m", ["data.resolution_m=0.5"]),
     "res03": ("as base, at 0.3 m", ["data.resolution_m=0.3"]),
     "no_sensor_aug": ("as base, without zoom, coarsening, blur, noise, saturation",
