@@ -98,11 +98,13 @@ def predictor_file(model, engine: str) -> str:
     from openfootprints.pipeline import load_predictor
 
     predictor = load_predictor(load_config([f"detect.engine={engine}"]), str(model), model.parent)
-    return str(predictor.network.network.path)
+    assert predictor.onnx_file == predictor.network.network.path
+    return str(predictor.onnx_file)
 
 
 @pytest.mark.slow
-def test_detection_runs_the_int8_file_only_when_its_check_passed_for_this_bundle(int8_beside_bundle, tmp_path):
+def test_detection_runs_the_int8_file_only_when_its_check_passed_for_this_bundle(int8_beside_bundle, tmp_path,
+                                                                                   tiny_scene):
     from openfootprints.model.quantize import int8_beside, record_check, usable_int8
 
     model, int8 = int8_beside_bundle, int8_beside(int8_beside_bundle)
@@ -113,6 +115,10 @@ def test_detection_runs_the_int8_file_only_when_its_check_passed_for_this_bundle
     record_check(int8, {"within_tolerance": True})
     assert usable_int8(model) == int8
     assert predictor_file(model, "auto") == str(int8)
+    from openfootprints.pipeline import detect
+    summary = detect(load_config(["tracking.energy=false"]), str(tiny_scene[0]), str(model),
+                     str(tmp_path / "b.parquet"), progress=False)
+    assert summary["engine"] == "onnx (model.int8.onnx)"  # what ran is reported
     assert predictor_file(model, "onnx") != str(int8)  # fp32 when asked for
     other = tmp_path / "model.ofp"  # another bundle (other bytes) with this INT8 file beside it: not its own
     bundle = load_bundle(model)

@@ -114,11 +114,13 @@ class WindowPredictor:
         self.seen: Profile | None = None
         self.network: Engine
         onnx_path = bundle.training.get("onnx_path")
+        self.onnx_file: Path | None = None  # the ONNX file that runs (an fp32 export or an INT8 file)
         if engine == "onnx":
             if onnx_path is None:
                 onnx_path = onnx_file or export_onnx(bundle, Path(workdir or tempfile.gettempdir()) / "model.onnx")
             self.runs, per_run = onnx_threads(threads)
             self.network = OnnxEngine(onnx_path, per_run)
+            self.onnx_file = Path(onnx_path)
         elif onnx_path is not None:
             raise InputError(f"{onnx_path}: an ONNX model runs with detect.engine=onnx (or auto on the CPU)")
         else:
