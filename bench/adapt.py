@@ -2,7 +2,7 @@
 
     python bench/adapt.py --base runs/real/base-s0-80min/model.ofp [--place nairobi_ke] [--minutes 4]
                           [--counts 10 25 50] [--seed 0] [--orders random suggest] [--runs runs/adapt]
-                          [--doc docs/adapt.md] [--variant default|frozen|lowlr|anchor] [--kinds finetune scratch]
+                          [--doc docs/adapt.md] [--variant default|frozen|lowlr|anchor|gap|gap_lowlr] [--kinds finetune scratch]
 
 The place (one the base model never saw, not even for validation) is cut in two at the median longitude of its
 buildings: the west half is the pool a mapper labels from, the east half is only scored. Labelling happens as a
@@ -40,6 +40,8 @@ VARIANTS: dict[str, list[str]] = {
     "frozen": ["train.freeze_encoder=true"],  # the decoder learns, the encoder and its statistics stay the base's
     "lowlr": ["finetune.lr=0.0001"],  # a fifth of the default learning rate
     "anchor": ["train.anchor_decay=20"],  # L2-SP: about 1 % of the way back to the base's weights per step
+    "gap": ["data.gap_weight_w0=10"],  # the parent's own loss: gap weights as in recipe=base since session 10
+    "gap_lowlr": ["data.gap_weight_w0=10", "finetune.lr=0.0001"],
 }
 PLACES = {"kampala_ug": ("kampala_ug", "kampala_ug/labels.geojson"),
           "nairobi_ke": ("nairobi_ke", "nairobi_ke/labels.geojson")}
