@@ -97,7 +97,8 @@ def score(model: Path, image: str, truth: str, bbox: list[float], out: Path, nam
           also_cut: float | None = None) -> dict:
     """Detect the scored half (once, every building kept) and evaluate it (every time: cheap, and always with
     today's protocol) with the model's own confidence cut, as ``detect`` applies it by default; with
-    ``also_cut``, also with that cut (``f1_also_cut``: a fine-tuned model scored with its parent's cut)."""
+    ``also_cut``, also with that cut (``f1_also_cut``: a fine-tuned model scored with its parent's cut), and
+    without any (``f1_uncut``)."""
     table = out / f"{name}.parquet"
     box = "[" + ",".join(f"{v:.7f}" for v in bbox) + "]"
     if not table.exists():
@@ -115,9 +116,9 @@ def score(model: Path, image: str, truth: str, bbox: list[float], out: Path, nam
     own_cut = load_bundle(model).min_confidence
     m = evaluate(own_cut, "")
     result = {"f1": m["f1"], "pixel_iou": m["pixel_iou"], "precision": m["precision"], "recall": m["recall"],
-              "cut": own_cut}
-    if also_cut is not None and also_cut != own_cut:
-        result["f1_also_cut"] = evaluate(also_cut, "-also")["f1"]
+              "cut": own_cut, "f1_uncut": evaluate(0.0, "-uncut")["f1"] if own_cut > 0 else m["f1"]}
+    if also_cut is not None:
+        result["f1_also_cut"] = evaluate(also_cut, "-also")["f1"] if also_cut != own_cut else m["f1"]
     return result
 
 
@@ -196,11 +197,12 @@ def place_table(args, place: str) -> str | None:
     frame = frame.sort_values(["order", "seed", "n", "kind"], kind="stable")
     budgets = " / ".join(sorted({r["budget"] for r in rows}))
     lines = ["| chips chosen | seed | labelled buildings | model | F1 @ IoU 0.5 | pixel IoU | precision | recall | "
-             "minutes | confidence cut | F1 with the base's cut |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "minutes | confidence cut | F1 without a cut | F1 with the base's cut |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in frame.itertuples():
         seed = "–" if pd.isna(r.seed) else f"{int(r.seed)}"
         lines.append(f"| {r.order} | {seed} | {r.n} | {r.kind} | {r.f1:.3f} | {r.pixel_iou:.3f} | {r.precision:.3f} | "
-                     f"{r.recall:.3f} | {r.minutes:.1f} | {getattr(r, 'cut', 0):.3f} | {also(r)} |")
+                     f"{r.recall:.3f} | {r.minutes:.1f} | {getattr(r, 'cut', 0):.3f} | {r.f1_uncut:.3f} | {also(r)} |")
     stamp = (f"**{place}**: base `{args.base}`, each run's budget `{budgets}` (`python bench/adapt.py --base "
              f"{args.base} --place {place} {budgets} --variant ...`).")
     return stamp + "\n\n" + "\n".join(lines)

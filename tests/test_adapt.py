@@ -105,7 +105,12 @@ def test_area_must_follow_its_image(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_bundle, tmp_path):
+    from openfootprints.model.bundle import save_bundle
+
     out = tmp_path / "child.ofp"
+    with_cut = load_bundle(tiny_bundle)
+    with_cut.min_confidence = 0.7  # the parent's confidence cut, chosen on its own validation chips
+    tiny_bundle = save_bundle(with_cut, tmp_path / "parent.ofp")
     # the config asks for another resolution, target and encoder: the parent's win
     assert main(["finetune", "--model", str(tiny_bundle), "--image", half_labelled["image"], "--labels",
                  half_labelled["labels"], "--area", half_labelled["area"], "--out", str(out),
@@ -117,6 +122,8 @@ def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_
     assert child.training["parent"]["path"] == str(tiny_bundle)
     assert child.training["config"]["train"]["lr"] == load_config([]).finetune.lr
     assert child.training["areas"] == [half_labelled["area"]]
+    # a few labels leave too few validation buildings to choose a cut: the parent's is kept
+    assert child.min_confidence == 0.7 and child.training["confidence_cut"]["inherited"]
 
 
 @pytest.mark.slow

@@ -107,3 +107,13 @@ def test_detection_drops_buildings_under_the_bundles_cut(tiny_scene, tiny_bundle
     detect(load_config(["tracking.energy=false", "detect.threshold=0.4"]), str(tiny_scene[0]), str(cut_bundle),
            str(other), progress=False)
     assert gpd.read_parquet(other)["raw_confidence"].min() < cut
+
+
+def test_too_few_true_buildings_keep_an_inherited_cut():
+    confidence = np.array([0.95, 0.9, 0.6, 0.5])
+    is_tp = np.array([True, True, False, False])
+    choice = choose_min_confidence(confidence, is_tp, n_true=3, inherited=0.8)
+    assert choice.inherited and choice.min_confidence == 0.8
+    assert choice.n_kept == 2 and choice.f1 == pytest.approx(2 * 2 / (2 + 3))
+    assert choose_min_confidence(confidence, is_tp, n_true=3).min_confidence == 0  # none without a parent
+    assert choose_min_confidence(np.zeros(0), np.zeros(0, bool), n_true=0, inherited=0.8).min_confidence == 0.8

@@ -5,7 +5,9 @@ maximizes F1 lies depends on the model, so it is measured, not guessed: after tr
 is decoded into buildings as detection would decode it, each building is matched to the chip's true buildings
 at IoU ≥ 0.5, and the cut that maximizes F1 over all chips is stored in the bundle (``Bundle.min_confidence``).
 Matching is greedy by decreasing confidence, so a building's outcome does not depend on the weaker ones: one
-matching gives the F1 of every cut exactly.
+matching gives the F1 of every cut exactly. A fine-tuned model whose few labels leave too few validation buildings
+to choose a cut keeps its parent's (measured in docs/adapt.md: without one, fine-tuned models output many weak
+false buildings).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class CutChoice:
     n_true: int
     n_predicted: int  # validation buildings before the cut
     n_kept: int  # ... and after it
+    inherited: bool = False  # the parent's cut (too few validation buildings to choose one)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,16 +56,21 @@ def chip_outcomes(polygons: np.ndarray, confidence: np.ndarray, truth: np.ndarra
     return matched >= 0
 
 
-def choose_min_confidence(confidence: np.ndarray, is_tp: np.ndarray, n_true: int) -> CutChoice:
+def choose_min_confidence(confidence: np.ndarray, is_tp: np.ndarray, n_true: int,
+                          inherited: float = 0.0) -> CutChoice:
     """The cut on (n,) building ``confidence`` that maximizes F1, given which buildings are true positives
     (``is_tp``, (n,) bool) and how many true buildings there are; the lowest cut within :data:`TOLERANCE` of
-    the best F1, and none with fewer than :data:`MIN_TRUE` true buildings."""
+    the best F1. With fewer than :data:`MIN_TRUE` true buildings: ``inherited`` (a parent model's cut), else
+    none."""
     confidence, is_tp = np.asarray(confidence, np.float64), np.asarray(is_tp, bool)
     order = np.argsort(-confidence, kind="stable")
     tp = np.cumsum(is_tp[order])  # true positives among the k+1 most confident
     kept = np.arange(1, len(order) + 1)
     f1 = 2 * tp / np.maximum(kept + n_true, 1)
     f1_uncut = float(f1[-1]) if len(f1) else 0.0
+    if n_true < MIN_TRUE and inherited > 0:
+        k = int((confidence >= inherited).sum())
+        return CutChoice(inherited, float(f1[k - 1]) if k else 0.0, f1_uncut, n_true, len(order), k, inherited=True)
     if n_true < MIN_TRUE or not len(f1):
         return CutChoice(0.0, f1_uncut, f1_uncut, n_true, len(order), len(order))
     last_of_value = np.r_[confidence[order][1:] != confidence[order][:-1], True]  # a cut keeps all of a value

@@ -172,10 +172,12 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         reference = ChipDataset(sources, val_blocks or train_blocks, **chips, windows=val_windows
                                 or validation_windows(train_blocks, cfg.data.chip_px, cfg.data.val_chips))
         decode = decoding(cfg, chips["erode_px"] * resolution)  # the erosion as trained, whole pixels
+        inherited = parent.min_confidence if parent and parent.threshold == decode["threshold"] else 0.0
         profile, cut = reference_profile(net, reference, arch.in_channels, cfg.train.batch_size,
                                          ChipDecoding(resolution, decode["threshold"], decode.get("seed_threshold"),
                                                       decode["label_erosion_m"], cfg.detect.min_area_m2,
-                                                      cfg.detect.simplify_m), choose_cut=bool(val_windows))
+                                                      cfg.detect.simplify_m), choose_cut=bool(val_windows),
+                                         inherited=inherited)
     seconds = time.monotonic() - start
     if energy:
         mlflow_logger.experiment.log_metric(mlflow_logger.run_id, "energy_kwh", energy["energy_kwh"])
@@ -189,7 +191,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
                     resolution_m=resolution, dtype=sources[0].scene.dtype, **decode,
                     min_confidence=cut.min_confidence, profile=profile.to_dict(),
                     training={"config": OmegaConf.to_container(cfg, resolve=True),
-                              "confidence_cut": cut.to_dict() if val_windows else None,
+                              "confidence_cut": cut.to_dict() if val_windows or cut.inherited else None,
                               "scenes": [list(p) for p in pairs], **({"areas": list(cfg.data.areas)} if cfg.data.areas else {}),
                               "epochs": trainer.current_epoch,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,
@@ -261,11 +263,13 @@ class ChipDecoding:
 
 
 def reference_profile(net: torch.nn.Module, chips: ChipDataset, n_bands: int, batch_size: int,
-                      decoding: ChipDecoding, choose_cut: bool = True) -> tuple[Profile, CutChoice]:
+                      decoding: ChipDecoding, choose_cut: bool = True,
+                      inherited: float = 0.0) -> tuple[Profile, CutChoice]:
     """What the trained network sees on ``chips`` (the validation chips; the training chips, unaugmented, when
     there is no validation split), and the buildings detection finds in them: the reference each detection is
     compared with (:mod:`openfootprints.monitor`). With ``choose_cut``, the confidence cut is chosen on these
-    chips first (:mod:`openfootprints.training.confidence_cut`) and the profile counts the buildings it keeps."""
+    chips first (:mod:`openfootprints.training.confidence_cut`) and the profile counts the buildings it keeps;
+    ``inherited`` (a parent's cut) is the cut where these chips hold too few buildings to choose one."""
     profile = Profile.empty(n_bands)
     device = next(net.parameters()).device
     net.eval()
@@ -278,8 +282,8 @@ def reference_profile(net: torch.nn.Module, chips: ChipDataset, n_bands: int, ba
             profile.add_pixels(window_profile(image.numpy(), valid, output))
             outputs += zip(output, valid)
             profile.area_m2 += float(valid.sum()) * decoding.resolution_m**2
-    cut = (validation_cut(outputs, chips, decoding) if choose_cut
-           else choose_min_confidence(np.zeros(0), np.zeros(0, bool), n_true=0))  # no cut
+    cut = (validation_cut(outputs, chips, decoding, inherited) if choose_cut
+           else choose_min_confidence(np.zeros(0), np.zeros(0, bool), n_true=0, inherited=inherited))
     decoding = replace(decoding, min_confidence=cut.min_confidence)
     profile.decoding = decoding.settings()
     for output, valid in outputs:
@@ -323,11 +327,11 @@ def bundle_validation_chips(bundle: Bundle) -> tuple[ChipDataset, ChipDecoding, 
 
 
 def validation_cut(outputs: list[tuple[np.ndarray, np.ndarray]], chips: ChipDataset,
-                   decoding: ChipDecoding) -> CutChoice:
+                   decoding: ChipDecoding, inherited: float = 0.0) -> CutChoice:
     """The confidence cut that maximizes F1 over the chips (``outputs``: each chip's (output, valid), in the
     order of ``chips.windows``; valid: imagery inside the labelled area), matched against each chip's true
-    buildings there."""
-    return choose_min_confidence(*validation_matches(outputs, chips, decoding))
+    buildings there; ``inherited`` where they hold too few (:func:`choose_min_confidence`)."""
+    return choose_min_confidence(*validation_matches(outputs, chips, decoding), inherited=inherited)
 
 
 def validation_matches(outputs: list[tuple[np.ndarray, np.ndarray]], chips: ChipDataset,
