@@ -110,6 +110,7 @@ def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_
     out = tmp_path / "child.ofp"
     with_cut = load_bundle(tiny_bundle)
     with_cut.min_confidence = 0.7  # the parent's confidence cut, chosen on its own validation chips
+    with_cut.training = {"config": {"data": {"gap_weight_w0": 10.0, "gap_sigma_m": 2.0}}}  # and its gap weights
     tiny_bundle = save_bundle(with_cut, tmp_path / "parent.ofp")
     # the config asks for another resolution, target and encoder: the parent's win
     assert main(["finetune", "--model", str(tiny_bundle), "--image", half_labelled["image"], "--labels",
@@ -124,6 +125,8 @@ def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_
     assert child.training["areas"] == [half_labelled["area"]]
     # a few labels leave too few validation buildings to choose a cut: the parent's is kept
     assert child.min_confidence == 0.7 and child.training["confidence_cut"]["inherited"]
+    assert child.training["config"]["data"]["gap_weight_w0"] == 10.0
+    assert child.training["config"]["data"]["gap_sigma_m"] == 2.0
 
 
 @pytest.mark.slow

@@ -2,11 +2,13 @@
 
 Fine-tuning is training that starts from a parent bundle (``train.init``) and keeps its contract with the
 imagery: the input bands, the ground resolution, the output target (and so the decoding) and the network come
-from the parent, whatever the config says; the learning rate and time budget are ``finetune.lr`` and
-``finetune.max_minutes``. The band normalization is the parent's, or this imagery's own with
-``train.init_normalization=adapt``; ``train.freeze_encoder=true`` trains the decoder only, and
-``train.anchor_decay`` keeps the weights near the parent's (L2-SP). The new bundle
-records its parent (path, data fingerprint, steps). Give ``data.areas`` (``--area``) where the few labels are
+from the parent, whatever the config says, and so do its gap weights unless the config sets some (without them a
+gap-weighted parent learns to merge touching buildings again: docs/adapt.md). The learning rate and time budget
+are ``finetune.lr`` and ``finetune.max_minutes``. The band normalization is the parent's, or this imagery's own
+with ``train.init_normalization=adapt``; ``train.freeze_encoder=true`` trains the decoder only, and
+``train.anchor_decay`` keeps the weights near the parent's (L2-SP). A fine-tune whose labels leave too few
+validation buildings to choose a confidence cut keeps the parent's. The new bundle records its parent (path,
+data fingerprint, steps). Give ``data.areas`` (``--area``) where the few labels are
 complete, so that the unlabelled buildings around them are not learnt as background.
 """
 
@@ -40,6 +42,10 @@ def finetune_config(cfg: DictConfig, parent: Bundle, parent_path: str) -> DictCo
     out.model.encoder = parent.architecture.encoder
     out.model.decoder_channels = list(parent.architecture.decoder_channels)
     out.model.pretrained = False
+    parent_data = parent.training.get("config", {}).get("data", {})
+    if not cfg.data.gap_weight_w0 and parent_data.get("gap_weight_w0"):  # the parent's loss, unless one is set
+        out.data.gap_weight_w0 = parent_data["gap_weight_w0"]
+        out.data.gap_sigma_m = parent_data.get("gap_sigma_m", cfg.data.gap_sigma_m)
     return out
 
 
