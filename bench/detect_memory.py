@@ -37,6 +37,8 @@ from hardware import machine
 from openfootprints.model.bundle import load_bundle
 from openfootprints.model.onnx import OnnxNetwork, export_onnx
 
+SCENE_M = 0.5  # the synthetic scene's ground resolution (openfootprints synth)
+
 
 def run_child(argv: list[str]) -> tuple[float, float, str]:
     """Run a command; return (wall seconds, peak RSS in GiB of that process, stdout)."""
@@ -135,15 +137,17 @@ def main() -> None:
     halo_px = round(bundle.halo_m / bundle.resolution_m)
     side = args.sparse_tile or args.size  # the data: one scene, or the tiles along the diagonal
     copies = args.size // args.sparse_tile if args.sparse_tile else 1
-    windows = copies * int(np.ceil((side - 2 * halo_px) / (bundle.window - 2 * halo_px))) ** 2
+    side_model = side * SCENE_M / bundle.resolution_m  # detect reads the 0.5 m scene at the model's resolution
+    windows = copies * int(np.ceil((side_model - 2 * halo_px) / (bundle.window - 2 * halo_px))) ** 2
     rate = model_only_rate(args.model, args.batch, 5, args.engine)
-    area = copies * side**2 * 0.25 / 1e6
+    area = copies * (side * SCENE_M) ** 2 / 1e6
     if args.sparse_tile:
         print(f"sparse scene: {args.size}×{args.size} px ({summary['area_km2']:.0f} km²), data in {copies} tiles of "
               f"{side} px along the diagonal ({area:.1f} km²); windows with data counted approximately")
     model_only_km2h = area / (windows / rate) * 3600
     print(f"machine: {machine()}")
-    print(f"scene: {args.size}×{args.size} px at 0.5 m = {area:.1f} km², {windows} windows of {bundle.window} px")
+    print(f"scene: {args.size}×{args.size} px at {SCENE_M} m = {area:.1f} km², {windows} windows of {bundle.window} px "
+          f"at the model's {bundle.resolution_m} m")
     print(f"detect ({args.engine}): {wall:.0f} s wall (predict {summary['predict_s']:.0f} s, then vectorize and write "
           f"{summary['vectorize_s']:.0f} s), {summary['buildings']} buildings, peak RSS {peak_gib:.2f} GiB")
     print(f"end to end: {area / wall * 3600:.0f} km²/h; model only: {model_only_km2h:.0f} km²/h "
