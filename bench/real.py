@@ -287,7 +287,10 @@ def write_model_card(result: dict, bundle, path: Path, shipped: bool) -> None:
         reproduce = (f"`{command} --minutes {parent_minutes}`, then "
                      f"`{command} --minutes {result['minutes']:g} --init {result['init']}{ship_flag}`")
     else:
-        reproduce = f"`{command} --minutes {result['minutes']:g}{ship_flag}`"
+        budget = "" if result.get("epochs") else f" --minutes {result['minutes']:g}"  # epochs: no time budget
+        reproduce = f"`{command}{budget}{ship_flag}`"
+    w0 = cfg["data"].get("gap_weight_w0") or 0
+    gap = f", weighted up to {1 + w0:g}× in the narrow gaps between buildings (U-Net gap weights)" if w0 else ""
     path.write_text(f"""# Model card: the openfootprints base model
 
 {where}
@@ -308,7 +311,7 @@ wherever the model or its outputs are used: **{ATTRIBUTION}**.
 **Recipe** (`recipe=base`): chips of {cfg['data']['chip_px']} px drawn across sources in proportion to their imagery; scale
 augmentation (chips over 1/{1 + cfg['augment']['zoom']:g}–{1 + cfg['augment']['zoom']:g}× their ground size), sensor augmentation (resampled
 to up to {cfg['augment']['coarsen_to_m']:g} m and back, blur up to {cfg['augment']['blur_m']:g} m, noise, saturation, photometric jitter), flips
-and rotations; BCE + Dice; {result['steps']} steps of {cfg['train']['batch_size']} chips in {(result['train_s'] or 0) / 60:.0f} minutes on 2 CPU cores ({kwh},
+and rotations; BCE + Dice{gap}; {result['steps']} steps of {cfg['train']['batch_size']} chips in {(result['train_s'] or 0) / 60:.0f} minutes on 2 CPU cores ({kwh},
 CodeCarbon's estimate). Reproduce it with {reproduce}.
 
 **Ground resolutions it serves.** 0.3–0.6 m satellite, aerial or drone imagery (finer drone imagery is
