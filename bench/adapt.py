@@ -36,7 +36,8 @@ from real import CLI, DATA, ROOT, machine, run  # noqa: I001  (bench/ is on sys.
 CHIP_M = 30  # labelling chips: the scattered tiles of the OAM places hold few whole larger ones
 # fine-tuning recipes compared (--variant): name → overrides on top of ``finetune --model BASE recipe=base``
 VARIANTS: dict[str, list[str]] = {
-    "default": [],
+    "default": [],  # today the same as gap (recipe=base and finetune bring the parent's gap weights); the
+    # "finetune" rows of docs/adapt.md were measured before session 10, without them
     "frozen": ["train.freeze_encoder=true"],  # the decoder learns, the encoder and its statistics stay the base's
     "lowlr": ["finetune.lr=0.0001"],  # a fifth of the default learning rate
     "anchor": ["train.anchor_decay=20"],  # L2-SP: about 1 % of the way back to the base's weights per step
