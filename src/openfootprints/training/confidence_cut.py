@@ -56,6 +56,12 @@ def chip_outcomes(polygons: np.ndarray, confidence: np.ndarray, truth: np.ndarra
     return matched >= 0
 
 
+def f1_at_cut(confidence: np.ndarray, is_tp: np.ndarray, n_true: int, cut: float) -> float:
+    """F1 of the (n,) buildings with ``confidence`` ≥ ``cut`` (``is_tp``: (n,) bool) against ``n_true`` true ones."""
+    kept = np.asarray(confidence) >= cut
+    return 2 * int(np.asarray(is_tp)[kept].sum()) / max(int(kept.sum()) + n_true, 1)
+
+
 def choose_min_confidence(confidence: np.ndarray, is_tp: np.ndarray, n_true: int,
                           inherited: float = 0.0) -> CutChoice:
     """The cut on (n,) building ``confidence`` that maximizes F1, given which buildings are true positives
@@ -69,8 +75,8 @@ def choose_min_confidence(confidence: np.ndarray, is_tp: np.ndarray, n_true: int
     f1 = 2 * tp / np.maximum(kept + n_true, 1)
     f1_uncut = float(f1[-1]) if len(f1) else 0.0
     if n_true < MIN_TRUE and inherited > 0:
-        k = int((confidence >= inherited).sum())
-        return CutChoice(inherited, float(f1[k - 1]) if k else 0.0, f1_uncut, n_true, len(order), k, inherited=True)
+        return CutChoice(inherited, f1_at_cut(confidence, is_tp, n_true, inherited), f1_uncut, n_true, len(order),
+                         int((confidence >= inherited).sum()), inherited=True)
     if n_true < MIN_TRUE or not len(f1):
         return CutChoice(0.0, f1_uncut, f1_uncut, n_true, len(order), len(order))
     last_of_value = np.r_[confidence[order][1:] != confidence[order][:-1], True]  # a cut keeps all of a value

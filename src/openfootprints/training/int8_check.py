@@ -13,11 +13,11 @@ import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from openfootprints.data.chips import ChipDataset
 from openfootprints.model.bundle import Bundle
-from openfootprints.predict.engines import Engine, OnnxEngine
+from openfootprints.predict.engines import Engine, OnnxEngine, TorchEngine
+from openfootprints.training.confidence_cut import f1_at_cut
 from openfootprints.training.run import ChipDecoding, bundle_validation_chips, validation_matches
 
 TOLERANCE = 0.01  # at most 1 point of F1 and of pixel IoU below fp32 (issue 16's bar)
@@ -47,21 +47,8 @@ def engine_scores(engine: Engine, chips: ChipDataset, decoding: ChipDecoding, ba
             inter += int((truth & found).sum())
             union += int((truth | found).sum())
             outputs.append((output, valid))
-    confidence, is_tp, n_true = validation_matches(outputs, chips, decoding)
-    kept = confidence >= decoding.min_confidence
-    f1 = 2 * int(is_tp[kept].sum()) / max(int(kept.sum()) + n_true, 1)
+    f1 = f1_at_cut(*validation_matches(outputs, chips, decoding), decoding.min_confidence)
     return Scores(f1=f1, pixel_iou=inter / max(union, 1))
-
-
-class TorchCpuEngine:
-    """The bundle's fp32 network with PyTorch on the CPU (the reference the INT8 file is compared with)."""
-
-    def __init__(self, bundle: Bundle):
-        self.net = bundle.network().eval()
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return torch.sigmoid(self.net(torch.from_numpy(batch)))[:, 0].numpy()
 
 
 def compare_engines(reference: Engine, quantized: Engine, chips: ChipDataset, decoding: ChipDecoding,
@@ -79,4 +66,4 @@ def check_int8(bundle: Bundle, int8_path: str | os.PathLike) -> dict:
     """:func:`compare_engines` of the bundle's fp32 network and the INT8 file on the bundle's own validation chips, rebuilt from its training record
     (raises :class:`~openfootprints.errors.InputError` when they cannot be)."""
     chips, decoding, batch_size = bundle_validation_chips(bundle)
-    return compare_engines(TorchCpuEngine(bundle), OnnxEngine(int8_path), chips, decoding, batch_size)
+    return compare_engines(TorchEngine(bundle, "cpu"), OnnxEngine(int8_path), chips, decoding, batch_size)
