@@ -15,6 +15,19 @@ def test_pixels_are_standardized_per_band_and_nodata_is_zero():
     assert (out[:, ~valid] == 0).all()
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_any_pixel_type_is_standardized_in_float32_without_touching_the_input(dtype):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (3, 40, 50)).astype(dtype)
+    before = image.copy()
+    valid = rng.random((40, 50)) > 0.2
+    mean, std = [101.3, 57.9, 30.5], [17.1, 9.7, 8.0]
+    out = Normalization(mean, std)(image, valid)
+    expected = (image.astype(np.float64) - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+    assert out.dtype == np.float32 and np.allclose(out[:, valid], expected[:, valid], atol=1e-5)
+    assert (out[:, ~valid] == 0).all() and np.array_equal(image, before)
+
+
 def test_training_and_detection_share_it(tiny_bundle):
     from openfootprints.data.chips import ChipDataset
     from openfootprints.model.bundle import load_bundle

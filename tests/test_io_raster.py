@@ -39,6 +39,18 @@ def test_nodata_pixels_are_invalid(tmp_path):
     assert not valid[:2].any() and valid[2:].all()
 
 
+def test_validity_is_only_read_where_a_mask_can_say_no(tmp_path):
+    data = np.full((3, 8, 8), 50, np.uint8)
+    plain = open_scene(write_tif(tmp_path / "p.tif", data))
+    with rasterio.open(write_tif(tmp_path / "m.tif", data), "r+") as dst:  # an internal mask with holes
+        dst.write_mask(np.pad(np.full((8, 4), 255, np.uint8), ((0, 0), (0, 4))))
+    masked = open_scene(tmp_path / "m.tif")
+    assert plain.all_valid and not masked.all_valid
+    assert plain.read(Window(1, 1, 6, 6))[1].all()
+    _, valid = masked.read(Window(1, 1, 6, 6))
+    assert valid[:, :3].all() and not valid[:, 3:].any()
+
+
 def test_alpha_band_is_a_mask_not_an_input_band(tmp_path):
     data = np.full((4, 8, 8), 90, np.uint8)
     data[3, :, :3] = 0

@@ -205,6 +205,16 @@ def test_tiles_change_nothing(tiled_path, one_tile, caplog, tile_px, strip_px):
     assert "cut" not in caplog.text
 
 
+def test_a_confidence_cut_keeps_exactly_the_surer_buildings_of_a_run_without_it(tiled_path, one_tile):
+    cut = float(np.median(one_tile.confidence))
+    found = vectorize(tiled_path, strip_px=64, tile_px=96, min_confidence=cut, **TILED_KW)
+    sure = one_tile.confidence >= cut
+    assert 0 < len(found.polygons) == sure.sum() < len(one_tile.polygons)
+    kept = type(one_tile)(one_tile.polygons[sure], one_tile.confidence[sure], one_tile.crs)
+    assert canonical(found)[0] == canonical(kept)[0]  # the dropped ones still held their pixels against growth
+    assert np.array_equal(canonical(found)[1], canonical(kept)[1])
+
+
 def test_grown_neighbours_share_no_area_across_tile_corners(one_tile, tiled_path):
     found = vectorize(tiled_path, strip_px=64, tile_px=64, **TILED_KW)
     tree = shapely.STRtree(found.polygons)

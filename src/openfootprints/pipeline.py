@@ -309,14 +309,12 @@ def _vectorize_into_parts(cfg, bundle, scene, scene_path, source, tmp: Path, see
     tiles = iter_buildings(source, threshold,
                             grow_m=bundle.label_erosion_m, simplify_m=d.simplify_m, min_area_m2=d.min_area_m2,
                             seed_threshold=bundle.seed_threshold,
-                            margin_m=d.max_building_m, regularize_m=d.regularize_m, res_m=scene.resolution_m)
+                            margin_m=d.max_building_m, regularize_m=d.regularize_m, res_m=scene.resolution_m,
+                            min_confidence=min_confidence)  # the bundle's cut (training.confidence_cut) or the user's
     for k, found in enumerate(tiles):  # one table part per tile: memory does not grow with the scene
         if d.bbox:  # the buildings whose centroid is in the box, seen with image context around it
             inside = centroids_in(found.polygons, found.crs, d.bbox)
             found = Buildings(found.polygons[inside], found.confidence[inside], found.crs)
-        if min_confidence > 0:  # the bundle's cut, chosen on its validation chips (training.confidence_cut)
-            sure = found.confidence >= min_confidence
-            found = Buildings(found.polygons[sure], found.confidence[sure], found.crs)
         table = buildings_table(found.polygons, bundle.calibrate(found.confidence), found.crs,
                                 model_version=bundle.version, source=Path(scene_path).name,
                                 min_area_m2=d.min_area_m2, raw_confidence=found.confidence)

@@ -23,4 +23,8 @@ class Normalization:
         self.std = np.asarray(std, np.float32)[:, None, None]
 
     def __call__(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        return np.where(valid, (image.astype(np.float32, copy=False) - self.mean) / self.std, 0.0).astype(np.float32)
+        out = image.astype(np.float32)  # a copy, always: the caller's image is not touched
+        out -= self.mean  # in place: no temporaries (this runs on every window of a detection)
+        out /= self.std
+        np.copyto(out, 0.0, where=~valid)
+        return out

@@ -17,7 +17,7 @@ import numpy as np
 import rasterio
 import shapely
 from affine import Affine
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
@@ -58,6 +58,11 @@ class Scene:
             self._dataset = rasterio.open(self.source)
             self._pid = os.getpid()
         return self._dataset
+
+    @property
+    def all_valid(self) -> bool:
+        """Whether every pixel is valid: no band has a nodata value, a mask or an alpha band (GDAL's mask flags)."""
+        return all(flags == [MaskFlags.all_valid] for flags in self.dataset.mask_flag_enums)
 
     def __getstate__(self):  # datasets do not cross process boundaries; reopen on the other side
         state = self.__dict__.copy()
@@ -115,7 +120,10 @@ class Scene:
         try:
             image = self.dataset.read(self.bands, window=src, out_shape=(len(self.bands), h, w),
                                       resampling=resampling, out_dtype=dtype)
-            valid = self.dataset.dataset_mask(window=src, out_shape=(h, w), resampling=Resampling.nearest) > 0
+            if self.all_valid:  # no nodata, mask or alpha: what dataset_mask would say, without reading it
+                valid = np.ones((h, w), bool)
+            else:
+                valid = self.dataset.dataset_mask(window=src, out_shape=(h, w), resampling=Resampling.nearest) > 0
         except RasterioIOError as err:
             reason = str(err).replace("Read failed. See previous exception for details.",
                                       "the file is truncated or damaged")  # GDAL's reason is only in its log

@@ -76,6 +76,7 @@ class _Rules:
     min_pixels: float  # instances with fewer pixels are dropped
     simplify_px: float  # simplification tolerance, pixels
     regularize_px: float  # regularization tolerance, pixels (0: off)
+    min_confidence: float = 0.0  # instances of lower confidence are dropped before they are outlined
 
 
 def rows_in_use(res_m: float, grow_m: float = 0.0, margin_m: float = 150.0, strip_px: int = 1024) -> int:
@@ -92,12 +93,14 @@ def _first_margin(res_m: float, grow_m: float, margin_m: float) -> int:
 def vectorize(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
               min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0, *,
               tile_px: int | None = 8192, res_m: float | None = None,
-              seed_threshold: float | None = None, regularize_m: float = 0.0) -> Buildings:
+              seed_threshold: float | None = None, regularize_m: float = 0.0, min_confidence: float = 0.0
+              ) -> Buildings:
     """All buildings of a probability raster (uint8, value/255 = probability); see :func:`iter_buildings`."""
     polys, confs = [], []
     crs = None
     for tile in iter_buildings(prob_path, threshold, grow_m, simplify_m, min_area_m2, strip_px, margin_m,
-                               regularize_m, tile_px=tile_px, res_m=res_m, seed_threshold=seed_threshold):
+                               regularize_m, tile_px=tile_px, res_m=res_m, seed_threshold=seed_threshold,
+                               min_confidence=min_confidence):
         polys.append(tile.polygons)
         confs.append(tile.confidence)
         crs = tile.crs
@@ -111,7 +114,8 @@ def vectorize(prob_path: str, threshold: float = 0.5, grow_m: float = 0.0, simpl
 def iter_buildings(prob_path: Any, threshold: float = 0.5, grow_m: float = 0.0, simplify_m: float = 0.25,
                    min_area_m2: float = 0.0, strip_px: int = 1024, margin_m: float = 150.0,
                    regularize_m: float = 0.0, *, tile_px: int | None = 8192,
-                   res_m: float | None = None, seed_threshold: float | None = None) -> Iterator[Buildings]:
+                   res_m: float | None = None, seed_threshold: float | None = None,
+                   min_confidence: float = 0.0) -> Iterator[Buildings]:
     """Yield the buildings tile by tile: ``strip_px`` rows × ``tile_px`` columns (None or 0: the full width),
     left to right, then down (see the module docstring). Sizes in metres on the ground; ``regularize_m`` > 0
     makes near-rectangular outlines rectangles that stay within that distance
@@ -123,7 +127,9 @@ def iter_buildings(prob_path: Any, threshold: float = 0.5, grow_m: float = 0.0, 
     the raster's centre). Pass the whole scene's when vectorizing a part of it, so that every part uses the
     same pixel thresholds and tolerances as a whole-scene run (the ground scale varies across a projection).
     ``seed_threshold``: seed instances at this level and grow them only over ``threshold`` (see the module
-    docstring); None: instances are the components of ``threshold``.
+    docstring); None: instances are the components of ``threshold``. ``min_confidence``: instances whose confidence
+    is lower are dropped before they are outlined (they still hold their pixels against the neighbours growing
+    into them, so the buildings kept are those of a run without the cut, to the bit).
     """
     if strip_px <= 0 or (tile_px or 0) < 0:
         raise ValueError(f"strip_px must be > 0 and tile_px ≥ 0 (or None), got {strip_px} and {tile_px}")
@@ -139,7 +145,8 @@ def iter_buildings(prob_path: Any, threshold: float = 0.5, grow_m: float = 0.0, 
         share = 0.5 if seed_threshold is None else 0.1
         rules = _Rules(level=seed_level, extent=0 if seed_threshold is None else level, grow_px=grow_px,
                        min_pixels=share * min_area_m2 / res_m**2,
-                       simplify_px=simplify_m / res_m, regularize_px=regularize_m / res_m)
+                       simplify_px=simplify_m / res_m, regularize_px=regularize_m / res_m,
+                       min_confidence=min_confidence)
         margin_cap = MAX_MARGIN_FACTOR * margin0
         tile_px = tile_px or max(src.width, 1)
         release = getattr(src, "release", None)
@@ -198,11 +205,11 @@ def _tile(src: RasterSource, tile: tuple[int, int, int, int], margin: int, rules
                     "%d–%d are cut at the tile edge", src.name, int(cut.sum()), margin, top, bottom, left, right)
     # per-instance pixel counts and probability sums, on each instance's box (no tile-sized temporaries)
     stats = np.array([_pixels_and_sum(prob, labels, boxes[i - 1], i) for i in ids], np.float64).reshape(-1, 2)
-    keep = stats[:, 0] >= rules.min_pixels
-    ids, stats = ids[keep], stats[keep]
+    confidence = (stats[:, 1] / stats[:, 0] / 255).astype(np.float32)
+    keep = (stats[:, 0] >= rules.min_pixels) & (confidence >= rules.min_confidence)
+    ids, confidence = ids[keep], confidence[keep]
     if len(ids) == 0:
         return empty
-    confidence = (stats[:, 1] / stats[:, 0] / 255).astype(np.float32)
     polygons, corners = _outlines(labels, boxes, ids, rules.grow_px, prob if rules.extent else None, rules.extent)
     # simplified and regularized in pixels from each outline's own corner: the same numbers, hence the same
     # result to the bit, in any view (tolerance comparisons on map coordinates flip with their rounding)
@@ -245,24 +252,26 @@ def _outlines(labels: np.ndarray, boxes: Boxes, ids: np.ndarray, grow_px: int, p
     """
     from skimage.segmentation import expand_labels  # as SciPy in _tile: imported with the first tile
 
-    canvas = np.zeros(labels.shape, np.int32)
     pad = 2 * grow_px + 1
-    for i in ids:
-        box = boxes[i - 1]
-        r0, r1 = max(0, box[0].start - pad), min(labels.shape[0], box[0].stop + pad)
-        c0, c1 = max(0, box[1].start - pad), min(labels.shape[1], box[1].stop + pad)
+    crops = np.array([(max(0, boxes[i - 1][0].start - pad), min(labels.shape[0], boxes[i - 1][0].stop + pad),
+                       max(0, boxes[i - 1][1].start - pad), min(labels.shape[1], boxes[i - 1][1].stop + pad))
+                      for i in ids]).reshape(-1, 4)
+    # the canvas covers the crops only, not the view's margins: less to allocate and to trace
+    top, left = crops[:, 0].min(), crops[:, 2].min()
+    canvas = np.zeros((crops[:, 1].max() - top, crops[:, 3].max() - left), np.int32)
+    for i, (r0, r1, c0, c1) in zip(ids, crops):
         crop = labels[r0:r1, c0:c1]
         grown = expand_labels(crop, grow_px) if grow_px > 0 else crop  # type: ignore[no-untyped-call]
         mine = grown == i
         if prob is not None:
             mine &= (prob[r0:r1, c0:c1] >= extent) | (crop == i)
-        canvas[r0:r1, c0:c1][mine] = i
+        canvas[r0 - top : r1 - top, c0 - left : c1 - left][mine] = i
     pieces: dict[int, list[shapely.Polygon]] = {}
-    for geom, value in shapes(canvas, mask=canvas > 0, connectivity=4):  # view pixel coordinates
+    for geom, value in shapes(canvas, mask=canvas > 0, connectivity=4):  # canvas pixel coordinates
         pieces.setdefault(int(value), []).append(_polygon(geom["coordinates"]))
     polygons = np.array([_one_polygon(pieces[i]) for i in ids], dtype=object)
     corners = shapely.bounds(polygons)[:, :2].reshape(-1, 2)  # whole pixel numbers
-    return _shifted(polygons, -corners), corners
+    return _shifted(polygons, -corners), corners + (left, top)
 
 
 def _shifted(polygons: np.ndarray, by: np.ndarray) -> np.ndarray:
