@@ -52,13 +52,14 @@ def run_child(argv: list[str]) -> tuple[float, float, str]:
     return time.monotonic() - start, usage.ru_maxrss / 2**20, out
 
 
-def model_only_rate(bundle_path: str, batch: int, repeats: int, engine: str) -> float:
-    """Windows per second of the bundle's network (PyTorch or ONNX Runtime) on batches already in memory."""
+def model_only_rate(bundle_path: str, batch: int, repeats: int, engine: str, onnx_file: str | None = None) -> float:
+    """Windows per second of the bundle's network (PyTorch or ONNX Runtime) on batches already in memory; with
+    ``onnx_file`` (e.g. the INT8 file detect ran), that file's instead of an fp32 export's."""
     bundle = load_bundle(bundle_path)
     x = torch.randn(batch, bundle.architecture.in_channels, bundle.window, bundle.window)
     if engine == "onnx":  # the better of: one run on all cores, two runs at once on half each (as detect does)
         with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:
-            path = export_onnx(bundle, Path(tmp) / "m.onnx")
+            path = onnx_file or export_onnx(bundle, Path(tmp) / "m.onnx")
             whole, half = OnnxNetwork(path), OnnxNetwork(path, max(1, (os.cpu_count() or 2) // 2))
             one = _rate(lambda: whole(x.numpy()), batch, repeats)
             two = _rate(lambda: list(pool.map(lambda _: half(x.numpy()), range(2))), 2 * batch, repeats)
@@ -67,6 +68,13 @@ def model_only_rate(bundle_path: str, batch: int, repeats: int, engine: str) -> 
     net = bundle.network()
     with torch.inference_mode():
         return _rate(lambda: torch.sigmoid(net(x)), batch, repeats)
+
+
+def ran_int8(model: str, summary: dict) -> str | None:
+    """The INT8 file beside ``model`` when detect's ``summary`` says it ran it (``engine``), else None."""
+    from openfootprints.model.quantize import int8_beside
+
+    return str(int8_beside(model)) if "int8" in summary.get("engine", "") else None
 
 
 def _rate(run, batch: int, repeats: int) -> float:
@@ -139,7 +147,8 @@ def main() -> None:
     copies = args.size // args.sparse_tile if args.sparse_tile else 1
     side_model = side * SCENE_M / bundle.resolution_m  # detect reads the 0.5 m scene at the model's resolution
     windows = copies * int(np.ceil((side_model - 2 * halo_px) / (bundle.window - 2 * halo_px))) ** 2
-    rate = model_only_rate(args.model, args.batch, 5, args.engine)
+    int8 = ran_int8(args.model, summary)
+    rate = model_only_rate(args.model, args.batch, 5, args.engine, int8)
     area = copies * (side * SCENE_M) ** 2 / 1e6
     if args.sparse_tile:
         print(f"sparse scene: {args.size}×{args.size} px ({summary['area_km2']:.0f} km²), data in {copies} tiles of "
@@ -150,7 +159,8 @@ def main() -> None:
           f"at the model's {bundle.resolution_m} m")
     print(f"detect ({args.engine}): {wall:.0f} s wall (predict {summary['predict_s']:.0f} s, then vectorize and write "
           f"{summary['vectorize_s']:.0f} s), {summary['buildings']} buildings, peak RSS {peak_gib:.2f} GiB")
-    print(f"end to end: {area / wall * 3600:.0f} km²/h; model only: {model_only_km2h:.0f} km²/h "
+    print(f"end to end: {area / wall * 3600:.0f} km²/h; model only ({'INT8' if int8 else 'fp32'}): "
+          f"{model_only_km2h:.0f} km²/h "
           f"({rate:.2f} windows/s); ratio {area / wall * 3600 / model_only_km2h:.2f}")
 
 
