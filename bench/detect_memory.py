@@ -115,7 +115,9 @@ def main() -> None:
     parser.add_argument("--model", default="demo_output/model.ofp", help="trained model bundle")
     parser.add_argument("--workdir", default="bench_output", help="where the scene and results go")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--engine", default="onnx", choices=["onnx", "torch"], help="detection engine on the CPU")
+    parser.add_argument("--engine", default="auto", choices=["auto", "onnx", "onnx-int8", "torch"],
+                        help="detect.engine: auto (the default: INT8 beside the bundle when its check passed, else fp32 "
+                             "ONNX Runtime), onnx (fp32), onnx-int8 or torch")
     parser.add_argument("--sparse-tile", type=int, default=0,
                         help="data only in copies of one tile of this many px along the diagonal (see above)")
     args = parser.parse_args()
@@ -148,7 +150,7 @@ def main() -> None:
     side_model = side * SCENE_M / bundle.resolution_m  # detect reads the 0.5 m scene at the model's resolution
     windows = copies * int(np.ceil((side_model - 2 * halo_px) / (bundle.window - 2 * halo_px))) ** 2
     int8 = ran_int8(args.model, summary)
-    rate = model_only_rate(args.model, args.batch, 5, args.engine, int8)
+    rate = model_only_rate(args.model, args.batch, 5, "torch" if args.engine == "torch" else "onnx", int8)
     area = copies * (side * SCENE_M) ** 2 / 1e6
     if args.sparse_tile:
         print(f"sparse scene: {args.size}×{args.size} px ({summary['area_km2']:.0f} km²), data in {copies} tiles of "
@@ -157,11 +159,13 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"scene: {args.size}×{args.size} px at {SCENE_M} m = {area:.1f} km², {windows} windows of {bundle.window} px "
           f"at the model's {bundle.resolution_m} m")
-    print(f"detect ({args.engine}): {wall:.0f} s wall (predict {summary['predict_s']:.0f} s, then vectorize and write "
+    print(f"detect ({summary.get('engine', args.engine)}): {wall:.0f} s wall (predict {summary['predict_s']:.0f} s, then vectorize and write "
           f"{summary['vectorize_s']:.0f} s), {summary['buildings']} buildings, peak RSS {peak_gib:.2f} GiB")
     print(f"end to end: {area / wall * 3600:.0f} km²/h; model only ({'INT8' if int8 else 'fp32'}): "
           f"{model_only_km2h:.0f} km²/h "
           f"({rate:.2f} windows/s); ratio {area / wall * 3600 / model_only_km2h:.2f}")
+    if summary.get("energy_kwh") is not None:  # CodeCarbon: RAPL where readable, else the CPU's TDP (an estimate)
+        print(f"energy: {summary['energy_kwh'] / area * 1000:.3f} kWh per 1,000 km²")
 
 
 if __name__ == "__main__":

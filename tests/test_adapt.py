@@ -129,6 +129,23 @@ def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_
     assert child.training["config"]["data"]["gap_sigma_m"] == 2.0
 
 
+def test_finetune_learns_as_its_parent_learnt_unless_the_config_says_otherwise(tiny_bundle):
+    from openfootprints.training.finetune import finetune_config
+
+    parent = load_bundle(tiny_bundle)
+    parent.training = {"config": {"data": {"chip_px": 256, "gap_weight_w0": 10.0, "gap_sigma_m": 2.0,
+                                           "areas": ["elsewhere.geojson"], "fix_invalid": True},
+                                  "augment": {"zoom": 0.4, "saturation": 0.9}}}
+    cfg = finetune_config(load_config(["augment.zoom=0.1"]), parent, "parent.ofp")
+    assert cfg.data.chip_px == 256 and cfg.data.gap_weight_w0 == 10.0 and cfg.data.gap_sigma_m == 2.0
+    assert cfg.augment.saturation == 0.9 and cfg.augment.zoom == 0.1  # what the config sets wins
+    assert cfg.data.areas is None and cfg.data.fix_invalid is False  # the place's own, never the parent's
+    as_given = finetune_config(load_config(["finetune.recipe=config"]), parent, "parent.ofp")
+    defaults = load_config([])
+    assert as_given.data.chip_px == defaults.data.chip_px and as_given.data.gap_weight_w0 == 0.0
+    assert as_given.augment.zoom == defaults.augment.zoom
+
+
 @pytest.mark.slow
 def test_finetune_with_a_frozen_encoder_changes_only_the_decoder(half_labelled, tiny_bundle, tmp_path):
     out = tmp_path / "frozen.ofp"

@@ -112,6 +112,7 @@ class Train:
 class Finetune:
     lr: float = key(POSITIVE, "positive")
     max_minutes: float = key(NON_NEGATIVE, "0 or more")
+    recipe: str = key(lambda v: v in ("parent", "config"), "parent or config")
 
 
 @dataclass

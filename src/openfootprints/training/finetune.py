@@ -2,8 +2,11 @@
 
 Fine-tuning is training that starts from a parent bundle (``train.init``) and keeps its contract with the
 imagery: the input bands, the ground resolution, the output target (and so the decoding) and the network come
-from the parent, whatever the config says, and so do its gap weights unless the config sets some (without them a
-gap-weighted parent learns to merge touching buildings again: docs/adapt.md). The learning rate and time budget
+from the parent, whatever the config says. It also learns the way its parent learnt (``finetune.recipe=parent``):
+every ``data.*`` and ``augment.*`` key the config leaves at its default takes the parent's value: its chip size,
+sampling, augmentation and gap weights (without them a gap-weighted parent learns to merge touching buildings
+again: docs/adapt.md), so a parent trained with ``recipe=base`` is fine-tuned with it without saying so;
+``finetune.recipe=config`` uses the config as it is. The learning rate and time budget
 are ``finetune.lr`` and ``finetune.max_minutes``. The band normalization is the parent's, or this imagery's own
 with ``train.init_normalization=adapt``; ``train.freeze_encoder=true`` trains the decoder only, and
 ``train.anchor_decay`` keeps the weights near the parent's (L2-SP). A fine-tune whose labels leave too few
@@ -42,11 +45,31 @@ def finetune_config(cfg: DictConfig, parent: Bundle, parent_path: str) -> DictCo
     out.model.encoder = parent.architecture.encoder
     out.model.decoder_channels = list(parent.architecture.decoder_channels)
     out.model.pretrained = False
-    parent_data = parent.training.get("config", {}).get("data", {})
-    if not cfg.data.gap_weight_w0 and parent_data.get("gap_weight_w0"):  # the parent's loss, unless one is set
-        out.data.gap_weight_w0 = parent_data["gap_weight_w0"]
-        out.data.gap_sigma_m = parent_data.get("gap_sigma_m", cfg.data.gap_sigma_m)
+    if cfg.finetune.recipe == "parent":
+        for section, key, value in parents_recipe(cfg, parent):
+            out[section][key] = value
     return out
+
+
+# what is the place's, not the recipe's: never taken from the parent
+OWN_DATA_KEYS = {"bands", "resolution_m", "target", "label_erosion_m", "energy_m", "holdout_bounds", "source_weights",
+                 "areas", "fix_invalid", "num_workers"}
+
+
+def parents_recipe(cfg: DictConfig, parent: Bundle) -> list[tuple[str, str, object]]:
+    """(section, key, parent's value) of the ``data.*`` and ``augment.*`` keys that ``cfg`` leaves at the packaged
+    defaults and the parent's training config set otherwise."""
+    from openfootprints.configuration import load_config
+
+    defaults, learnt = load_config([]), parent.training.get("config", {})
+    taken = []
+    for section in ("data", "augment"):
+        for key, value in learnt.get(section, {}).items():
+            if section == "data" and key in OWN_DATA_KEYS or key not in defaults[section]:
+                continue
+            if cfg[section][key] == defaults[section][key] and value != defaults[section][key]:
+                taken.append((section, key, value))
+    return taken
 
 
 def finetune(cfg: DictConfig, pairs: list[tuple[str, str]], model: str | None, out: str | Path) -> Path:
