@@ -135,8 +135,9 @@ def main() -> None:
              [exe, "detect", str(scene), "--model", args.model, "--out", f"{tmp}/ours.parquet", "--quiet",
               "tracking.energy=false"]),
         ]
-        for name, model, engine, argv in runs:
-            wall, peak, stdout = run_child(argv)
+        # every run before any model-only rate: a child's peak RSS (wait4) starts from this process's at the fork
+        done = [(run, *run_child(run[3])) for run in runs]
+        for (name, model, engine, argv), wall, peak, stdout in done:
             summary = json.loads(stdout) if argv[1] == "detect" else {}
             int8 = ran_int8(model, summary)
             rate = model_only_rate(model, 4, 5, engine, int8)  # windows/s of the network that ran
