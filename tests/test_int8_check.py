@@ -129,6 +129,30 @@ def test_detection_runs_the_int8_file_only_when_its_check_passed_for_this_bundle
     assert usable_int8(other) is None
 
 
+@pytest.mark.slow
+def test_a_bundle_whose_int8_file_runs_is_read_from_that_file_without_pytorch(int8_beside_bundle, tmp_path,
+                                                                              tiny_scene):
+    import subprocess
+    import sys
+
+    from openfootprints.model.quantize import int8_beside, record_check
+
+    record_check(int8_beside(int8_beside_bundle), {"within_tolerance": True})
+    code = ("import sys; from openfootprints.cli import main; "
+            f"code = main(['detect', {str(tiny_scene[0])!r}, '--model', {str(int8_beside_bundle)!r}, '--out', "
+            f"{str(tmp_path / 'b.parquet')!r}, '--quiet', 'tracking.energy=false', 'detect.device=cpu']); "
+            "print('TORCH', 'torch' in sys.modules); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "TORCH False" in done.stdout and '"engine": "onnx (model.int8.onnx)"' in done.stdout, done.stdout
+    from openfootprints.pipeline import load_predictor
+
+    bundle, described = load_bundle(int8_beside_bundle), load_predictor(
+        load_config(["detect.device=cpu"]), str(int8_beside_bundle), tmp_path).bundle
+    assert {k: v for k, v in described.metadata().items() if k != "training"} == \
+        {k: v for k, v in bundle.metadata().items() if k != "training"}  # the bundle's contract, to the value
+
+
 def test_onnx_int8_without_the_file_is_refused(tiny_bundle, tmp_path):
     model = tmp_path / "alone.ofp"
     shutil.copy(tiny_bundle, model)

@@ -36,6 +36,7 @@ from openfootprints.model.onnx import cached_onnx, load_model
 from openfootprints.monitor.drift import Drift, Profile, compare, decoding_settings
 from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, region_from_bounds,
                                                   region_transform, select_device, select_engine)
+from openfootprints.predict.engines import surely_cpu
 from openfootprints.predict.stream import Cancelled, ProbabilityStream
 from openfootprints.vectorize.polygons import Buildings, iter_buildings, rows_in_use
 
@@ -47,14 +48,22 @@ def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, thread
     ``cfg.detect``; a bundle that runs on ONNX Runtime is exported once and cached (:func:`cached_onnx`; into
     ``workdir`` when the cache cannot be written).
 
-    ``threads`` caps ONNX Runtime's threads (default: all cores).
+    ``threads`` caps ONNX Runtime's threads (default: all cores). A bundle whose INT8 file runs in its place on
+    the CPU is described by that file, made from its very bytes: its weights, and so PyTorch, are not loaded.
     """
+    from openfootprints.model.quantize import made_from
+
+    int8 = None
+    if surely_cpu(cfg.detect.device) and not str(model_path).lower().endswith(".onnx"):
+        int8 = int8_file(cfg.detect.engine, model_path)
+        if int8 is not None and made_from(int8, model_path):
+            return WindowPredictor(load_model(int8), "cpu", "onnx", workdir, threads)
     bundle = load_model(model_path)
     device = select_device(cfg.detect.device, bundle)
     engine = select_engine(cfg.detect.engine, device, bundle)
     exported = None
     if engine == "onnx" and not bundle.training.get("onnx_path"):
-        exported = int8_file(cfg.detect.engine, model_path) or cached_onnx(model_path, workdir)
+        exported = int8 or int8_file(cfg.detect.engine, model_path) or cached_onnx(model_path, workdir)
     return WindowPredictor(bundle, device, engine, workdir, threads, compile=cfg.detect.compile, onnx_file=exported)
 
 

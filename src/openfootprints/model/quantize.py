@@ -150,6 +150,13 @@ def usable_int8(model_path: str | os.PathLike) -> Path | None:
     return path
 
 
+def made_from(int8_path: str | os.PathLike, model_path: str | os.PathLike) -> bool:
+    """Whether the INT8 file was made from the very bytes of the bundle at ``model_path`` (its metadata, weights
+    aside, is then that bundle's)."""
+    quantization = read_onnx_metadata(int8_path).training.get("quantization", {})
+    return quantization.get("source_sha256") == file_sha256(model_path)
+
+
 def fp32_nodes(model) -> list[str]:
     """Names of the two convolutions that stay in fp32: the one that reads the image (the graph's input) and the
     last one before the output (the head; only shape and resize operators may follow it), for any architecture."""

@@ -26,6 +26,15 @@ def on_cuda(device: str) -> bool:
     return device.startswith("cuda")
 
 
+GPU_DRIVER_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")  # NVIDIA, WSL2, ROCm
+
+
+def surely_cpu(device: str) -> bool:
+    """Whether the ``detect.device`` setting runs on the CPU, known without importing PyTorch: ``cpu``, or ``auto``
+    on a machine without any GPU driver (where ``auto`` could only pick the CPU)."""
+    return device == "cpu" or (device == "auto" and not any(os.path.exists(f) for f in GPU_DRIVER_FILES))
+
+
 class OnnxEngine:
     """ONNX Runtime on the CPU with ``threads`` intra-op threads, from the exported model at ``path``."""
 
