@@ -3,7 +3,8 @@
     python bench/startup.py --model demo_output/model.ofp [--runs 3]
 
 For each way of giving the model — the bundle (``.ofp``: PyTorch is imported to read it, and the ONNX export comes
-from the cache after the first use), and its ONNX export (``.onnx``: PyTorch is never imported) — a new process
+from the cache after the first use; with a usable INT8 file beside it, that file alone, without PyTorch), and its
+ONNX export (``.onnx``: PyTorch is never imported) — a new process
 imports the detection path, loads the model for the CPU as ``detect`` does, and runs one 512 px window. Printed:
 the median over ``--runs`` of each step (imports, model load, first window) and whether torch was imported. The
 first run of each also pays the operating system's file cache; the median does not.
@@ -60,7 +61,11 @@ def main() -> None:
         print(f"# start-up to the first 512 px window, median of {args.runs} runs; {machine()}")
         print("| model file | imports (s) | model load (s) | first window (s) | total (s) | torch imported |")
         print("|---|---|---|---|---|---|")
-        for label, model in (("bundle (.ofp), ONNX export cached", args.model), ("ONNX export (.onnx)", onnx)):
+        from openfootprints.model.quantize import usable_int8
+
+        bundle_label = ("bundle (.ofp) with its INT8 file beside it" if usable_int8(args.model)
+                        else "bundle (.ofp), ONNX export cached")
+        for label, model in ((bundle_label, args.model), ("ONNX export (.onnx)", onnx)):
             runs = [one_run(model, tmp) for _ in range(args.runs + 1)][1:]  # the first fills the caches
             med = {k: statistics.median(r[k] for r in runs) for k in ("imports_s", "load_s", "first_window_s",
                                                                       "total_s")}
