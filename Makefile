@@ -29,10 +29,10 @@ test: setup
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-# The tests that neither train nor start Ray, a browser or an object store (those are marked slow): about 3½ minutes.
+# The tests that neither train nor start Ray, a browser or an object store (those are marked slow), on every core.
 test-fast: setup
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n auto
 
 # The Python API reference (HTML) in docs/api/
 docs: setup

@@ -353,6 +353,7 @@ def assert_one_clean_line(code: int, stderr: str, message: str) -> str:
     return lines[-1]
 
 
+@pytest.mark.slow  # its fixture trains and runs scale in child processes beside it
 def test_detect_on_a_full_disk_leaves_no_partial_table(full_disk):
     code, stderr, out, _ = full_disk["detect"]
     assert_one_clean_line(code, stderr, f"disk full or file too large while writing {out} (File too large)")
