@@ -38,14 +38,16 @@ def probabilities(model: Path, scene: Path, out: Path) -> Path:
 
 
 def f1_of(raster: Path, truth, setting: tuple[float | None, float, float], grow_m: float,
-          simplify_m: float = 0.5) -> tuple[float, int]:
-    """F1 at IoU 0.5 and the number of buildings found with ``setting`` (seed level, threshold, min area m²)."""
+          simplify_m: float = 0.5, min_confidence: float = 0.0) -> tuple[float, int]:
+    """F1 at IoU 0.5 and the number of buildings found with ``setting`` (seed level, threshold, min area m²), those
+    under ``min_confidence`` dropped."""
     from openfootprints.evaluation.metrics import evaluate
     from openfootprints.export.buildings import buildings_table
     from openfootprints.vectorize.polygons import vectorize
 
     seed, threshold, min_area = setting
-    found = vectorize(str(raster), threshold, grow_m, simplify_m, min_area, seed_threshold=seed)
+    found = vectorize(str(raster), threshold, grow_m, simplify_m, min_area, seed_threshold=seed,
+                      min_confidence=min_confidence)
     table = buildings_table(found.polygons, found.confidence, found.crs, min_area_m2=min_area)
     return evaluate(table, truth).scores.f1, len(table)
 
@@ -60,6 +62,7 @@ def main() -> None:
     from openfootprints.io.raster import open_scene
     from openfootprints.io.vector import read_polygons
     from openfootprints.model.bundle import load_bundle
+    from openfootprints.pipeline import bundle_cut
 
     bundle = load_bundle(args.model)
     work = args.work or args.model.parent / "decoding"
@@ -72,9 +75,12 @@ def main() -> None:
         scene = args.data / "oam" / image
         truth, _ = on_imagery(read_polygons(args.data / "oam" / labels, fix_invalid=True), open_scene(str(scene)), 0.5)
         raster = probabilities(args.model, scene, work / f"{place}.tif")
-        scores[place] = [f1_of(raster, truth, s, bundle.label_erosion_m) for s in grid]
+        # detect's own confidence cut wherever detect would apply it (at the bundle's threshold)
+        scores[place] = [f1_of(raster, truth, s, bundle.label_erosion_m, min_confidence=bundle_cut(bundle, s[1]))
+                         for s in grid]
     places = list(scores)
-    print(f"{args.model} ({bundle.target} target), on {machine()}\n")
+    print(f"{args.model} ({bundle.target} target, confidence cut {bundle.min_confidence:.3f} at threshold "
+          f"{bundle.threshold:g}, as detect applies it), on {machine()}\n")
     print("| seed level | threshold | min area m² | " + " | ".join(f"{p} F1 (found)" for p in places) + " | mean F1 |")
     print("|---" * (4 + len(places)) + "|")
     for k, (seed, threshold, area) in enumerate(grid):
