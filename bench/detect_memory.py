@@ -70,6 +70,14 @@ def model_only_rate(bundle_path: str, batch: int, repeats: int, engine: str, onn
         return _rate(lambda: torch.sigmoid(net(x)), batch, repeats)
 
 
+def windows_of(model: str, side_px: int) -> int:
+    """How many windows ``detect`` runs over a square 0.5 m scene of ``side_px`` (read at the model's resolution)."""
+    bundle = load_bundle(model)
+    halo = round(bundle.halo_m / bundle.resolution_m)
+    side = side_px * SCENE_M / bundle.resolution_m
+    return int(np.ceil((side - 2 * halo) / (bundle.window - 2 * halo))) ** 2
+
+
 def ran_int8(model: str, summary: dict) -> str | None:
     """The INT8 file beside ``model`` when detect's ``summary`` says it ran it (``engine``), else None."""
     from openfootprints.model.quantize import int8_beside
@@ -144,11 +152,9 @@ def main() -> None:
                                         "--quiet", f"detect.batch_size={args.batch}", f"detect.engine={args.engine}"])
     summary = json.loads(stdout)
     bundle = load_bundle(args.model)
-    halo_px = round(bundle.halo_m / bundle.resolution_m)
     side = args.sparse_tile or args.size  # the data: one scene, or the tiles along the diagonal
     copies = args.size // args.sparse_tile if args.sparse_tile else 1
-    side_model = side * SCENE_M / bundle.resolution_m  # detect reads the 0.5 m scene at the model's resolution
-    windows = copies * int(np.ceil((side_model - 2 * halo_px) / (bundle.window - 2 * halo_px))) ** 2
+    windows = copies * windows_of(args.model, side)
     int8 = ran_int8(args.model, summary)
     rate = model_only_rate(args.model, args.batch, 5, "torch" if args.engine == "torch" else "onnx", int8)
     area = copies * (side * SCENE_M) ** 2 / 1e6

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detect_memory import SCENE_M, model_only_rate, ran_int8, run_child  # noqa: E402
+from detect_memory import SCENE_M, model_only_rate, ran_int8, run_child, windows_of  # noqa: E402
 from hardware import machine  # noqa: E402
 
 PEER_DECODER = [256, 128, 64, 32, 16]  # smp's U-Net default decoder, which the peers use
@@ -89,16 +88,6 @@ def padded(src, bands: list[int], row: int, col: int, size: int) -> np.ndarray:
     r1, c1 = min(row + size, src.height), min(col + size, src.width)
     image = src.read(bands, window=Window(c0, r0, c1 - c0, r1 - r0)).astype(np.float32)
     return np.pad(image, ((0, 0), (r0 - row, row + size - r1), (c0 - col, col + size - c1)))
-
-
-def windows_of(model: str, side_px: int) -> int:
-    """How many windows ``detect`` runs over a square 0.5 m scene of ``side_px`` (at the model's resolution)."""
-    from openfootprints.model.bundle import load_bundle
-
-    bundle = load_bundle(model)
-    halo = round(bundle.halo_m / bundle.resolution_m)
-    side = side_px * SCENE_M / bundle.resolution_m
-    return math.ceil((side - 2 * halo) / (bundle.window - 2 * halo)) ** 2
 
 
 def main() -> None:

@@ -56,7 +56,8 @@ def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, thread
     int8 = None
     if surely_cpu(cfg.detect.device) and not str(model_path).lower().endswith(".onnx"):
         int8 = int8_file(cfg.detect.engine, model_path)
-        if int8 is not None and made_from(int8, model_path):
+        # auto only picks an INT8 file made from this bundle; a forced one may be another bundle's
+        if int8 is not None and (cfg.detect.engine == "auto" or made_from(int8, model_path)):
             return WindowPredictor(load_model(int8), "cpu", "onnx", workdir, threads)
     bundle = load_model(model_path)
     device = select_device(cfg.detect.device, bundle)
