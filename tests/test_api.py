@@ -1,5 +1,7 @@
 """The Python API: the same stages as the command line, as calls that return data."""
 
+from pathlib import Path
+
 import geopandas as gpd
 import pytest
 
@@ -42,3 +44,26 @@ def test_load_model_reads_a_bundle(tiny_bundle):
 def test_unknown_names_are_attribute_errors():
     with pytest.raises(AttributeError):
         ofp.no_such_thing  # noqa: B018
+
+
+def test_a_detector_loaded_once_gives_what_a_path_gives_and_cleans_up(tmp_path, tiny_scene, tiny_bundle):
+    options = {"min_area_m2": 1.0, "min_confidence": 0, "config": {"tracking.energy": False}}
+    by_path = ofp.detect(tiny_scene[0], model=tiny_bundle, **options)
+    with ofp.load_detector(tiny_bundle, engine="onnx") as detector:
+        assert detector.engine.startswith("onnx (")
+        own_folder = Path(detector._workdir.name)
+        first = ofp.detect(tiny_scene[0], model=detector, **options)
+        summary = ofp.detect_file(tiny_scene[0], tmp_path / "b.parquet", model=detector, **options)
+    assert len(first) == len(by_path) == summary["buildings"] and summary["output"] == str(tmp_path / "b.parquet")
+    assert summary["engine"].startswith("onnx") and summary["area_km2"] == pytest.approx(256 * 256 * 0.25 / 1e6, abs=1e-4)
+    assert not own_folder.exists()  # the detector's scratch folder (an export when the cache is not writable)
+
+
+def test_scale_runs_cells_and_resumes(tmp_path, tiny_scene, tiny_bundle):
+    settings = {"zoom": 17}
+    first = ofp.detect_at_scale(tiny_scene[0], tmp_path / "run", model=tiny_bundle, config={"tracking.energy": False},
+                      **settings)
+    assert first["cells"] >= 2 and first["cells_done_now"] == first["cells"] and first["cells_failed"] == 0
+    again = ofp.detect_at_scale(tiny_scene[0], tmp_path / "run", model=tiny_bundle, config={"tracking.energy": False},
+                      **settings)
+    assert again["cells_done_now"] == 0 and again["cells_skipped"] == first["cells"]

@@ -11,6 +11,7 @@ import pytest
 import rasterio
 import shapely
 
+from openfootprints.model.bundle import load_bundle
 from openfootprints.synth.scene import SceneSpec, write_scene
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -40,4 +41,8 @@ def test_the_readme_example_runs(tmp_path, tiny_bundle, monkeypatch):
     assert len(namespace["buildings"]) > 0 and namespace["buildings"].crs.to_epsg() == 4326
     assert 0 <= namespace["scores"]["f1"] <= 1
     assert Path(namespace["new"]).exists() and len(namespace["chips"]) == 10
+    assert [r["output"] for r in namespace["runs"]] == ["scene.tif.parquet", "new.tif.parquet"]
+    assert all(Path(r["output"]).exists() for r in namespace["runs"])
+    assert namespace["runs"][0]["buildings"] == len(gpd.read_parquet("scene.tif.parquet"))
+    assert load_bundle(namespace["trained"]).training["steps"] > 0
     assert namespace["cfg"].train.max_minutes == 30 and namespace["cfg"].data.target == "energy"  # recipe=base

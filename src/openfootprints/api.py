@@ -3,6 +3,8 @@
     import openfootprints as ofp
 
     buildings = ofp.detect("scene.tif", model="model.ofp", min_area_m2=10)   # a GeoDataFrame, EPSG:4326
+    with ofp.load_detector("model.ofp") as detector:                         # loaded once, many scenes
+        summaries = [ofp.detect_file(s, f"{s}.parquet", model=detector) for s in ("a.tif", "b.tif")]
     scores = ofp.evaluate(buildings, "truth.geojson")                        # precision, recall, F1, …
     child = ofp.finetune("base.ofp", [("new.tif", "few.geojson")], "new.ofp", areas=["area.geojson"])
 
@@ -17,8 +19,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import geopandas as gpd
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +30,9 @@ from omegaconf.errors import OmegaConfBaseException
 from openfootprints.configuration import check_config, config_error, did_you_mean, load_config
 from openfootprints.errors import InputError
 from openfootprints.model.base import model_or_base
+
+if TYPE_CHECKING:
+    from openfootprints.predict.probabilities import WindowPredictor
 
 PathLike = str | os.PathLike
 
@@ -62,20 +68,91 @@ def _config_for(section: str, cfg: DictConfig | dict | None, options: dict[str, 
     return config(dict(cfg or {}), **({section: options} if options else {}))
 
 
-def detect(scene: PathLike, model: PathLike | None = None, out: PathLike | None = None,
+class Detector:
+    """A model loaded once to detect buildings in many scenes (a notebook loop, a service's worker, the cells of
+    ``scale``): pass it as ``model=`` to :func:`detect` or :func:`detect_file`. Made by :func:`load_detector`; its
+    device, engine and threads are fixed then (the ``detect.device``/``engine``/``compile`` of a later call are
+    not used). Close it (or use ``with``) to remove the ONNX file it exported, if any."""
+
+    def __init__(self, model_path: str, predictor: WindowPredictor, workdir: tempfile.TemporaryDirectory | None):
+        self.model_path, self.predictor, self._workdir = model_path, predictor, workdir
+
+    @property
+    def engine(self) -> str:
+        """What runs the network: ``torch``, or ``onnx (FILE)`` with the ONNX file (an INT8 file when one runs)."""
+        p = self.predictor
+        return p.engine if p.onnx_file is None else f"onnx ({p.onnx_file.name})"
+
+    def close(self) -> None:
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_detector(model: PathLike | None = None, config: DictConfig | dict | None = None,
+                  threads: int | None = None, workdir: PathLike | None = None, **options) -> Detector:
+    """``model`` (a bundle or its ONNX export; default: the shipped base model) loaded on the device and engine of
+    ``detect.device``/``detect.engine`` (``options``: ``detect.*`` keys), ready for any number of scenes.
+    ``threads`` caps ONNX Runtime's threads (default: all cores); ``workdir``: where an ONNX export goes when the
+    cache cannot be written (default: a temporary folder removed by :meth:`Detector.close`)."""
+    from openfootprints.pipeline import load_predictor
+
+    cfg = _config_for("detect", config, options)
+    path = model_or_base(None if model is None else str(model))
+    own = None if workdir is not None else tempfile.TemporaryDirectory(prefix="openfootprints-model-")
+    try:
+        predictor = load_predictor(cfg, path, str(workdir) if workdir is not None else own.name, threads)  # type: ignore[union-attr]
+    except BaseException:
+        if own is not None:
+            own.cleanup()
+        raise
+    return Detector(path, predictor, own)
+
+
+def detect(scene: PathLike, model: PathLike | Detector | None = None, out: PathLike | None = None,
            config: DictConfig | dict | None = None, progress: bool = False, **options) -> gpd.GeoDataFrame:
-    """Find the buildings of ``scene`` (any imagery ``detect`` reads) with ``model`` (a bundle or its ONNX export;
-    default: the shipped base model). Returns the buildings table (EPSG:4326, Open Buildings columns) and, with
-    ``out``, also writes it there (format by extension). ``options``: ``detect.*`` keys, e.g. ``bbox``,
-    ``min_area_m2``, ``tta``."""
+    """Find the buildings of ``scene`` (any imagery ``detect`` reads) with ``model`` (a bundle or its ONNX export,
+    or a :class:`Detector`; default: the shipped base model). Returns the buildings table (EPSG:4326, Open
+    Buildings columns) and, with ``out``, also writes it there (format by extension). ``options``: ``detect.*``
+    keys, e.g. ``bbox``, ``min_area_m2``, ``tta``. For a table larger than memory use :func:`detect_file`."""
     from openfootprints.io.vector import read_table
+
+    with tempfile.TemporaryDirectory(prefix="openfootprints-api-") as tmp:
+        path = Path(out) if out else Path(tmp) / "buildings.parquet"
+        detect_file(scene, path, model, config, progress, **options)
+        return read_table(str(path))
+
+
+def detect_file(scene: PathLike, out: PathLike, model: PathLike | Detector | None = None,
+                config: DictConfig | dict | None = None, progress: bool = False, **options) -> dict[str, Any]:
+    """:func:`detect` streamed to the file ``out`` (GeoParquet, FlatGeobuf, GeoJSON, CSV, … by extension; any
+    scene size, memory bounded) without reading it back. Returns what ``openfootprints detect`` prints: buildings,
+    ``area_km2``, seconds per stage (``predict_s``, ``total_s``, …), ``km2_per_hour``, energy, the engine, the
+    output paths, and ``drift``/``warning`` when the imagery is unlike the model's training data."""
     from openfootprints.pipeline import detect as run_detect
 
     cfg = _config_for("detect", config, options)
-    with tempfile.TemporaryDirectory(prefix="openfootprints-api-") as tmp:
-        path = Path(out) if out else Path(tmp) / "buildings.parquet"
-        run_detect(cfg, str(scene), model_or_base(None if model is None else str(model)), str(path), progress)
-        return read_table(str(path))
+    if isinstance(model, Detector):
+        return run_detect(cfg, str(scene), model.model_path, str(out), progress, predictor=model.predictor)
+    return run_detect(cfg, str(scene), model_or_base(None if model is None else str(model)), str(out), progress)
+
+
+def detect_at_scale(scene: PathLike, out: PathLike, model: PathLike | None = None, config: DictConfig | dict | None = None,
+          **options) -> dict[str, Any]:
+    """Detect over an area far larger than one run, in web-mercator cells (``scale.zoom``) written to the folder
+    (or ``s3://``/``gs://`` URL) ``out``, resumable: a second call does only the cells not yet written. Runs in
+    this process, or on a Ray cluster with ``engine="ray"``. ``options``: ``scale.*`` keys (``aoi``, ``zoom``,
+    ``retries``, …); detection settings go in ``config`` as ``detect.*``. Returns ``OUT/summary.json``'s content."""
+    from openfootprints.scale.engine import scale as run_scale
+
+    cfg = _config_for("scale", config, options)
+    return run_scale(cfg, str(scene), model_or_base(None if model is None else str(model)), str(out))
 
 
 def evaluate(predicted: PathLike | gpd.GeoDataFrame, truth: PathLike | gpd.GeoDataFrame,
@@ -98,7 +175,7 @@ def evaluate(predicted: PathLike | gpd.GeoDataFrame, truth: PathLike | gpd.GeoDa
     return result.to_dict()
 
 
-def train(sources: list[tuple[PathLike, PathLike]], out: PathLike, areas: list[PathLike | None] | None = None,
+def train(sources: Sequence[tuple[PathLike, PathLike]], out: PathLike, areas: Sequence[PathLike | None] | None = None,
           config: DictConfig | dict | None = None, **options) -> Path:
     """Train a model bundle on (imagery, labels) pairs; ``areas``: one polygon file (or None) per pair saying
     where its labels are complete. ``options``: ``train.*`` keys, e.g. ``max_minutes``, ``init``. Returns the
@@ -109,8 +186,8 @@ def train(sources: list[tuple[PathLike, PathLike]], out: PathLike, areas: list[P
     return run_train(cfg, [(str(i), str(labels)) for i, labels in sources], str(out))
 
 
-def finetune(model: PathLike | None, sources: list[tuple[PathLike, PathLike]], out: PathLike,
-             areas: list[PathLike | None] | None = None, config: DictConfig | dict | None = None,
+def finetune(model: PathLike | None, sources: Sequence[tuple[PathLike, PathLike]], out: PathLike,
+             areas: Sequence[PathLike | None] | None = None, config: DictConfig | dict | None = None,
              **options) -> Path:
     """Adapt ``model`` (default: the shipped base model) to a new place from a few labels; keeps its bands,
     resolution, target and network. ``options``: ``finetune.*`` keys (``lr``, ``max_minutes``). Returns the new
@@ -123,7 +200,7 @@ def finetune(model: PathLike | None, sources: list[tuple[PathLike, PathLike]], o
 
 
 def suggest(scene: PathLike, model: PathLike | None = None, n: int | None = None, out: PathLike | None = None,
-            config: DictConfig | dict | None = None, **options) -> gpd.GeoDataFrame:
+            config: DictConfig | dict | None = None, progress: bool = False, **options) -> gpd.GeoDataFrame:
     """The ``n`` chips of ``scene`` where new labels would teach ``model`` most, ranked (EPSG:4326 boxes); also
     written to ``out`` when given. ``options``: ``suggest.*`` keys (``chip_m``, ``novelty_weight``, …)."""
     from openfootprints.labelling import suggest as run_suggest
@@ -131,7 +208,8 @@ def suggest(scene: PathLike, model: PathLike | None = None, n: int | None = None
     cfg = _config_for("suggest", config, options)
     with tempfile.TemporaryDirectory(prefix="openfootprints-api-") as tmp:
         path = Path(out) if out else Path(tmp) / "chips.geojson"
-        return run_suggest(cfg, str(scene), model_or_base(None if model is None else str(model)), path, n)
+        return run_suggest(cfg, str(scene), model_or_base(None if model is None else str(model)), path, n,
+                           progress=progress)
 
 
 def load_model(path: PathLike | None = None):
@@ -158,7 +236,7 @@ def stac_item(model: PathLike, out: PathLike | None = None, licence: str = "othe
     return model_item(bundle, model, licence=licence, attribution=attribution).to_dict()
 
 
-def _with_areas(cfg: DictConfig, areas: list[PathLike | None] | None) -> DictConfig:
+def _with_areas(cfg: DictConfig, areas: Sequence[PathLike | None] | None) -> DictConfig:
     if areas is not None:
         cfg.data.areas = [None if a is None else str(a) for a in areas]
     return cfg

@@ -83,16 +83,16 @@ def with_areas(cfg: DictConfig, args) -> DictConfig:
 
 
 def cmd_train(args, cfg: DictConfig) -> None:
-    from openfootprints.training.run import train
+    from openfootprints.api import train
 
-    path = train(with_areas(cfg, args), labelled_pairs("train", args), args.out or cfg.train.out)
+    path = train(labelled_pairs("train", args), args.out or cfg.train.out, config=with_areas(cfg, args))
     print(f"wrote model bundle {path}")
 
 
 def cmd_finetune(args, cfg: DictConfig) -> None:
-    from openfootprints.training.finetune import finetune
+    from openfootprints.api import finetune
 
-    path = finetune(with_areas(cfg, args), labelled_pairs("finetune", args), args.model, args.out)
+    path = finetune(args.model, labelled_pairs("finetune", args), args.out, config=with_areas(cfg, args))
     print(f"wrote fine-tuned model bundle {path}")
 
 
@@ -104,18 +104,18 @@ def cmd_self_train(args, cfg: DictConfig) -> None:
 
 
 def cmd_suggest(args, cfg: DictConfig) -> None:
-    from openfootprints.labelling import suggest
+    from openfootprints.api import suggest
 
-    table = suggest(cfg, args.scene, model_or_base(args.model), args.out, args.n, progress=not args.quiet)
+    table = suggest(args.scene, args.model, args.n, args.out, config=cfg, progress=not args.quiet)
     print(f"wrote {len(table)} chips to label next to {args.out} (best first; score = uncertainty + "
           f"{cfg.suggest.novelty_weight:g} × novelty)")
 
 
 def cmd_detect(args, cfg: DictConfig) -> None:
-    from openfootprints.pipeline import detect
+    from openfootprints.api import detect_file
 
     out = args.out or f"{Path(args.scene.rstrip('/')).stem}_buildings.parquet"
-    summary = detect(cfg, args.scene, model_or_base(args.model), out, progress=not args.quiet)
+    summary = detect_file(args.scene, out, args.model, config=cfg, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
 
 
@@ -134,9 +134,9 @@ def cmd_evaluate(args, cfg: DictConfig) -> None:
 
 
 def cmd_scale(args, cfg: DictConfig) -> None:
-    from openfootprints.scale.engine import scale
+    from openfootprints.api import detect_at_scale
 
-    summary = scale(cfg, args.scene, model_or_base(args.model), args.out)
+    summary = detect_at_scale(args.scene, args.out, args.model, config=cfg)
     print(json.dumps(summary, indent=2))
     if summary["cells_failed"]:
         raise InputError(f"scale: {summary['cells_failed']} cell(s) failed after {cfg.scale.retries} retries "

@@ -87,11 +87,11 @@ class CellPredictor:
     """Stage 2, a Ray actor holding the model: the probabilities of a cell's context from its windows."""
 
     def __init__(self, cfg: dict, model_path: str, threads: int | None):
-        from openfootprints.pipeline import load_predictor
+        from openfootprints.api import load_detector
 
         self.cfg = OmegaConf.create(cfg)
         self.workdir = tempfile.mkdtemp(prefix="openfootprints-actor-")
-        self.predictor = load_predictor(self.cfg, model_path, self.workdir, threads)
+        self.predictor = load_detector(model_path, config=self.cfg, threads=threads, workdir=self.workdir).predictor
 
     def pid(self) -> int:
         return os.getpid()

@@ -61,14 +61,14 @@ class Job:
     fmt: str
 
 
-def run_job(cfg, predictor, model_path: str, job: Job) -> Path:
-    """Run :func:`openfootprints.pipeline.detect` on the job's scene; the buildings table in the job's format,
-    written as ``detect --out`` writes it."""
+def run_job(cfg, detector, job: Job) -> Path:
+    """Run :func:`openfootprints.api.detect_file` with the worker's ``detector`` on the job's scene; the buildings
+    table in the job's format, written as ``detect --out`` writes it."""
+    from openfootprints.api import detect_file
     from openfootprints.io.vector import read_table, write_table
-    from openfootprints.pipeline import detect
 
     table = Path(job.out_dir) / "buildings.parquet"
-    summary = detect(cfg, job.scene, model_path, str(table), progress=False, predictor=predictor)
+    summary = detect_file(job.scene, table, detector, config=cfg)
     (Path(job.out_dir) / SUMMARY).write_text(json.dumps({k: summary.get(k) for k in ("warning", "area_km2", "drift")}))
     if job.fmt == "parquet":
         return table
@@ -85,11 +85,11 @@ def worker_main(conn, cfg_dict: dict, model_path: str, scratch: str, threads: in
         import torch
         from omegaconf import OmegaConf
 
-        from openfootprints.pipeline import load_predictor
+        from openfootprints.api import load_detector
 
         torch.set_num_threads(threads)
         cfg = OmegaConf.create(cfg_dict)
-        predictor = load_predictor(cfg, model_path, scratch, threads)
+        detector = load_detector(model_path, config=cfg, threads=threads, workdir=scratch)
     except Exception as err:  # reported to the pool, which refuses to start
         conn.send(("error", str(err) if isinstance(err, InputError) else f"{model_path}: {err}"))
         return
@@ -102,7 +102,7 @@ def worker_main(conn, cfg_dict: dict, model_path: str, scratch: str, threads: in
         if job is None:
             return
         try:
-            conn.send(("ok", str(run_job(cfg, predictor, model_path, job))))
+            conn.send(("ok", str(run_job(cfg, detector, job))))
         except InputError as err:
             conn.send(("input", str(err)))
         except Exception as err:  # a bug or a resource problem, not the input's fault: logged here, 500 there
