@@ -52,11 +52,14 @@ def run_child(argv: list[str]) -> tuple[float, float, str]:
     return time.monotonic() - start, usage.ru_maxrss / 2**20, out
 
 
-def model_only_rate(bundle_path: str, batch: int, repeats: int, engine: str, onnx_file: str | None = None) -> float:
-    """Windows per second of the bundle's network (PyTorch or ONNX Runtime) on batches already in memory; with
-    ``onnx_file`` (e.g. the INT8 file detect ran), that file's instead of an fp32 export's."""
+def model_only_rate(bundle_path: str, batch: int, repeats: int, engine: str, onnx_file: str | None = None,
+                    window: int | None = None) -> float:
+    """Windows per second of the bundle's network (PyTorch or ONNX Runtime) on batches already in memory, of
+    ``window`` px (default the bundle's); with ``onnx_file`` (e.g. the INT8 file detect ran), that file's instead
+    of an fp32 export's."""
     bundle = load_bundle(bundle_path)
-    x = torch.randn(batch, bundle.architecture.in_channels, bundle.window, bundle.window)
+    side = window or bundle.window
+    x = torch.randn(batch, bundle.architecture.in_channels, side, side)
     if engine == "onnx":  # the better of: one run on all cores, two runs at once on half each (as detect does)
         with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:
             path = onnx_file or export_onnx(bundle, Path(tmp) / "m.onnx")
@@ -70,12 +73,13 @@ def model_only_rate(bundle_path: str, batch: int, repeats: int, engine: str, onn
         return _rate(lambda: torch.sigmoid(net(x)), batch, repeats)
 
 
-def windows_of(model: str, side_px: int) -> int:
-    """How many windows ``detect`` runs over a square 0.5 m scene of ``side_px`` (read at the model's resolution)."""
+def windows_of(model: str, side_px: int, window: int | None = None, halo_m: float | None = None) -> int:
+    """How many windows ``detect`` runs over a square 0.5 m scene of ``side_px`` (read at the model's resolution),
+    of ``window`` px overlapping by ``halo_m`` (default: the bundle's)."""
     bundle = load_bundle(model)
-    halo = round(bundle.halo_m / bundle.resolution_m)
+    halo = round((bundle.halo_m if halo_m is None else halo_m) / bundle.resolution_m)
     side = side_px * SCENE_M / bundle.resolution_m
-    return int(np.ceil((side - 2 * halo) / (bundle.window - 2 * halo))) ** 2
+    return int(np.ceil((side - 2 * halo) / ((window or bundle.window) - 2 * halo))) ** 2
 
 
 def ran_int8(model: str, summary: dict) -> str | None:
@@ -126,6 +130,8 @@ def main() -> None:
     parser.add_argument("--engine", default="auto", choices=["auto", "onnx", "onnx-int8", "torch"],
                         help="detect.engine: auto (the default: INT8 beside the bundle when its check passed, else fp32 "
                              "ONNX Runtime), onnx (fp32), onnx-int8 or torch")
+    parser.add_argument("--window", type=int, help="detect.window_px (default: the bundle's)")
+    parser.add_argument("--halo-m", type=float, help="detect.halo_m (default: the bundle's)")
     parser.add_argument("--sparse-tile", type=int, default=0,
                         help="data only in copies of one tile of this many px along the diagonal (see above)")
     args = parser.parse_args()
@@ -149,22 +155,27 @@ def main() -> None:
         print(f"synthesized {scene} in {t:.0f} s")
     out = work / f"buildings_{args.size}.parquet"
     wall, peak_gib, stdout = run_child([exe, "detect", str(scene), "--model", args.model, "--out", str(out),
-                                        "--quiet", f"detect.batch_size={args.batch}", f"detect.engine={args.engine}"])
+                                        "--quiet", f"detect.batch_size={args.batch}", f"detect.engine={args.engine}",
+                                        *([f"detect.window_px={args.window}"] if args.window else []),
+                                        *([f"detect.halo_m={args.halo_m}"] if args.halo_m is not None else [])])
     summary = json.loads(stdout)
     bundle = load_bundle(args.model)
     side = args.sparse_tile or args.size  # the data: one scene, or the tiles along the diagonal
     copies = args.size // args.sparse_tile if args.sparse_tile else 1
-    windows = copies * windows_of(args.model, side)
+    windows = copies * windows_of(args.model, side, args.window, args.halo_m)
     int8 = ran_int8(args.model, summary)
-    rate = model_only_rate(args.model, args.batch, 5, "torch" if args.engine == "torch" else "onnx", int8)
+    window = args.window or bundle.window
+    repeats = max(2, 5 * (bundle.window // window) ** 2)  # about the same seconds whatever the window
+    rate = model_only_rate(args.model, args.batch, repeats, "torch" if args.engine == "torch" else "onnx", int8,
+                           window)
     area = copies * (side * SCENE_M) ** 2 / 1e6
     if args.sparse_tile:
         print(f"sparse scene: {args.size}×{args.size} px ({summary['area_km2']:.0f} km²), data in {copies} tiles of "
               f"{side} px along the diagonal ({area:.1f} km²); windows with data counted approximately")
     model_only_km2h = area / (windows / rate) * 3600
     print(f"machine: {machine()}")
-    print(f"scene: {args.size}×{args.size} px at {SCENE_M} m = {area:.1f} km², {windows} windows of {bundle.window} px "
-          f"at the model's {bundle.resolution_m} m")
+    print(f"scene: {args.size}×{args.size} px at {SCENE_M} m = {area:.1f} km², {windows} windows of {window} px "
+          f"at the model's {bundle.resolution_m} m, halo {bundle.halo_m if args.halo_m is None else args.halo_m:g} m")
     print(f"detect ({summary.get('engine', args.engine)}): {wall:.0f} s wall (predict {summary['predict_s']:.0f} s, then vectorize and write "
           f"{summary['vectorize_s']:.0f} s), {summary['buildings']} buildings, peak RSS {peak_gib:.2f} GiB")
     print(f"end to end: {area / wall * 3600:.0f} km²/h; model only ({'INT8' if int8 else 'fp32'}): "

@@ -125,17 +125,19 @@ def run_dir(runs: Path, name: str, seed: int, minutes: float, init: str | None =
 
 
 def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | None = None,
-                epochs: int | None = None, tta: int = 1, recut: bool = False) -> dict:
+                epochs: int | None = None, tta: int = 1, recut: bool = False, detect: list[str] = ()) -> dict:
     """Train (unless done), detect and score one variant; ``init``: the run folder (in ``runs``) whose model the
     training starts from (a continuation, at half the learning rate); ``epochs``: train this many epochs, the
     learning rate annealed over their steps and no time budget (``minutes`` unused), so that runs on cores
     shared with other work still compare at equal steps and schedule; ``tta`` > 1: detect with that many
     flips / rotations averaged (``detect.tta``), scored in a folder of its own beside the run's; ``recut``: a
     model trained before the confidence cut existed gets one chosen on its validation chips, scored in a
-    ``-cut`` folder beside the run's."""
+    ``-cut`` folder beside the run's; ``detect``: more ``detect.*`` overrides (the window, the halo, the engine),
+    scored in a folder named after them beside the run's."""
     trained = run_dir(runs, name, seed, minutes, init, epochs)
     out = trained if tta == 1 else trained.with_name(f"{trained.name}-tta{tta}")
     out = out.with_name(f"{out.name}-cut") if recut else out
+    out = out.with_name(f"{out.name}-{settings_name(detect)}") if detect else out
     result_path = out / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
@@ -151,7 +153,7 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
     import torch
 
     training = torch.load(model, map_location="cpu", weights_only=True)["training"]
-    detect = [f"detect.tta={tta}"]
+    settings, detect = detect, [f"detect.tta={tta}", *detect]
     places = [score(out, model, place, str(DATA / "oam" / image), str(DATA / "oam" / labels), detect)
               for place, (image, labels) in HELD_OUT.items()]
     nairobi = HELD_OUT["nairobi_ke"]
@@ -174,10 +176,17 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")}
     if tta > 1:
         result["label"] = f"{name}, detect.tta={tta}"
+    if settings:
+        result["label"] = f"{result.get('label', name)}, {', '.join(settings)}"
     if recut:
         result["label"] = f"{result.get('label', name)}, cut chosen on validation ({training['confidence_cut']['min_confidence']:.3f})"
     result_path.write_text(json.dumps(result, indent=2))
     return result
+
+
+def settings_name(overrides: list[str]) -> str:
+    """A folder name for ``detect.*`` overrides: ``detect.window_px=1024 detect.engine=onnx`` → ``window_px1024-onnx``."""
+    return "-".join(o.removeprefix("detect.").replace("engine=", "").replace("=", "") for o in overrides)
 
 
 def with_confidence_cut(model: Path, out: Path) -> Path:
@@ -358,6 +367,9 @@ def main() -> None:
                                                    "66 ≈ the 2,109 steps the base made in 80 min)")
     parser.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
                         help="detect the held-out places with this many flips / rotations averaged (detect.tta)")
+    parser.add_argument("--detect", action="append", default=[], metavar="detect.KEY=VALUE",
+                        help="a detect override for the held-out places (repeatable), e.g. detect.window_px=1024 or "
+                             "detect.engine=onnx; scored beside the run, not retrained")
     parser.add_argument("--recut", action="store_true", help="a run trained before the confidence cut existed: "
                         "choose its cut on its validation chips and score it with the cut")
     parser.add_argument("--ship", action="store_true", help="make this variant's bundle the package's base model")
@@ -366,13 +378,15 @@ def main() -> None:
     DATA = args.data
     if args.variant not in VARIANTS:
         raise SystemExit(f"unknown variant {args.variant}; known: {list(VARIANTS)}")
-    if (args.tta > 1 or args.recut) and (args.ship or args.card):
+    if (args.tta > 1 or args.recut or args.detect) and (args.ship or args.card):
         raise SystemExit("--ship and --card describe a run's own model as detect runs it by default "
-                         "(detect.tta=1); drop --tta and --recut")
+                         "(detect.tta=1); drop --tta, --recut and --detect")
+    if any(not o.startswith("detect.") or "=" not in o for o in args.detect):
+        raise SystemExit(f"--detect takes detect.KEY=VALUE overrides, not {args.detect}")
     if not (DATA / "oam").exists():
         raise SystemExit(f"{DATA / 'oam'}: not found; the benchmark needs the open OAM data")
     result = run_variant(args.variant, args.runs, args.minutes, args.seed, args.init, args.epochs, args.tta,
-                         args.recut)
+                         args.recut, args.detect)
     print(json.dumps(result), flush=True)
     done = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*/result.json"))]
     write_doc(done, args.doc)
