@@ -36,6 +36,7 @@ from hardware import machine
 
 from openfootprints.model.bundle import load_bundle
 from openfootprints.model.onnx import OnnxNetwork, export_onnx
+from openfootprints.predict.probabilities import windows_in_flight
 
 SCENE_M = 0.5  # the synthetic scene's ground resolution (openfootprints synth)
 
@@ -126,7 +127,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20000, help="scene side in pixels (0.5 m each)")
     parser.add_argument("--model", default="demo_output/model.ofp", help="trained model bundle")
     parser.add_argument("--workdir", default="bench_output", help="where the scene and results go")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, help="detect.batch_size (default: detect's, windows_in_flight)")
     parser.add_argument("--engine", default="auto", choices=["auto", "onnx", "onnx-int8", "torch"],
                         help="detect.engine: auto (the default: INT8 beside the bundle when its check passed, else fp32 "
                              "ONNX Runtime), onnx (fp32), onnx-int8 or torch")
@@ -155,7 +156,8 @@ def main() -> None:
         print(f"synthesized {scene} in {t:.0f} s")
     out = work / f"buildings_{args.size}.parquet"
     wall, peak_gib, stdout = run_child([exe, "detect", str(scene), "--model", args.model, "--out", str(out),
-                                        "--quiet", f"detect.batch_size={args.batch}", f"detect.engine={args.engine}",
+                                        "--quiet", f"detect.engine={args.engine}",
+                                        *([f"detect.batch_size={args.batch}"] if args.batch else []),
                                         *([f"detect.window_px={args.window}"] if args.window else []),
                                         *([f"detect.halo_m={args.halo_m}"] if args.halo_m is not None else [])])
     summary = json.loads(stdout)
@@ -166,7 +168,8 @@ def main() -> None:
     int8 = ran_int8(args.model, summary)
     window = args.window or bundle.window
     repeats = max(2, 5 * (bundle.window // window) ** 2)  # about the same seconds whatever the window
-    rate = model_only_rate(args.model, args.batch, repeats, "torch" if args.engine == "torch" else "onnx", int8,
+    batch = args.batch or windows_in_flight(window, 2)
+    rate = model_only_rate(args.model, batch, repeats, "torch" if args.engine == "torch" else "onnx", int8,
                            window)
     area = copies * (side * SCENE_M) ** 2 / 1e6
     if args.sparse_tile:

@@ -7,7 +7,7 @@ from scipy.special import expit
 from openfootprints.errors import InputError
 from openfootprints.io.raster import open_scene
 from openfootprints.model.bundle import load_bundle
-from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities,
+from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, windows_in_flight,
                                                   region_from_bounds)
 from openfootprints.predict.windows import blend_weights, window_starts
 
@@ -115,3 +115,9 @@ def test_a_region_gets_exactly_the_probabilities_of_a_whole_scene_run(tmp_path, 
         assert p.read(1).shape == expected.shape
         assert np.array_equal(p.read(1), expected)
         assert p.transform.almost_equals(scene.transform @ Affine.translation(region.col0, region.row0))
+
+
+def test_windows_in_flight_hold_the_pixels_of_four_512_px_windows_and_one_per_run():
+    assert windows_in_flight(512, runs=2) == 4 and windows_in_flight(256, runs=2) == 16
+    assert windows_in_flight(1024, runs=2) == 2 and windows_in_flight(1024, runs=1) == 1
+    assert windows_in_flight(2048, runs=2) == 2  # never fewer than the runs at once

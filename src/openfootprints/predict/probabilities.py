@@ -92,6 +92,7 @@ def select_device(name: str, bundle: Bundle | None = None) -> str:
 
 
 TTA_TRANSFORMS = [(0, False), (0, True), (2, False), (2, True), (1, False), (3, False), (1, True), (3, True)]
+PIXELS_IN_FLIGHT = 4 * 512 * 512  # a batch's pixels by default (windows_in_flight)
 
 
 class WindowPredictor:
@@ -173,13 +174,14 @@ def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray
 
 
 def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, region: Region | None = None,
-                          window: int | None = None, halo_m: float | None = None, batch_size: int = 4,
+                          window: int | None = None, halo_m: float | None = None, batch_size: int | None = None,
                           device: str = "auto", progress: bool = True, engine: str = "torch", tta: int = 1,
                           predictor: WindowPredictor | None = None, sink: ProbabilitySink | None = None,
                           tiles: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """Write the building probability raster of ``region`` of ``scene`` to ``out_path`` (uint8 GeoTIFF).
 
-    ``batch_size`` is the number of windows in flight at once (split between the predictor's concurrent runs);
+    ``batch_size`` is the number of windows in flight at once (split between the predictor's concurrent runs;
+    default :func:`windows_in_flight`);
     ``window`` is the model window in pixels (a multiple of 32), ``halo_m`` the overlap between
     neighbouring windows in metres on the ground; ``engine`` torch, onnx or auto (see :func:`select_engine`);
     ``tta`` 1, 2, 4 or 8 test-time flips / rotations averaged; ``predictor``, a model already loaded for
@@ -198,6 +200,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     if predictor is None:
         dev = select_device(device, bundle)
         predictor = WindowPredictor(bundle, dev, select_engine(engine, dev, bundle), Path(out_path).parent)
+    batch_size = batch_size or windows_in_flight(window, predictor.runs)
     ramp, weights = blend_ramp(window, grid.halo), blend_weights(window, grid.halo)
     left = col_starts[0]  # scene column of the strip's first column (≤ region.col0)
     # every window adds outer(ramp, ramp), so the sum of weights at a pixel is (row sum) × (column sum)
@@ -243,6 +246,14 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
         runner.drain()
         emit(dst, top=top, n=window)
     return Path(out_path)
+
+
+def windows_in_flight(window: int, runs: int = 1) -> int:
+    """How many ``window`` px windows to have in flight at once by default: as many as hold ``PIXELS_IN_FLIGHT``
+    (4 windows of 512 px), and at least one for each of the predictor's ``runs``. The network's memory grows with
+    the pixels of a batch (ONNX Runtime, Lite0 U-Net: about 0.15 GiB a 512² window), so a larger window runs in
+    smaller batches, at the same speed per pixel."""
+    return max(runs, round(PIXELS_IN_FLIGHT / window**2))
 
 
 def probability_file(path: str | Path, profile: dict[str, Any], bundle: Bundle) -> Any:
