@@ -153,7 +153,7 @@ class Tracking:
 class Detect:
     window_px: Optional[int] = key(lambda v: v is None or _multiple_of_32(v), "a multiple of 32")
     halo_m: Optional[float] = key(lambda v: v is None or v >= 0, "0 or more")
-    batch_size: Optional[int] = key(lambda v: v is None or v >= 1, "null or 1 or more")
+    batch_size: Optional[int] = key(lambda v: v is None or v >= 1, "1 or more, or null for the default")
     threshold: Optional[float] = key(lambda v: v is None or 0 < v < 1, "between 0 and 1")
     min_area_m2: float = key(NON_NEGATIVE, "0 or more")
     min_confidence: Optional[float] = key(lambda v: v is None or 0 <= v < 1, "null or in [0, 1)")
