@@ -80,8 +80,7 @@ class Detector:
     @property
     def engine(self) -> str:
         """What runs the network: ``torch``, or ``onnx (FILE)`` with the ONNX file (an INT8 file when one runs)."""
-        p = self.predictor
-        return p.engine if p.onnx_file is None else f"onnx ({p.onnx_file.name})"
+        return self.predictor.described
 
     def close(self) -> None:
         if self._workdir is not None:
@@ -105,9 +104,9 @@ def load_detector(model: PathLike | None = None, config: DictConfig | dict | Non
 
     cfg = _config_for("detect", config, options)
     path = model_or_base(None if model is None else str(model))
-    own = None if workdir is not None else tempfile.TemporaryDirectory(prefix="openfootprints-model-")
+    own = tempfile.TemporaryDirectory(prefix="openfootprints-model-") if workdir is None else None
     try:
-        predictor = load_predictor(cfg, path, str(workdir) if workdir is not None else own.name, threads)  # type: ignore[union-attr]
+        predictor = load_predictor(cfg, path, own.name if own is not None else str(workdir), threads)
     except BaseException:
         if own is not None:
             own.cleanup()

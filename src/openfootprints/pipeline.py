@@ -126,7 +126,7 @@ def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, o
     if predictor.seen is not None:  # the buildings were counted in the region: their area, each pixel once
         predictor.seen.area_m2 = valid_area_m2(scene, region)
     summary = detect_summary(scene, region, n_buildings, timings, energy, out)
-    summary["engine"] = predictor.engine if predictor.onnx_file is None else f"onnx ({predictor.onnx_file.name})"
+    summary["engine"] = predictor.described
     log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, summary["area_km2"], summary["total_s"])
     warnings = []
     if not has_valid_pixels(scene, context):

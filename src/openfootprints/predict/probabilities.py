@@ -127,6 +127,11 @@ class WindowPredictor:
         else:
             self.network = TorchEngine(bundle, self.device, compile)
 
+    @property
+    def described(self) -> str:
+        """What runs the network: ``torch``, or ``onnx (FILE)`` naming the ONNX file (an INT8 file when one runs)."""
+        return self.engine if self.onnx_file is None else f"onnx ({self.onnx_file.name})"
+
     def start_profile(self) -> None:
         """Count what the windows run from now on look like (``seen``), e.g. for one scene."""
         self.seen = Profile.empty(len(self.bundle.bands))
