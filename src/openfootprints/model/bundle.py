@@ -53,8 +53,8 @@ class Bundle:
     mean: list[float]
     std: list[float]
     resolution_m: float
-    window: int = 512
-    halo_m: float = 32.0
+    window: int = 1024  # 1024 px with a 16 m halo: 0.6× the pixels through the network of 512 px with 32 m, as good
+    halo_m: float = 16.0  # held out (bench/RESULTS.md, session 12); bundles written before keep their 512 / 32
     threshold: float = 0.5
     label_erosion_m: float = 0.0
     target: str = "eroded"

@@ -290,7 +290,8 @@ def window_grid(scene: Scene, bundle: Bundle, region: Region, window: int | None
                 halo_m: float | None = None) -> WindowGrid:
     """The windows that predict ``region``: ``window`` px (default the bundle's, a multiple of 32) overlapping
     by ``halo_m`` metres on the ground (default the bundle's), on one lattice over the whole scene, so a
-    region's probabilities equal the same pixels of a whole-scene run."""
+    region's probabilities equal the same pixels of a whole-scene run. A scene that fits in one window gets one
+    window no larger than it (to the next multiple of 32): padding it to the window would only cost time."""
     if len(scene.bands) != bundle.architecture.in_channels:
         raise InputError(f"{scene.path}: {len(scene.bands)} band(s) selected, but the model expects "
                          f"{bundle.architecture.in_channels} (bands {bundle.bands})")
@@ -298,8 +299,10 @@ def window_grid(scene: Scene, bundle: Bundle, region: Region, window: int | None
     if window % 32:
         raise InputError(f"detect.window_px={window}: must be a multiple of 32")
     halo = int(round((bundle.halo_m if halo_m is None else halo_m) / scene.resolution_m))
+    longest = max(scene.height, scene.width)
+    window = min(window, -(-longest // 32) * 32)
     stride = window - 2 * halo
-    if stride <= 0:
+    if stride <= 0 and longest > window:
         raise InputError(f"detect.halo_m: an overlap of {halo} px per side leaves no stride in a {window} px window")
     return WindowGrid(window, halo, lattice_starts(scene.height, window, stride, region.row0, region.row1),
                       lattice_starts(scene.width, window, stride, region.col0, region.col1))
