@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import rasterio
@@ -7,8 +9,8 @@ from scipy.special import expit
 from openfootprints.errors import InputError
 from openfootprints.io.raster import open_scene
 from openfootprints.model.bundle import load_bundle
-from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, windows_in_flight,
-                                                  region_from_bounds)
+from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, window_grid,
+                                                  windows_in_flight, region_from_bounds)
 from openfootprints.predict.windows import blend_weights, window_starts
 
 
@@ -121,3 +123,14 @@ def test_windows_in_flight_hold_the_pixels_of_four_512_px_windows_and_one_per_ru
     assert windows_in_flight(512, runs=2) == 4 and windows_in_flight(256, runs=2) == 16
     assert windows_in_flight(1024, runs=2) == 2 and windows_in_flight(1024, runs=1) == 1
     assert windows_in_flight(2048, runs=2) == 2  # never fewer than the runs at once
+
+
+def test_a_scene_smaller_than_the_window_is_one_window_of_its_own_size(tiny_scene, tiny_bundle):
+    scene = open_scene(tiny_scene[0])  # 256 × 256 px
+    bundle = dataclasses.replace(load_bundle(tiny_bundle), window=1024, halo_m=16.0)
+    whole = Region(0, scene.height, 0, scene.width)
+    grid = window_grid(scene, bundle, whole)
+    assert grid.window == 256 and grid.starts() == [(0, 0)]
+    assert window_grid(scene, bundle, whole, window=128).window == 128  # a smaller window than the scene is kept
+    with pytest.raises(InputError, match="leaves no stride"):
+        window_grid(scene, bundle, whole, window=128, halo_m=40.0)  # 80 px a side of a 128 px window
