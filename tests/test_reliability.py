@@ -373,6 +373,7 @@ def cell_table(out: Path) -> gpd.GeoDataFrame:
     return table.sort_values(["latitude", "longitude"]).reset_index(drop=True)
 
 
+@pytest.mark.slow  # its fixture trains (as the two above)
 def test_scale_on_a_full_disk_fails_cleanly_and_resumes_to_the_same_buildings(full_disk, tiny_scene, tiny_bundle):
     code, stderr, out, _ = full_disk["scale"]
     reference = full_disk["reference"]
