@@ -51,6 +51,17 @@ def test_validity_is_only_read_where_a_mask_can_say_no(tmp_path):
     assert valid[:, :3].all() and not valid[:, 3:].any()
 
 
+
+def test_coarse_validity_reads_a_mask_only_where_one_can_say_no(tmp_path):
+    data = np.full((3, 64, 64), 50, np.uint8)
+    plain = open_scene(write_tif(tmp_path / "p.tif", data))
+    data[:, :, :32] = 0  # the left half is nodata
+    holed = open_scene(write_tif(tmp_path / "n.tif", data, nodata=0))
+    whole = Window(0, 0, 64, 64)
+    assert plain.coarse_valid(whole, (8, 8), any_valid=True).all() and plain.coarse_valid(whole, (4, 6)).shape == (4, 6)
+    coarse = holed.coarse_valid(whole, (8, 8), any_valid=True)
+    assert not coarse[:, :4].any() and coarse[:, 4:].all()
+
 def test_alpha_band_is_a_mask_not_an_input_band(tmp_path):
     data = np.full((4, 8, 8), 90, np.uint8)
     data[3, :, :3] = 0

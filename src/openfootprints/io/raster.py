@@ -86,6 +86,8 @@ class Scene:
         """(rows, cols) bool, ``shape``: whether the pixels of ``window`` (working-grid pixels) are valid, read from
         the mask at that coarser size (nearest pixel; with ``any_valid``, a cell is valid when any of its pixels
         is). For cheap questions about large areas: how much of a block has imagery, whether a region has any."""
+        if self.all_valid:  # nothing to read: GDAL would average an all-valid mask of the whole area (1.2 GiB at 20k²)
+            return np.ones(shape, bool)
         src = Window(window.col_off * self.scale, window.row_off * self.scale, window.width * self.scale,
                      window.height * self.scale)
         resampling = Resampling.average if any_valid else Resampling.nearest
