@@ -14,6 +14,7 @@ from rasterio.windows import Window
 from openfootprints.cli import main
 from openfootprints.configuration import load_config
 from openfootprints.io.raster import open_scene
+from openfootprints import pipeline
 from openfootprints.scale import engine
 
 from test_scale import SETTINGS, assert_same_buildings, detect_whole_scene
@@ -86,7 +87,7 @@ def test_a_cell_that_fails_while_writing_leaves_no_object(s3_bucket, tiny_scene,
             f.write(b"PAR1 half a table")
         raise OSError("connection reset")
 
-    monkeypatch.setattr(engine, "detect", half_written)
+    monkeypatch.setattr(pipeline, "detect", half_written)  # what each cell's detect_file runs
     scene = upload(tiny_scene[0], s3_bucket, "scene.tif")
     summary = engine.scale(load_config(SETTINGS + ["scale.retries=0"]), scene, str(tiny_bundle),
                            f"{s3_bucket}/run")

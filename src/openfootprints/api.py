@@ -138,8 +138,10 @@ def detect_file(scene: PathLike, out: PathLike, model: PathLike | Detector | Non
 
     cfg = _config_for("detect", config, options)
     if isinstance(model, Detector):
-        return run_detect(cfg, str(scene), model.model_path, str(out), progress, predictor=model.predictor)
-    return run_detect(cfg, str(scene), model_or_base(None if model is None else str(model)), str(out), progress)
+        return run_detect(cfg, str(scene), model.model_path, str(out), progress=progress,
+                          predictor=model.predictor)
+    return run_detect(cfg, str(scene), model_or_base(None if model is None else str(model)), str(out),
+                      progress=progress)
 
 
 def detect_at_scale(scene: PathLike, out: PathLike, model: PathLike | None = None, config: DictConfig | dict | None = None,
