@@ -167,7 +167,7 @@ def main() -> None:
     windows = copies * windows_of(args.model, side, args.window, args.halo_m)
     int8 = ran_int8(args.model, summary)
     window = args.window or bundle.window
-    repeats = max(2, 5 * (bundle.window // window) ** 2)  # about the same seconds whatever the window
+    repeats = max(2, round(5 * (512 / window) ** 2))  # about the same seconds whatever the window
     batch = args.batch or windows_in_flight(window, 2)
     rate = model_only_rate(args.model, batch, repeats, "torch" if args.engine == "torch" else "onnx", int8,
                            window)

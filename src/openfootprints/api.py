@@ -138,14 +138,14 @@ def detect_file(scene: PathLike, out: PathLike, model: PathLike | Detector | Non
 
     cfg = _config_for("detect", config, options)
     if isinstance(model, Detector):
-        return run_detect(cfg, str(scene), model.model_path, str(out), progress=progress,
-                          predictor=model.predictor)
-    return run_detect(cfg, str(scene), model_or_base(None if model is None else str(model)), str(out),
-                      progress=progress)
+        path, predictor = model.model_path, model.predictor
+    else:
+        path, predictor = model_or_base(None if model is None else str(model)), None
+    return run_detect(cfg, str(scene), path, str(out), progress=progress, predictor=predictor)
 
 
-def detect_at_scale(scene: PathLike, out: PathLike, model: PathLike | None = None, config: DictConfig | dict | None = None,
-          **options) -> dict[str, Any]:
+def detect_at_scale(scene: PathLike, out: PathLike, model: PathLike | None = None,
+                    config: DictConfig | dict | None = None, **options) -> dict[str, Any]:
     """Detect over an area far larger than one run, in web-mercator cells (``scale.zoom``) written to the folder
     (or ``s3://``/``gs://`` URL) ``out``, resumable: a second call does only the cells not yet written. Runs in
     this process, or on a Ray cluster with ``engine="ray"``. ``options``: ``scale.*`` keys (``aoi``, ``zoom``,

@@ -256,8 +256,8 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
 def windows_in_flight(window: int, runs: int = 1) -> int:
     """How many ``window`` px windows to have in flight at once by default: as many as hold ``PIXELS_IN_FLIGHT``
     (4 windows of 512 px), and at least one for each of the predictor's ``runs``. The network's memory grows with
-    the pixels of a batch (ONNX Runtime, Lite0 U-Net: about 0.15 GiB a 512² window), so a larger window runs in
-    smaller batches, at the same speed per pixel."""
+    the pixels of a batch (ONNX Runtime, Lite0 U-Net INT8: about 0.23 GiB for one 1024² window), so a larger
+    window runs in smaller batches, at the same speed per pixel."""
     return max(runs, round(PIXELS_IN_FLIGHT / window**2))
 
 
