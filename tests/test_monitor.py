@@ -87,8 +87,11 @@ def test_darkened_blurred_imagery_is_reported_as_drift(profiled_bundle, tiny_sce
     summary = detect(load_config(SETTINGS), dim, str(profiled_bundle), str(tmp_path / "b.parquet"), progress=False)
     assert summary["drift"]["major"] is True and min(summary["drift"]["band_psi"]) > MAJOR_PSI
     assert all(shift < -0.5 for shift in summary["drift"]["mean_shift_std"])  # darker in every band
-    assert summary["warning"].startswith("dim.tif: imagery or predictions unlike the model's validation data")
+    assert summary["warning"].startswith("dim.tif: imagery unlike the model's training data")
     assert (tmp_path / "b.parquet").exists()  # a warning, not an error: the buildings are still written
+    assert summary["hint"].startswith(f"to adapt the model to this imagery: openfootprints suggest {dim} --model")
+    assert f"finetune --model MODEL.ofp --image {dim}" in summary["hint"]  # not the base model: say which
+    assert summary["model"]["name"] == "a bundle" and "card" not in summary["model"]
 
 
 def test_a_bundle_without_a_profile_is_not_compared(tiny_scene, tiny_bundle, tmp_path):
@@ -126,7 +129,7 @@ def test_the_service_warns_and_counts_a_drifted_scene(profiled_bundle, tiny_scen
         metrics = client.get("/metrics").text
     assert like.status_code == unlike.status_code == 200
     assert WARNING_HEADER not in like.headers
-    assert "unlike the model's validation data" in unlike.headers[WARNING_HEADER]
+    assert "unlike the model's training data" in unlike.headers[WARNING_HEADER]
     assert "openfootprints_scenes_total 2.0" in metrics and "openfootprints_scenes_drifted_total 1.0" in metrics
 
 

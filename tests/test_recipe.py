@@ -247,7 +247,14 @@ def test_training_can_start_from_a_bundle_and_records_its_parent(tmp_path, tiny_
     from openfootprints.cli import main
     from openfootprints.model.bundle import load_bundle
 
-    parent = load_bundle(tiny_bundle)
+    from openfootprints.model.bundle import save_bundle
+    from openfootprints.model.lineage import lineage, totals
+
+    parent = load_bundle(tiny_bundle)  # a parent of two stages: one before it, its own
+    parent.training = {"steps": 300, "seconds": 60.0, "energy_kwh": 0.01, "scenes": [["a.tif", "a.geojson"]],
+                       "stage_name": "second", "ancestry": [{"name": "first", "steps": 100, "seconds": 30.0,
+                                                              "energy_kwh": 0.005, "data": [], "from": "ImageNet weights"}]}
+    tiny_bundle = save_bundle(parent, tmp_path / "parent.ofp")
     out = tmp_path / "child.ofp"
     assert main(["train", "--image", str(tiny_scene[0]), "--labels", str(tiny_scene[1]), "--out", str(out),
                  f"train.init={tiny_bundle}", "model.decoder_channels=[16,16,8,8,8]", "train.max_epochs=1",
@@ -256,6 +263,10 @@ def test_training_can_start_from_a_bundle_and_records_its_parent(tmp_path, tiny_
     child = load_bundle(out)
     assert child.mean == parent.mean and child.std == parent.std  # the parent's normalization, kept
     assert child.training["parent"]["path"] == str(tiny_bundle)
+    stages = lineage(child)  # the parent's two stages, then the child's own
+    assert [s.get("name") for s in stages[:2]] == ["first", "second"] and stages[2]["from"] == "the stage before"
+    assert stages[2]["steps"] == child.training["steps"] == 2 and stages[2]["data"] == [[str(p) for p in tiny_scene]]
+    assert totals(stages)["steps"] == 402
     moved = max(float((child.state_dict[k].float() - v.float()).abs().max()) for k, v in parent.state_dict.items()
                 if v.is_floating_point() and "running" not in k)
     assert moved < 1e-3  # started from the parent's weights (a learning rate of 1e-9 barely moves them)

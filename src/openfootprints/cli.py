@@ -152,6 +152,15 @@ def cmd_calibrate(args, cfg: DictConfig) -> None:
 def cmd_models(args, cfg: DictConfig) -> None:
     from openfootprints import registry
 
+    if args.action == "lineage":  # the stages that made a bundle (default: the shipped base model)
+        from openfootprints.model.bundle import load_bundle
+        from openfootprints.model.lineage import format_lineage, lineage, totals
+
+        if args.target is not None:
+            raise InputError("usage: openfootprints models lineage [MODEL.ofp | models:/NAME@ALIAS]")
+        stages = lineage(load_bundle(model_or_base(args.name)))
+        print(json.dumps({"stages": stages, "total": totals(stages)}, indent=2) if args.json else format_lineage(stages))
+        return
     usage = {"register": "models register NAME MODEL.ofp", "promote": "models promote NAME VERSION",
              "rollback": "models rollback NAME"}
     if args.action in usage and (args.name is None or (args.action != "rollback") != (args.target is not None)
@@ -339,9 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("models", help="the model registry: register bundles, list them, promote a version to an "
-                                      "alias (champion), roll back; detect --model models:/NAME@champion", **common)
-    p.add_argument("action", choices=["list", "register", "promote", "rollback"])
-    p.add_argument("name", nargs="?", help="registered model name (list: all when left out)")
+                                      "alias (champion), roll back; detect --model models:/NAME@champion; lineage: "
+                                      "the training stages of a bundle (default: the shipped base model)", **common)
+    p.add_argument("action", choices=["list", "register", "promote", "rollback", "lineage"])
+    p.add_argument("name", nargs="?", help="registered model name (list: all when left out); lineage: the bundle "
+                                           "(default: the shipped base model)")
     p.add_argument("target", nargs="?", help="register: the bundle (.ofp); promote: the version number")
     p.add_argument("--alias", default="champion", help="promote / rollback: the alias (default: champion)")
     p.add_argument("--description", help="register: why this version exists")

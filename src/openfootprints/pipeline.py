@@ -31,6 +31,7 @@ from openfootprints.io.formats import FORMATS
 from openfootprints.io.geo import degrees_to_crs, to_lonlat
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import Scene, open_scene
+from openfootprints.model.base import adapt_hint, describe_model, is_base_model
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import cached_onnx, load_model
 from openfootprints.monitor.drift import Drift, Profile, compare, decoding_settings
@@ -127,6 +128,7 @@ def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, o
         predictor.seen.area_m2 = valid_area_m2(scene, region)
     summary = detect_summary(scene, region, n_buildings, timings, energy, out)
     summary["engine"] = predictor.described
+    summary["model"] = describe_model(bundle)
     log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, summary["area_km2"], summary["total_s"])
     warnings = []
     if not has_valid_pixels(scene, context):
@@ -135,11 +137,15 @@ def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, o
     drift = drift_from_reference(bundle, predictor.seen, Path(scene_path).name)
     if drift is not None:
         summary["drift"] = drift.summary()
-        warnings += [drift.warning] if drift.warning else []
+        if drift.warning:
+            warnings.append(drift.warning)
+            summary["hint"] = adapt_hint(scene_path, is_base_model(bundle))
     if warnings:
         summary["warning"] = "; ".join(warnings)
         for warning in warnings:
             log.warning(warning)
+        if "hint" in summary:
+            log.warning(summary["hint"])
     return summary
 
 

@@ -31,6 +31,7 @@ from openfootprints.io.provenance import config_path_beside, write_resolved_conf
 from openfootprints.io.raster import display_rgb, open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, load_bundle, save_bundle
+from openfootprints.model.lineage import lineage
 from openfootprints.model.network import Architecture, build_network
 from openfootprints.monitor.drift import Profile, decoding_settings, window_profile
 from openfootprints.predict.stream import ProbabilityArray
@@ -197,7 +198,8 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,
                               **energy, **({"diet": diet} if diet else {}), **(provenance or {}),
                               **({"parent": {"path": str(cfg.train.init), "fingerprint": parent.data_fingerprint,
-                                             "steps": parent.training.get("steps")}} if parent else {}),
+                                             "steps": parent.training.get("steps")},
+                                  "ancestry": lineage(parent)} if parent else {}),
                               "mlflow_run_id": mlflow_logger.run_id, **({"warning": untrained} if untrained else {})},
                     data_fingerprint=fingerprint_files([p for pair in pairs for p in pair]
                                                      + [a for a in (cfg.data.areas or []) if a]),
