@@ -330,3 +330,71 @@ def test_anchor_decay_replaces_weight_decay():
     plain, _ = anchored_fit(5.0, weight_decay=0.0)
     heavy, _ = anchored_fit(5.0, weight_decay=50.0)
     assert all(torch.allclose(v, heavy.state_dict()[k]) for k, v in plain.state_dict().items())
+
+
+@pytest.fixture(scope="module")
+def labelled_tiles(tmp_path_factory):
+    """A synthetic scene cut into four separate 200 px GeoTIFF tiles (0.5 m) with their own labels, as fAIr and
+    many mappers keep them; the fourth tile's labels are an empty file (a tile marked as having no building)."""
+    import rasterio
+    from rasterio.windows import Window, transform as window_transform
+
+    d = tmp_path_factory.mktemp("tiles")
+    write_scene(SceneSpec(width=400, height=400, resolution_m=0.5, seed=5), d / "scene.tif", d / "all.geojson")
+    truth = gpd.read_file(d / "all.geojson")
+    pairs = []
+    with rasterio.open(d / "scene.tif") as src:
+        for k, (row, col) in enumerate([(0, 0), (0, 200), (200, 0), (200, 200)]):
+            window = Window(col, row, 200, 200)
+            profile = {**src.profile, "width": 200, "height": 200, "transform": window_transform(window, src.transform)}
+            image, labels = d / f"tile{k}.tif", d / f"tile{k}.geojson"
+            with rasterio.open(image, "w", **profile) as dst:
+                dst.write(src.read(window=window))
+            box = gpd.GeoSeries([shapely.box(*rasterio.windows.bounds(window, src.transform))], crs=src.crs)
+            inside = truth[truth.to_crs(src.crs).intersects(box.iloc[0]).to_numpy()] if k < 3 else truth.iloc[:0]
+            inside.to_file(labels, driver="GeoJSON")
+            pairs.append((str(image), str(labels)))
+    return pairs
+
+
+def test_separate_small_tiles_train_with_chips_fitted_to_them_and_whole_tiles_for_validation(labelled_tiles, caplog):
+    from openfootprints.training.run import chips_fitted
+
+    cfg = load_config(["data.resolution_m=0.5", "data.chip_px=256", "data.block_m=256"])
+    with caplog.at_level("INFO"):
+        sources = load_labelled_scenes(labelled_tiles, cfg)
+    assert [len(s.polygons) > 0 for s in sources] == [True, True, True, False]  # the empty tile is a negative
+    assert "taken as imagery with no building" in caplog.text
+    fitted = chips_fitted(cfg, sources)
+    assert fitted.data.chip_px == 192 and cfg.data.chip_px == 256  # 200 px tiles: the largest multiple of 32
+    train_blocks, val_blocks = split_all(sources, fitted)
+    assert len(val_blocks) == 1 and len(train_blocks) == 3  # whole tiles: one of four for validation
+    assert {idx for idx, _ in train_blocks} | {idx for idx, _ in val_blocks} == {0, 1, 2, 3}
+    chips = ChipDataset(sources, train_blocks, chip_px=192, mean=[0.0] * 3, std=[1.0] * 3, seed=1)
+    image, target, weight = chips[0]
+    assert image.shape == (3, 192, 192) and target.shape == weight.shape == (1, 192, 192)
+
+
+def test_labels_with_no_building_anywhere_are_still_an_error(labelled_tiles):
+    from openfootprints.errors import InputError
+
+    cfg = load_config(["data.resolution_m=0.5"])
+    empty = labelled_tiles[3][1]
+    with pytest.raises(InputError, match="contains no geometries"):
+        load_labelled_scenes([(labelled_tiles[0][0], empty), (labelled_tiles[1][0], empty)], cfg)
+    with pytest.raises(InputError, match="too small to train on"):
+        from openfootprints.training.run import chips_fitted
+
+        chips_fitted(load_config(["data.resolution_m=8"]), load_labelled_scenes(labelled_tiles[:2],
+                                                                                 load_config(["data.resolution_m=8"])))
+
+
+@pytest.mark.slow
+def test_finetune_runs_on_separate_small_tiles_and_an_empty_one(labelled_tiles, tiny_bundle, tmp_path):
+    out = tmp_path / "tiles.ofp"
+    args = ["finetune", "--model", str(tiny_bundle)]
+    for image, labels in labelled_tiles:
+        args += ["--image", image, "--labels", labels]
+    assert main([*args, "--out", str(out), "train.batch_size=4", "data.samples_per_epoch=8", "train.max_epochs=1",
+                 "tracking.energy=false"]) == 0
+    assert load_bundle(out).training["config"]["data"]["chip_px"] == 192

@@ -28,7 +28,7 @@ from openfootprints.errors import InputError
 from openfootprints.io.atomic import atomic_outputs, atomic_path, check_writable
 from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
-from openfootprints.io.raster import display_rgb, open_scene
+from openfootprints.io.raster import Scene, display_rgb, open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, load_bundle, save_bundle
 from openfootprints.model.lineage import lineage
@@ -59,14 +59,36 @@ def load_labelled_scenes(pairs: list[tuple[str, str]], cfg: DictConfig) -> list[
     for (image, labels), weight, area in zip(pairs, weights, areas):
         scene = open_scene(image, bands=bands, resolution_m=resolution)
         resolution = resolution or scene.resolution_m
-        polygons = read_polygons(labels, crs=scene.crs, bounds=scene.bounds, fix_invalid=cfg.data.fix_invalid)
+        polygons = labels_on(labels, scene, cfg.data.fix_invalid, several=len(pairs) > 1)
         if sources and len(scene.bands) != len(sources[0].scene.bands):
             raise InputError(f"{image}: {len(scene.bands)} bands, but {pairs[0][0]} has {len(sources[0].scene.bands)}")
         if sources and scene.dtype != sources[0].scene.dtype:
             raise InputError(f"{image}: {scene.dtype} pixels, but {pairs[0][0]} has {sources[0].scene.dtype}; "
                              "train on imagery of one pixel type")
         sources.append(LabelledScene(scene, polygons.geometry, float(weight), labelled_area(area, scene, cfg)))
+    if not any(len(src.polygons) for src in sources):  # not one building anywhere: wrong files or CRS, not negatives
+        read_polygons(pairs[0][1], crs=sources[0].scene.crs, bounds=sources[0].scene.bounds,
+                      fix_invalid=cfg.data.fix_invalid)  # raises, naming the file and both bounds
+        raise InputError(f"train: no building in any of the labels {[labels for _, labels in pairs]}")
     return sources
+
+
+def labels_on(path: str, scene: Scene, fix_invalid: bool, several: bool):
+    """The label polygons of ``path`` in ``scene``'s CRS. With ``several`` sources, labels with no building on this
+    scene (an empty file, or buildings elsewhere only) are a tile with no building: it teaches "nothing here",
+    as a mapper means it (the run still needs a building somewhere, :func:`load_labelled_scenes`)."""
+    if not several:
+        return read_polygons(path, crs=scene.crs, bounds=scene.bounds, fix_invalid=fix_invalid)
+    polygons = read_polygons(path, crs=scene.crs, fix_invalid=fix_invalid, allow_empty=True)
+    on_scene = polygons[polygons.intersects(shapely.box(*scene.bounds))]
+    if polygons.empty:
+        log.info("%s: no building; %s is taken as imagery with no building", path, scene.path)
+    elif on_scene.empty:  # could be a wrong CRS as well as a true negative: say so
+        log.warning("%s: none of its %d buildings lies on %s (labels bounds %s, imagery bounds %s in %s): taken as "
+                    "imagery with no building; if it has buildings, the labels are another place's or in another CRS",
+                    path, len(polygons), scene.path, np.round(polygons.total_bounds, 1).tolist(),
+                    np.round(scene.bounds, 1).tolist(), scene.crs.to_string())
+    return on_scene.reset_index(drop=True)
 
 
 def per_source(values, default, key: str, noun: str, n: int) -> list:
@@ -87,17 +109,45 @@ def labelled_area(path: str | None, scene, cfg: DictConfig) -> shapely.Geometry 
     return shapely.union_all(polygons.geometry.to_numpy())
 
 
+NETWORK_STRIDE = 32  # a U-Net's input side must be a multiple of its encoder's total stride
+
+
+def chips_fitted(cfg: DictConfig, sources: list[LabelledScene]) -> DictConfig:
+    """``cfg`` with ``data.chip_px`` lowered to the shorter side of the smallest source (a multiple of 32 px at the
+    training resolution) when a source is smaller than a chip: labelled tiles of 256 px (fAIr's, many mappers')
+    are 192 px at 0.4 m. A source under 32 px is an error naming it."""
+    smallest = min(sources, key=lambda src: min(src.scene.height, src.scene.width))
+    side = min(smallest.scene.height, smallest.scene.width)
+    if side >= cfg.data.chip_px:
+        return cfg
+    if side < NETWORK_STRIDE:
+        raise InputError(f"{smallest.scene.path}: {smallest.scene.width}×{smallest.scene.height} px at "
+                         f"{smallest.scene.resolution_m:g} m, too small to train on (at least {NETWORK_STRIDE} px a side)")
+    chip_px = side // NETWORK_STRIDE * NETWORK_STRIDE
+    log.info("chips of %d px (data.chip_px=%d): %s is %d×%d px at %g m", chip_px, cfg.data.chip_px,
+             smallest.scene.path, smallest.scene.width, smallest.scene.height, smallest.scene.resolution_m)
+    return cast(DictConfig, OmegaConf.merge(cfg, {"data": {"chip_px": chip_px}}))
+
+
 def split_all(sources: list[LabelledScene], cfg: DictConfig) -> tuple[list, list]:
-    """Spatial split of every scene into train and validation blocks, as (scene index, Window) pairs."""
-    train, val = [], []
+    """Spatial split of every scene into train and validation blocks, as (scene index, Window) pairs. A scene
+    smaller than a block is one block of its size; scenes of one block each (separate labelled tiles) go to
+    validation whole, ``data.val_fraction`` of them, when no scene has blocks to spare for it."""
+    train, val, single = [], [], []
     for idx, src in enumerate(sources):
         scene = src.scene
-        block_px = max(cfg.data.chip_px, round(cfg.data.block_m / scene.resolution_m))
+        block_px = min(max(cfg.data.chip_px, round(cfg.data.block_m / scene.resolution_m)), scene.height, scene.width)
         exclude = degrees_to_crs(cfg.data.holdout_bounds, scene.crs) if cfg.data.holdout_bounds else None
         t, v = split_blocks(scene, block_px, cfg.data.val_fraction, cfg.seed + idx, exclude,
                             min_valid=cfg.data.block_min_valid, area=src.area)
         train += [(idx, w) for w in t]
         val += [(idx, w) for w in v]
+        single += [(idx, t[0])] if len(t) == 1 and not v else []
+    if not val and len(single) > 1 and cfg.data.val_fraction > 0:
+        order = np.random.default_rng(cfg.seed).permutation(len(single))
+        n_val = min(len(single) - 1, max(1, round(cfg.data.val_fraction * len(single))))
+        val = [single[i] for i in sorted(order[:n_val])]
+        train = [block for block in train if block not in val]
     if not train:
         raise InputError(f"train: no training block left after the split (scenes {[s.scene.path for s in sources]})")
     return train, val
@@ -123,6 +173,7 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     sources = load_labelled_scenes(pairs, cfg)
+    cfg = chips_fitted(cfg, sources)
     resolution = sources[0].scene.resolution_m
     train_blocks, val_blocks = split_all(sources, cfg)
     parent = load_bundle(cfg.train.init) if cfg.train.init else None
