@@ -32,6 +32,7 @@ from openfootprints.io.geo import degrees_to_crs, to_lonlat
 from openfootprints.io.provenance import config_path_beside, write_resolved_config
 from openfootprints.io.raster import Scene, open_scene
 from openfootprints.model.base import adapt_hint, describe_model, is_base_model
+from openfootprints.predict.adapt import scene_batches
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import cached_onnx, load_model
 from openfootprints.monitor.drift import Drift, Profile, compare, decoding_settings
@@ -54,6 +55,13 @@ def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, thread
     """
     from openfootprints.model.quantize import made_from
 
+    if cfg.detect.adapt_bn:  # the statistics change per scene: the bundle's network on PyTorch
+        if str(model_path).lower().endswith(".onnx") or cfg.detect.engine not in ("auto", "torch"):
+            raise InputError(f"{model_path}: detect.adapt_bn re-estimates the network's batch-norm statistics with "
+                             "PyTorch: give a bundle (.ofp) and detect.engine=auto or torch")
+        bundle = load_model(model_path)
+        return WindowPredictor(bundle, select_device(cfg.detect.device, bundle), "torch", workdir, threads,
+                               compile=cfg.detect.compile)
     int8 = None
     if surely_cpu(cfg.detect.device) and not str(model_path).lower().endswith(".onnx"):
         int8 = int8_file(cfg.detect.engine, model_path)
@@ -121,6 +129,11 @@ def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, o
     scene = open_for_model(cfg, scene_path, bundle)
     region, context = detection_area(cfg, scene)
     timings: dict[str, float] = {}
+    if cfg.detect.adapt_bn:
+        start = time.monotonic()
+        seen = predictor.adapt_to(scene_batches(scene, region, predictor.normalize, cfg.detect.adapt_bn))
+        timings["adapt_bn_s"] = time.monotonic() - start
+        log.info("detect: batch-norm statistics re-estimated on %d window(s) of the scene", seen)
     predictor.start_profile()
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
         n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, out, timings, progress, predictor)

@@ -168,6 +168,7 @@ class Detect:
     tta: int = key(lambda v: v in (1, 2, 4, 8), "1, 2, 4 or 8")
     engine: str = key(lambda v: v in ("auto", "torch", "onnx", "onnx-int8"), "auto, torch, onnx or onnx-int8")
     compile: bool = key()
+    adapt_bn: int = key(_whole(0), "a whole number, 0 or more")
 
 
 @dataclass

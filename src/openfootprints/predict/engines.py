@@ -8,6 +8,7 @@ into probabilities (another runtime, a remote model) is an :class:`Engine` too.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Protocol, cast
 
 import numpy as np
@@ -64,6 +65,13 @@ class TorchEngine:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
             self.net = cast(torch.nn.Module, torch.compile(self.net))  # an OptimizedModule
+
+    def adapt(self, batches: Iterator[np.ndarray]) -> int:
+        """Re-estimate the network's batch-norm statistics on ``batches`` (AdaBN,
+        :func:`~openfootprints.predict.adapt.adapt_batchnorm`); returns the windows seen."""
+        from openfootprints.predict.adapt import adapt_batchnorm
+
+        return adapt_batchnorm(self.net, batches, self.device)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch

@@ -132,6 +132,14 @@ class WindowPredictor:
         """What runs the network: ``torch``, or ``onnx (FILE)`` naming the ONNX file (an INT8 file when one runs)."""
         return self.engine if self.onnx_file is None else f"onnx ({self.onnx_file.name})"
 
+    def adapt_to(self, batches: Iterator[np.ndarray]) -> int:
+        """Re-estimate the network's batch-norm statistics on ``batches`` of normalized windows (B, C, H, W) of a
+        scene (AdaBN, :mod:`openfootprints.predict.adapt`); PyTorch only. Returns the windows seen."""
+        if not isinstance(self.network, TorchEngine):
+            raise InputError("detect.adapt_bn re-estimates the network's batch-norm statistics with PyTorch: give a "
+                             "bundle (.ofp) and detect.engine=auto or torch")
+        return self.network.adapt(batches)
+
     def start_profile(self) -> None:
         """Count what the windows run from now on look like (``seen``), e.g. for one scene."""
         self.seen = Profile.empty(len(self.bundle.bands))
