@@ -249,10 +249,14 @@ def challenge(result: dict, runs: Path, doc: Path) -> None:
 
     champion = champion_result(runs / run_name(result) / f"vs-{champion_tag()}", runs, ["detect.tta=1"])
     verdict = judge(oam_f1(champion), oam_f1(result), list(HELD_OUT))
-    print(verdict.reason, flush=True)
     trained = result["variant"] != CHAMPION and result["tta"] == 1 and "-cut" not in run_name(result) \
         and not result.get("label", "").count("detect.")
-    write_challenge(doc, champion, result, verdict.reason, shipped=verdict.wins and trained)
+    reason = verdict.reason
+    if not trained:  # a detect option becomes a default only if every held-out place gains (issue 28)
+        gains = [oam_f1(result)[p] > oam_f1(champion)[p] for p in oam_f1(champion)]
+        reason += "; every place gains" if all(gains) else "; not every place gains"
+    print(reason, flush=True)
+    write_challenge(doc, champion, result, reason, shipped=verdict.wins and trained)
     write_doc_rows(doc, [champion, result])
     if verdict.wins and trained:
         print(f"shipped {ship(result, runs, verdict.reason)} (held-out F1 {held_out_f1(result):.3f})")
@@ -269,10 +273,9 @@ def write_challenge(doc: Path, champion: dict, challenger: dict, reason: str, sh
     places = list(oam_f1(champion))
     head = ("| date | challenger | steps (all stages) | champion | " + " | ".join(f"{p} F1" for p in places)
             + " | Xiamen recall | verdict |\n|" + "---|" * (len(places) + 6))
-    recall = {r["variant"]: next((p["recall"] for p in r["places"] if p["place"] == "xiamen_block"), None)
-              for r in (champion, challenger)}
-    xiamen = ("–" if recall[CHAMPION] is None or recall[challenger["variant"]] is None
-              else f"{recall[CHAMPION]:.3f} → {recall[challenger['variant']]:.3f}")
+    before, after = (next((p["recall"] for p in r["places"] if p["place"] == "xiamen_block"), None)
+                     for r in (champion, challenger))
+    xiamen = "–" if before is None or after is None else f"{before:.3f} → {after:.3f}"
     row = (f"| {challenger['finished'][:10]} | {challenger.get('label', challenger['variant'])}, seed "
            f"{challenger['seed']} (`{run_name(challenger)}`) | {challenger['steps']:,} | {champion['label']} | "
            + " | ".join(f"{oam_f1(champion)[p]:.3f} → **{oam_f1(challenger)[p]:.3f}**" for p in places)

@@ -1,0 +1,59 @@
+"""bench/real.py's records: rows added to docs/real.md without losing earlier sessions' rows, and every
+champion-and-challenger verdict kept."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def real():
+    sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_real", ROOT / "bench" / "real.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def result(variant: str, run: str, f1: tuple[float, float, float], label: str | None = None) -> dict:
+    places = [{"place": p, "precision": 0.5, "recall": 0.4, "f1": f, "ap50": 0.3, "pixel_iou": 0.5, "n_predicted": 10,
+               "n_true": 12, "count_ratio": 0.83, "detect_s": 1.0, "detect_peak_gib": 1.0, "f1_by_size": {"0–25": 0.1},
+               "errors": {"false_negatives": dict.fromkeys(("merged", "split", "missed", "misshaped"), 1),
+                          "false_positives": dict.fromkeys(("merge", "spurious", "part", "misshaped"), 2)}}
+              for p, f in zip(("nairobi_ke", "kampala_ug", "nairobi_ke@0.5m"), f1)]
+    return {"variant": variant, "what": "x", "seed": 1, "minutes": 0, "init": None, "run": run, "epochs": 66,
+            "tta": 1, "steps": 2112, "train_s": 2580.0, "energy_kwh": 0.0123, "places": places, "train_peak_gib": None,
+            "finished": "2026-12-07T06:00+00:00", **({"label": label} if label else {})}
+
+
+def test_new_rows_replace_their_own_and_keep_every_other(real, tmp_path):
+    doc = tmp_path / "real.md"
+    doc.write_text("# Real\n\nintro\n")
+    real.write_doc_rows(doc, [result("gap", "gap-s1-66ep", (0.36, 0.52, 0.35))])
+    real.write_doc_rows(doc, [result("base", "base-s1-66ep", (0.30, 0.40, 0.33))])
+    real.write_doc_rows(doc, [result("gap", "gap-s1-66ep", (0.371, 0.531, 0.341))])  # the same run, scored again
+    text = doc.read_text()
+    scores = [line for line in text.split("What the errors")[0].splitlines() if line.startswith("| gap") or
+              line.startswith("| base")]
+    assert len(scores) == 6 and "**0.371**" in text and "**0.360**" not in text and "**0.520**" not in text
+    assert "**0.300**" in text
+    assert scores[0].startswith("| gap | 1 | nairobi_ke |")  # replaced where it stood
+    assert text.startswith("# Real\n\nintro\n") and text.count("<!-- real-table:begin -->") == 1
+
+
+def test_every_challenge_is_a_row_and_a_win_ships(real, tmp_path):
+    doc = tmp_path / "real.md"
+    doc.write_text("# Real\n")
+    champion = result("champion", "vs-champion-abcd", (0.36, 0.52, 0.35), label="champion-abcd (shipped)")
+    lost = result("gap", "gap-s2-75min-after-champion-abcd", (0.37, 0.52, 0.35))
+    real.write_challenge(doc, champion, lost, "challenger loses: …", shipped=False)
+    won = result("gap", "gap-s3-75min-after-champion-abcd", (0.40, 0.56, 0.35))
+    real.write_challenge(doc, champion, won, "challenger wins: …", shipped=True)
+    real.write_challenge(doc, champion, lost, "challenger loses: … (again)", shipped=False)
+    rows = [line for line in doc.read_text().splitlines() if line.startswith("| 2026")]
+    assert len(rows) == 2 and "0.360 → **0.400**" in rows[0] and "**shipped**" in rows[0]
+    assert "(again)" in rows[1] and "## Champion and challengers" in doc.read_text()
