@@ -9,6 +9,7 @@ from openfootprints.demo import DEMO_LABELS, DEMO_SCENE
 from openfootprints.errors import InputError
 from openfootprints.model import base
 from openfootprints.model.bundle import load_bundle
+from openfootprints.registry import model_or_base
 
 needs_base = pytest.mark.skipif(not base.BASE_MODEL.exists(), reason="no base model in this checkout")
 
@@ -41,8 +42,8 @@ def test_detect_without_a_model_finds_the_buildings_of_a_real_scene_it_never_saw
 def test_without_a_shipped_base_model_the_error_says_to_pass_one(monkeypatch, tmp_path):
     monkeypatch.setattr(base, "BASE_MODEL", tmp_path / "none.ofp")
     with pytest.raises(InputError, match="no base model; pass --model"):
-        base.model_or_base(None)
-    assert base.model_or_base("m.ofp") == "m.ofp"
+        model_or_base(None)
+    assert model_or_base("m.ofp") == "m.ofp"
 
 
 def test_the_real_demo_runs_any_model_on_the_shipped_scene(tmp_path, tiny_bundle, capsys):

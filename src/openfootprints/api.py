@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from openfootprints.configuration import check_config, config_error, did_you_mean, load_config
 from openfootprints.errors import InputError
-from openfootprints.model.base import model_or_base
+from openfootprints.registry import model_or_base
 
 if TYPE_CHECKING:
     from openfootprints.predict.probabilities import WindowPredictor

@@ -34,7 +34,7 @@ from openfootprints import __version__
 from openfootprints.errors import InputError
 from openfootprints.configuration import load_config
 from openfootprints.io.atomic import OUT_OF_SPACE, check_writable
-from openfootprints.model.base import model_or_base
+from openfootprints.registry import model_or_base
 
 log = logging.getLogger("openfootprints")
 SCENE_HELP = ("imagery: a GeoTIFF/COG/VRT (a path, or an s3:// or gs:// URL), a folder of GeoTIFFs, an XYZ tile "
@@ -144,7 +144,7 @@ def cmd_scale(args, cfg: DictConfig) -> None:
 
 
 def cmd_calibrate(args, cfg: DictConfig) -> None:
-    from openfootprints.evaluation.run import calibrate
+    from openfootprints.training.calibrate import calibrate
 
     print(json.dumps(calibrate(cfg, args.predicted, args.truth, args.model, args.out), indent=2))
 

@@ -23,7 +23,8 @@ from PIL import Image, ImageDraw
 from openfootprints.evaluation.metrics import format_table
 from openfootprints.io.atomic import atomic_path
 from openfootprints.io.vector import read_table
-from openfootprints.model.base import ATTRIBUTION, model_or_base
+from openfootprints.model.base import ATTRIBUTION
+from openfootprints.registry import model_or_base
 from openfootprints.evaluation.run import evaluate_files
 from openfootprints.pipeline import detect
 from openfootprints.synth.scene import SceneSpec, write_scene

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from openfootprints.errors import InputError
+from openfootprints.model import base
 from openfootprints.model.bundle import Bundle, file_sha256
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,19 @@ log = logging.getLogger(__name__)
 PREFIX = "models:/"
 DEFAULT_HOME = Path.home() / ".openfootprints"
 HISTORY_TAG = "openfootprints.alias_history"  # on the registered model: {alias: [versions it named, oldest first]}
+
+
+def model_or_base(path: str | None) -> str:
+    """The bundle a command runs: ``path``, a registered model (``models:/NAME@ALIAS``, resolved to its stored
+    bundle), or the shipped base model when None."""
+    if path is not None and path.startswith(PREFIX):
+        return resolve(path)
+    if path is not None:
+        return path
+    if not base.BASE_MODEL.exists():
+        raise InputError(f"{base.BASE_MODEL}: this installation has no base model; pass --model (a bundle from "
+                         "`openfootprints train`)")
+    return str(base.BASE_MODEL)
 
 
 def registry_uri(uri: str | None = None) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from openfootprints.errors import InputError
 
 if TYPE_CHECKING:
     from openfootprints.model.bundle import Bundle
@@ -18,21 +17,6 @@ if TYPE_CHECKING:
 BASE_MODEL = Path(__file__).with_name("base_model.ofp")
 ATTRIBUTION = "imagery © OpenAerialMap contributors, CC BY 4.0; footprints © OpenStreetMap contributors, ODbL"
 CARD = "docs/base_model.md"  # the base model's card, in the project's repository
-
-
-def model_or_base(path: str | None) -> str:
-    """``path`` (a registered model, ``models:/NAME@ALIAS``, resolved to its bundle), or the shipped base model
-    when None."""
-    if path is not None and path.startswith("models:/"):
-        from openfootprints.registry import resolve
-
-        return resolve(path)
-    if path is not None:
-        return path
-    if not BASE_MODEL.exists():
-        raise InputError(f"{BASE_MODEL}: this installation has no base model; pass --model (a bundle from "
-                         "`openfootprints train`)")
-    return str(BASE_MODEL)
 
 
 def is_base_model(bundle: Bundle) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from typing import TYPE_CHECKING
 
@@ -30,12 +31,13 @@ from openfootprints.io.atomic import check_writable
 from openfootprints.io.storage import Storage, is_url
 from openfootprints.model.bundle import file_sha256
 from openfootprints.model.onnx import load_model
+from openfootprints import pipeline
 from openfootprints.pipeline import open_for_model
 from openfootprints.scale.cells import (Cell, CellResult, area_km2, area_of_interest, cell_config, cell_key,
                                         cell_summary, cells_covering, manifest_json, parse_manifest)
 
 if TYPE_CHECKING:
-    from openfootprints.api import Detector
+    from openfootprints.predict.probabilities import WindowPredictor
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +72,23 @@ def plan(cfg: DictConfig, scene_path: str, model_path: str, out: Storage | str |
 
 
 def detect_cell(cfg: DictConfig, scene_path: str, model_path: str, cell: Cell, out: Storage,
-                detector: Detector | None = None) -> dict:
-    """Detect one cell (all stages in this process) with the model at ``model_path``, or ``detector`` when it is
-    loaded already, and put its table in place, whole; returns ``detect``'s summary for the cell
-    (:func:`cell_summary`)."""
-    from openfootprints.api import detect_file
-
+                predictor: WindowPredictor | None = None) -> dict:
+    """Detect one cell (all stages in this process) with the model at ``model_path``, or ``predictor`` when it is
+    loaded already (:func:`openfootprints.pipeline.load_predictor`), and put its table in place, whole; returns
+    ``detect``'s summary for the cell (:func:`cell_summary`)."""
     with out.staged(cell_key(cell)) as staged:
-        summary = detect_file(scene_path, staged, detector or model_path, config=cell_config(cfg, cell))
+        summary = pipeline.detect(cell_config(cfg, cell), scene_path, model_path, str(staged), progress=False,
+                                  predictor=predictor)
     return cell_summary(summary, cell, out)
 
 
 def run_local(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cell], out: Storage) -> list[CellResult]:
     """Every cell in this process, the model loaded once; each retried up to ``scale.retries`` times."""
-    from openfootprints.api import load_detector
-
-    with load_detector(model_path, config=cfg) as detector:
+    with tempfile.TemporaryDirectory(prefix="openfootprints-model-") as workdir:
+        predictor = pipeline.load_predictor(cfg, model_path, workdir)
         results = []
         for k, cell in enumerate(cells):
-            results.append(with_retries(lambda c=cell: detect_cell(cfg, scene_path, model_path, c, out, detector),
+            results.append(with_retries(lambda c=cell: detect_cell(cfg, scene_path, model_path, c, out, predictor),
                                         cell, cfg.scale.retries))
             log.info("cell %s (%d/%d): %s", cell.quadkey, k + 1, len(cells),
                      results[-1].error or f"{results[-1].summary.get('buildings')} buildings")

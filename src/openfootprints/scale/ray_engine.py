@@ -87,11 +87,11 @@ class CellPredictor:
     """Stage 2, a Ray actor holding the model: the probabilities of a cell's context from its windows."""
 
     def __init__(self, cfg: dict, model_path: str, threads: int | None):
-        from openfootprints.api import load_detector
+        from openfootprints.pipeline import load_predictor
 
         self.cfg = OmegaConf.create(cfg)
         self.workdir = tempfile.mkdtemp(prefix="openfootprints-actor-")
-        self.predictor = load_detector(model_path, config=self.cfg, threads=threads, workdir=self.workdir).predictor
+        self.predictor = load_predictor(self.cfg, model_path, self.workdir, threads)
 
     def pid(self) -> int:
         return os.getpid()

@@ -23,7 +23,7 @@ from typing import cast
 from omegaconf import DictConfig, OmegaConf
 
 from openfootprints.io.atomic import check_writable
-from openfootprints.model.base import model_or_base
+from openfootprints.registry import model_or_base
 from openfootprints.model.bundle import Bundle, load_bundle
 from openfootprints.training.run import train
 
