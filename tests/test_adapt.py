@@ -259,6 +259,15 @@ def test_suggest_writes_ranked_boxes_on_the_scene(half_labelled, tiny_bundle, tm
     assert (sides["minx"] >= scene_box[0] - 1).all()
     assert "3 chips" in capsys.readouterr().out
     assert json.loads(out.read_text())["type"] == "FeatureCollection"
+    west = gpd.read_file(half_labelled["area"]).total_bounds  # the task area: the west half, in degrees
+    task = tmp_path / "task.geojson"
+    assert main(["suggest", half_labelled["image"], "--model", str(tiny_bundle), "--n", "50", "--out", str(task),
+                 "--quiet", "suggest.chip_m=32", f"suggest.bbox=[{','.join(map(str, west))}]"]) == 0
+    inside = gpd.read_file(task)
+    assert 0 < len(inside) < 16 and inside.geometry.within(shapely.box(*west).buffer(1e-7)).all()
+    assert main(["suggest", half_labelled["image"], "--model", str(tiny_bundle), "--out", str(task), "--quiet",
+                 "suggest.bbox=[0,0,0.0001,0.0001]"]) == 2
+    assert "inside suggest.bbox" in capsys.readouterr().err
 
 
 def mean_probability_on(model, half, polygons_path, tmp_path) -> float:

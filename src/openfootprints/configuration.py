@@ -82,7 +82,7 @@ def check_config(cfg: DictConfig) -> DictConfig:
         if not good:
             shown = format(value, "g") if isinstance(value, float) else value  # -5, not the schema's -5.0
             raise InputError(f"config: {key}={shown} must be {meaning}")
-    for key in ("data.holdout_bounds", "detect.bbox", "evaluate.bbox"):
+    for key in ("data.holdout_bounds", "detect.bbox", "evaluate.bbox", "suggest.bbox"):
         box = OmegaConf.select(cfg, key)
         if box is not None and (len(box) != 4 or not (box[0] < box[2] and box[1] < box[3])):
             raise InputError(f"config: {key}={list(box)} must be [west, south, east, north] with west < east, south < north")

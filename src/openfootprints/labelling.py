@@ -21,6 +21,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import rasterio
+import shapely
 from omegaconf import DictConfig
 from rasterio.windows import Window
 
@@ -28,6 +29,7 @@ from openfootprints.errors import InputError
 from openfootprints.io.atomic import check_writable
 from openfootprints.io.raster import Scene
 from openfootprints.io.formats import FORMATS
+from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.vector import write_table
 from openfootprints.model.bundle import Bundle
 from openfootprints.pipeline import load_predictor, open_for_model
@@ -129,8 +131,12 @@ def suggest(cfg: DictConfig, scene_path: str, model_path: str, out: str | Path, 
         probabilities = predict_probabilities(scene, bundle, Path(tmp) / "probabilities.tif", predictor=predictor,
                                               batch_size=cfg.detect.batch_size, progress=progress, tta=cfg.detect.tta)
         scores = score_chips(scene, bundle, probabilities, chip_px, s.min_valid)
+    if s.bbox:  # the mapper's task area: chips wholly inside it
+        box = shapely.box(*degrees_to_crs(s.bbox, scene.crs))
+        scores = [c for c in scores if box.covers(scene.window_box(c.window))]
     if not scores:
-        raise InputError(f"{scene_path}: no {s.chip_m:g} m chip with at least {s.min_valid:.0%} valid pixels; "
+        where = f" inside suggest.bbox={list(s.bbox)}" if s.bbox else ""
+        raise InputError(f"{scene_path}: no {s.chip_m:g} m chip{where} with at least {s.min_valid:.0%} valid pixels; "
                          "lower suggest.chip_m or suggest.min_valid")
     table = chips_table(scene, best_chips(scores, n, s.novelty_weight), s.novelty_weight)
     write_table(table, out)

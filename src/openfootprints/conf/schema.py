@@ -121,6 +121,7 @@ class Suggest:
     chip_m: float = key(POSITIVE, "positive")
     min_valid: float = key(_share, "in [0, 1]")
     novelty_weight: float = key(NON_NEGATIVE, "0 or more")
+    bbox: Optional[list[float]] = key()
 
 
 @dataclass
