@@ -1,5 +1,6 @@
 """The Python API: the same stages as the command line, as calls that return data."""
 
+import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -67,3 +68,15 @@ def test_scale_runs_cells_and_resumes(tmp_path, tiny_scene, tiny_bundle):
     again = ofp.detect_at_scale(tiny_scene[0], tmp_path / "run", model=tiny_bundle, config={"tracking.energy": False},
                       **settings)
     assert again["cells_done_now"] == 0 and again["cells_skipped"] == first["cells"]
+
+
+def test_view_serves_the_map_of_a_table_or_a_geodataframe_until_closed(tiny_scene):
+    import urllib.request
+
+    frame = gpd.read_file(tiny_scene[1]).assign(confidence=0.9)
+    with ofp.view(frame, imagery=tiny_scene[0], truth=tiny_scene[1]) as shown:
+        assert shown.url.startswith("http://127.0.0.1:") and "<iframe" in shown._repr_html_()
+        config = json.loads(urllib.request.urlopen(shown.url + "config.json", timeout=10).read())
+        assert config["buildings"]["count"] == len(frame)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(shown.url, timeout=2)  # stopped

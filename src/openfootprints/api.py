@@ -16,6 +16,7 @@ Sizes are metres on the ground; bounding boxes are ``[west, south, east, north]`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -235,6 +236,53 @@ def stac_item(model: PathLike, out: PathLike | None = None, licence: str = "othe
         write_model_item(bundle, model, out, licence=licence, attribution=attribution)
         return json.loads(Path(out).read_text())
     return model_item(bundle, model, licence=licence, attribution=attribution).to_dict()
+
+
+class MapView:
+    """The web map viewer of a buildings table, served from this process in the background (:func:`view`): open
+    :attr:`url` in a browser, or leave it as a notebook cell's value to see the map in the notebook. Close it (or
+    use ``with``) to stop the server."""
+
+    def __init__(self, url: str, resources: contextlib.ExitStack):
+        self.url, self._resources = url, resources
+
+    def close(self) -> None:
+        self._resources.close()
+
+    def __enter__(self) -> MapView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _repr_html_(self) -> str:  # Jupyter shows the map itself
+        return f'<iframe src="{self.url}" width="100%" height="520" style="border:0"></iframe>'
+
+    def __repr__(self) -> str:
+        return f"MapView({self.url})"
+
+
+def view(buildings: PathLike | gpd.GeoDataFrame, imagery: PathLike | None = None, truth: PathLike | None = None,
+         port: int = 0, config: DictConfig | dict | None = None, **options) -> MapView:
+    """The map ``openfootprints view`` serves, from Python: ``buildings`` (a table ``detect`` wrote, or the
+    GeoDataFrame :func:`detect` returned) coloured by confidence over ``imagery``, with the ``truth`` outlines;
+    served on ``port`` of 127.0.0.1 (0: any free port) until :meth:`MapView.close`. ``options``: ``view.*`` keys."""
+    from openfootprints.view import create_app, prepare_viewer, running
+
+    cfg = _config_for("view", config, options)
+    resources = contextlib.ExitStack()
+    try:
+        if isinstance(buildings, gpd.GeoDataFrame):
+            folder = resources.enter_context(tempfile.TemporaryDirectory(prefix="openfootprints-view-"))
+            buildings.to_parquet(Path(folder) / "buildings.parquet")
+            buildings = Path(folder) / "buildings.parquet"
+        viewer = prepare_viewer(cfg, buildings, imagery, truth)
+        resources.callback(viewer.close)
+        url = resources.enter_context(running(create_app(viewer), port=port))
+    except BaseException:
+        resources.close()
+        raise
+    return MapView(url, resources)
 
 
 def _with_areas(cfg: DictConfig, areas: Sequence[PathLike | None] | None) -> DictConfig:
