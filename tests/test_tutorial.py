@@ -56,3 +56,23 @@ def test_the_tutorial_runs_as_written_and_the_fine_tune_is_scored_on_the_patch_i
     assert (out / "before_after.png").stat().st_size > 10_000 and (out / "detect.png").exists()
     assert (out / "report_finetuned" / "index.html").exists() and (out / "buildings.gpkg").exists()
     assert "buildings traced" in done.stdout
+
+
+def test_the_notebook_runs_cell_by_cell(tmp_path, monkeypatch):
+    import urllib.request
+
+    monkeypatch.chdir(tmp_path)
+    notebook = json.loads((ROOT / "docs" / "tutorial.ipynb").read_text())
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            code = "".join(cell["source"]).replace("max_minutes=5", "max_minutes=0.4")
+            exec(compile(code, "tutorial.ipynb", "exec"), namespace)
+    try:
+        assert len(namespace["buildings"]) > 0 and namespace["buildings"].crs.to_epsg() == 4326
+        assert len(namespace["chips"]) == 10 and Path("kampala.ofp").exists()
+        scores = namespace["scores"]
+        assert scores["base"]["n_true"] == scores["fine-tuned"]["n_true"] > 10
+        assert urllib.request.urlopen(namespace["shown"].url, timeout=10).status == 200
+    finally:
+        namespace["shown"].close()
