@@ -174,7 +174,7 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
     places = score_places(out, model, runs, detect)
     before = work_before(runs, init) if init else {}  # a continuation adds up
     result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "minutes": minutes, "init": init,
-              "run": trained.name, "epochs": epochs, "tta": tta,
+              "run": out.name, "trained": trained.name, "epochs": epochs, "tta": tta,
               "steps": training.get("steps", 0) + before.get("steps", 0),
               "train_s": (training.get("seconds") or 0) + before.get("train_s", 0),
               "energy_kwh": (training.get("energy_kwh") or 0) + (before.get("energy_kwh") or 0),
@@ -249,8 +249,7 @@ def challenge(result: dict, runs: Path, doc: Path) -> None:
 
     champion = champion_result(runs / run_name(result) / f"vs-{champion_tag()}", runs, ["detect.tta=1"])
     verdict = judge(oam_f1(champion), oam_f1(result), list(HELD_OUT))
-    trained = result["variant"] != CHAMPION and result["tta"] == 1 and "-cut" not in run_name(result) \
-        and not result.get("label", "").count("detect.")
+    trained = result["variant"] != CHAMPION and result.get("trained") == run_name(result)  # no detect option
     reason = verdict.reason
     if not trained:  # a detect option becomes a default only if every held-out place gains (issue 28)
         gains = [oam_f1(result)[p] > oam_f1(champion)[p] for p in oam_f1(champion)]
@@ -416,7 +415,7 @@ def ship(result: dict, runs: Path, verdict: str | None = None) -> Path:
     from openfootprints.model.base import BASE_MODEL
     from openfootprints.model.bundle import load_bundle, save_bundle
 
-    bundle = load_bundle(runs / run_name(result) / "model.ofp")
+    bundle = load_bundle(runs / (result.get("trained") or run_name(result)) / "model.ofp")
     bundle.state_dict = {k: v.half() if v.is_floating_point() else v for k, v in bundle.state_dict.items()}
     bundle.training = {**bundle.training, "held_out": result["places"],
                        "attribution": "imagery © OpenAerialMap contributors, CC BY 4.0; "
@@ -424,7 +423,8 @@ def ship(result: dict, runs: Path, verdict: str | None = None) -> Path:
                        "base_model": True,
                        "stage_name": f"{result.get('label', result['variant'])}, seed {result['seed']}",
                        "stage_what": result["what"], "stage_date": result["finished"][:10],
-                       "stage_command": reproduce_command(result, "--challenge" if result.get("init") else "--ship"),
+                       "stage_command": reproduce_command(result, "--challenge" if result.get("init") == CHAMPION
+                                                          else "--ship"),
                        **({"stage_verdict": verdict} if verdict else {})}
     bundle.training["scenes"] = [[Path(p).relative_to(DATA).as_posix() for p in pair]
                                  for pair in bundle.training.get("scenes", [])]
@@ -467,10 +467,15 @@ def write_model_card(result: dict, bundle, path: Path, shipped: bool) -> None:
         stages[-1] = {**stages[-1], "name": f"{result.get('label', result['variant'])}, seed {result['seed']}",
                       "command": reproduce_command(result, "--card")}
     done = totals(stages)
+    shown = [p["place"] for p in result["places"] if p["place"] != "xiamen_block"]
+
+    def f1s(stage: dict) -> str:
+        scores = stage.get("held_out_f1", {})
+        return " / ".join(format(scores[p], ".3f") if p in scores else "–" for p in shown) if scores else "–"
+
     lineage_rows = "\n".join(
         f"| {i} | {s.get('name', '–')} | {s.get('date', '–')} | {s['from']} | {s['steps']:,} | {s['seconds'] / 60:.0f} | "
-        f"{'–' if s.get('energy_kwh') is None else format(s['energy_kwh'], '.4f')} | "
-        f"{' / '.join(format(v, '.3f') for v in s.get('held_out_f1', {}).values()) or '–'} | "
+        f"{'–' if s.get('energy_kwh') is None else format(s['energy_kwh'], '.4f')} | {f1s(s)} | "
         f"{s.get('verdict', 'the first champion' if i == 1 else '–')} | `{s.get('command', '–')}` |"
         for i, s in enumerate(stages, 1))
     kwh = "not measured" if done["energy_kwh"] is None else f"{done['energy_kwh']:.3f} kWh"
@@ -480,7 +485,7 @@ def write_model_card(result: dict, bundle, path: Path, shipped: bool) -> None:
            if bundle.min_confidence else "")
     w0 = cfg["data"].get("gap_weight_w0") or 0
     gap = f", weighted up to {1 + w0:g}× in the narrow gaps between buildings (U-Net gap weights)" if w0 else ""
-    places = " / ".join(p["place"] for p in result["places"] if p["place"] != "xiamen_block")
+    places = " / ".join(shown)
     path.write_text(f"""# Model card: the openfootprints base model
 
 {where}
@@ -554,7 +559,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "real")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "real.md")
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default: %(default)s)")
-    parser.add_argument("--init", help="continue from the model of this run folder (in --runs), e.g. base-s0-70min")
+    parser.add_argument("--init", help="continue from the model of this run folder (in --runs), e.g. base-s0-70min, "
+                                       "or from the shipped base model: champion")
     parser.add_argument("--epochs", type=int, help="train this many epochs of 32 steps instead of --minutes, with no "
                                                    "time budget (equal steps and schedule when the cores are shared; "
                                                    "66 ≈ the 2,109 steps the base made in 80 min)")
@@ -575,8 +581,8 @@ def main() -> None:
     DATA = args.data
     if args.variant not in VARIANTS and args.variant != CHAMPION:
         raise SystemExit(f"unknown variant {args.variant}; known: {list(VARIANTS)}")
-    if args.challenge and (args.ship or args.card):
-        raise SystemExit("--challenge ships the challenger only if it wins: drop --ship and --card")
+    if args.challenge and (args.ship or args.card or args.recut):
+        raise SystemExit("--challenge ships the challenger only if it wins: drop --ship, --card and --recut")
     if args.variant == CHAMPION and not (args.challenge and (args.detect or args.tta > 1)):
         raise SystemExit("--variant champion is the shipped model with a detect option: give --challenge and --detect")
     if (args.tta > 1 or args.recut or args.detect) and (args.ship or args.card):
@@ -599,7 +605,7 @@ def main() -> None:
     elif args.card:
         from openfootprints.model.bundle import load_bundle
 
-        bundle = load_bundle(args.runs / run_name(result) / "model.ofp")
+        bundle = load_bundle(args.runs / (result.get("trained") or run_name(result)) / "model.ofp")
         write_model_card(result, bundle, ROOT / "docs" / "base_model.md", shipped=False)
         print(f"wrote docs/base_model.md (held-out F1 {held_out_f1(result):.3f}, not shipped)")
 

@@ -42,7 +42,7 @@ def east_patch(picture: Path, metrics: Path) -> Image.Image:
     import rasterio
     from rasterio.warp import transform_bounds
 
-    bbox = json.loads(metrics.read_text())["config"]["evaluate"]["bbox"]
+    bbox = json.loads(metrics.read_text())["bbox"]
     with rasterio.open(DEMO_SCENE) as src:
         west, south, east, north = transform_bounds("EPSG:4326", src.crs, *bbox)
         inverse = ~src.transform

@@ -106,3 +106,19 @@ def test_geojson_features_are_numbered_on_request(tmp_path, feature_ids):
     features = json.loads(path.read_text())["features"]
     assert [f["properties"]["confidence"] for f in features] == [0.9, 0.4]
     assert [f.get("id") for f in features] == ([0, 1] if feature_ids else [None, None])
+
+
+def test_a_scale_run_folder_reads_as_one_table(tmp_path):
+    for k, cell in enumerate(("120", "121")):
+        part = tmp_path / "run" / "buildings" / f"cell={cell}"
+        part.mkdir(parents=True)
+        frame = gpd.GeoDataFrame({"confidence": [0.5 + k / 10]}, geometry=[shapely.box(k, 0, k + 0.001, 0.001)],
+                                 crs="EPSG:4326")
+        frame.to_parquet(part / "part-0.parquet")
+    (tmp_path / "run" / "manifest.json").write_text("{}")
+    for path in (tmp_path / "run", tmp_path / "run" / "buildings"):  # the run's folder, or its dataset
+        table = read_table(path)
+        assert len(table) == 2 and table.crs.to_epsg() == 4326 and sorted(table["confidence"]) == [0.5, 0.6]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="without GeoParquet files"):
+        read_table(tmp_path / "empty")

@@ -32,8 +32,8 @@ from openfootprints.io.formats import FORMATS
 from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.vector import write_table
 from openfootprints.model.bundle import Bundle
-from openfootprints.pipeline import load_predictor, open_for_model
-from openfootprints.predict.probabilities import predict_probabilities
+from openfootprints.pipeline import adapt_to_scene, load_predictor, open_for_model
+from openfootprints.predict.probabilities import Region, predict_probabilities
 
 
 @dataclass
@@ -127,6 +127,8 @@ def suggest(cfg: DictConfig, scene_path: str, model_path: str, out: str | Path, 
         predictor = load_predictor(cfg, model_path, tmp)
         bundle = predictor.bundle
         scene = open_for_model(cfg, scene_path, bundle)
+        if cfg.detect.adapt_bn:  # unsure as detection would be, on this scene's own statistics
+            adapt_to_scene(cfg, scene, Region(0, scene.height, 0, scene.width), predictor)
         chip_px = max(32, round(s.chip_m / scene.resolution_m))
         probabilities = predict_probabilities(scene, bundle, Path(tmp) / "probabilities.tif", predictor=predictor,
                                               batch_size=cfg.detect.batch_size, progress=progress, tta=cfg.detect.tta)

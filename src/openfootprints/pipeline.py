@@ -108,10 +108,12 @@ def open_for_model(cfg: DictConfig, scene_path: str, bundle: Bundle) -> Scene:
 
 
 def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress: bool = True,
-           predictor: WindowPredictor | None = None) -> dict:
+           predictor: WindowPredictor | None = None, adapted: bool = False) -> dict:
     """Detect buildings in a scene and write the buildings table to ``out`` (format by extension).
 
-    ``predictor``: the model already loaded by :func:`load_predictor` (``model_path`` is then unused).
+    ``predictor``: the model already loaded by :func:`load_predictor` (``model_path`` is then unused);
+    ``adapted``: its batch-norm statistics were re-estimated on this whole scene already (``scale`` does it once
+    for all its cells, :func:`adapt_to_scene`), so neither ``detect.adapt_bn`` nor a reset applies.
     Returns a summary: counts, area in km², seconds per stage, energy and the output paths.
     """
     check_writable(out, FORMATS)  # before any work: a wrong name must not cost a whole run
@@ -121,19 +123,28 @@ def detect(cfg: DictConfig, scene_path: str, model_path: str, out: str, progress
         if predictor is None:  # loaded for this run (ONNX exported into a temporary folder when that engine runs)
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="openfootprints-model-"))
             predictor = load_predictor(cfg, model_path, workdir)
-        return _detect_with(cfg, scene_path, predictor, Path(out), progress)
+        return _detect_with(cfg, scene_path, predictor, Path(out), progress, adapted)
 
 
-def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, out: Path, progress: bool) -> dict:
+def adapt_to_scene(cfg: DictConfig, scene: Scene, region: Region, predictor: WindowPredictor) -> float:
+    """AdaBN: ``predictor``'s batch-norm statistics re-estimated on ``detect.adapt_bn`` windows of ``region``
+    (:mod:`openfootprints.predict.adapt`); returns the seconds it took."""
+    start = time.monotonic()
+    seen = predictor.adapt_to(scene_batches(scene, region, predictor.normalize, cfg.detect.adapt_bn))
+    log.info("detect: batch-norm statistics re-estimated on %d window(s) of the scene", seen)
+    return time.monotonic() - start
+
+
+def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, out: Path, progress: bool,
+                 adapted: bool = False) -> dict:
     bundle = predictor.bundle
     scene = open_for_model(cfg, scene_path, bundle)
     region, context = detection_area(cfg, scene)
     timings: dict[str, float] = {}
-    if cfg.detect.adapt_bn:
-        start = time.monotonic()
-        seen = predictor.adapt_to(scene_batches(scene, region, predictor.normalize, cfg.detect.adapt_bn))
-        timings["adapt_bn_s"] = time.monotonic() - start
-        log.info("detect: batch-norm statistics re-estimated on %d window(s) of the scene", seen)
+    if cfg.detect.adapt_bn and not adapted:
+        timings["adapt_bn_s"] = adapt_to_scene(cfg, scene, region, predictor)
+    elif not adapted:  # a loaded model adapted by an earlier run is itself again
+        predictor.unadapt()
     predictor.start_profile()
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
         n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, out, timings, progress, predictor)

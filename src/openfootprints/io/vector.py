@@ -151,10 +151,13 @@ def write_geoparquet(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> None:
 
 
 def read_table(path: str | os.PathLike, fix_invalid: bool = False) -> gpd.GeoDataFrame:
-    """Read a buildings table written by :func:`write_table` (any of its formats)."""
+    """Read a buildings table written by :func:`write_table` (any of its formats), or the cell-partitioned
+    GeoParquet dataset of ``openfootprints scale`` (its ``buildings/`` folder, or the run's folder above it)."""
     path = str(path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        return read_dataset(Path(path))
     if Path(path).suffix.lower() == ".csv":
         try:
             table = pd.read_csv(path)
@@ -171,6 +174,20 @@ def read_table(path: str | os.PathLike, fix_invalid: bool = False) -> gpd.GeoDat
             check_coordinates(frame, path)
         return frame
     return read_polygons(path, allow_empty=True, fix_invalid=fix_invalid)
+
+
+def read_dataset(folder: Path) -> gpd.GeoDataFrame:
+    """A folder of GeoParquet files (Hive-partitioned, as ``scale`` writes ``buildings/cell=…/part-0.parquet``)
+    as one table in EPSG:4326; a scale run's folder is read through its ``buildings/``."""
+    if (folder / "buildings").is_dir():
+        folder = folder / "buildings"
+    if not any(folder.rglob("*.parquet")):
+        raise InputError(f"{folder}: a folder without GeoParquet files; give a buildings table or a scale run's folder")
+    try:
+        frame = gpd.read_parquet(folder)
+    except Exception as err:  # pyarrow raises many types; all mean "cannot read this dataset"
+        raise InputError(f"{folder}: not a readable GeoParquet dataset ({first_line(err)})") from err
+    return frame.to_crs("EPSG:4326") if frame.crs is not None else frame
 
 
 def write_table_parts(parts: list[Path], path: str | os.PathLike, empty: gpd.GeoDataFrame) -> Path:

@@ -167,9 +167,11 @@ def compare(reference: Profile, observed: Profile, scene: str = "the scene") -> 
         parts.append(f"building confidence PSI {confidence_psi:.2f}")
     warning = None
     if parts:
-        warning = (f"{scene}: imagery unlike the model's training data ({', '.join(parts)}; PSI >= {MAJOR_PSI} is "
-                   "far from it), as from another place, sensor, season or ground resolution: expect fewer or less "
-                   "exact buildings than the model's published scores; check a sample, or adapt the model to it")
+        what = ("imagery unlike the model's training data" if any(p.startswith("band") for p in parts)
+                else "predictions unlike the model's on its training data")
+        warning = (f"{scene}: {what} ({', '.join(parts)}; PSI >= {MAJOR_PSI} is far from it), as from another "
+                   "place, sensor, season or ground resolution: expect fewer or less exact buildings than the "
+                   "model's published scores; check a sample, or adapt the model to it")
     density = observed.buildings_per_km2() if same_decoding else None
     reference_density = reference.buildings_per_km2() if same_decoding else None
     return Drift(band_psi, output_psi, shift, observed.pixels, warning, confidence_psi, density, reference_density)

@@ -30,7 +30,8 @@ MIN_VALID = 0.9  # a window with less valid imagery than this share is passed ov
 def window_grid(region: Region, n: int, size: int) -> list[Window]:
     """At most ``n`` windows of ``size`` pixels (smaller where the region is) spread evenly over ``region``, on a
     grid of non-overlapping places, row by row."""
-    h, w = min(size, region.height), min(size, region.width)
+    # a multiple of the network's stride (32 px) where the region allows: every architecture takes it
+    h, w = (side if side < 32 else side // 32 * 32 for side in (min(size, region.height), min(size, region.width)))
     rows = list(range(region.row0, region.row1 - h + 1, h)) or [region.row0]
     cols = list(range(region.col0, region.col1 - w + 1, w)) or [region.col0]
     places = [(r, c) for r in rows for c in cols]
@@ -42,15 +43,21 @@ def window_grid(region: Region, n: int, size: int) -> list[Window]:
 def scene_batches(scene: Scene, region: Region, normalize: Normalization, n: int, batch: int = 4
                   ) -> Iterator[np.ndarray]:
     """Normalized batches (B, C, H, W) of up to ``n`` mostly valid windows of ``region`` (:func:`window_grid`;
-    a window under :data:`MIN_VALID` valid pixels is passed over unless none is better)."""
+    while fewer than ``n`` have :data:`MIN_VALID` valid pixels, the most valid of the others make up the number;
+    a window with no valid pixel never counts)."""
     images: list[np.ndarray] = []
-    fallback: list[np.ndarray] = []
+    partial: list[tuple[float, np.ndarray]] = []
     for window in window_grid(region, 4 * n, ADAPT_WINDOW_PX):  # more places than needed: some are nodata
         image, valid = scene.read(window)
-        (images if valid.mean() >= MIN_VALID else fallback).append(normalize(image, valid))
+        share = float(valid.mean())
+        if share >= MIN_VALID:
+            images.append(normalize(image, valid))
+        elif share > 0:
+            partial.append((share, normalize(image, valid)))
         if len(images) == n:
             break
-    chosen = images or fallback[:n]
+    partial.sort(key=lambda item: -item[0])
+    chosen = images + [image for _, image in partial[: n - len(images)]]
     for start in range(0, len(chosen), batch):
         yield np.stack(chosen[start:start + batch])
 

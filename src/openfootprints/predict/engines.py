@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -61,6 +61,7 @@ class TorchEngine:
 
         self.device = device
         self.net = bundle.network().to(device)
+        self._bundle_statistics: dict[str, Any] | None = None  # the bundle's batch-norm statistics while adapted
         if on_cuda(device):  # NHWC: what the GPU's convolution kernels are fastest on
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
@@ -68,10 +69,19 @@ class TorchEngine:
 
     def adapt(self, batches: Iterator[np.ndarray]) -> int:
         """Re-estimate the network's batch-norm statistics on ``batches`` (AdaBN,
-        :func:`~openfootprints.predict.adapt.adapt_batchnorm`); returns the windows seen."""
+        :func:`~openfootprints.predict.adapt.adapt_batchnorm`); returns the windows seen. The bundle's own
+        statistics are kept for :meth:`restore`."""
         from openfootprints.predict.adapt import adapt_batchnorm
 
+        if self._bundle_statistics is None:
+            self._bundle_statistics = {k: v.clone() for k, v in self.net.state_dict().items() if "running_" in k}
         return adapt_batchnorm(self.net, batches, self.device)
+
+    def restore(self) -> None:
+        """The bundle's own batch-norm statistics again, after :meth:`adapt` (nothing to do before it)."""
+        if self._bundle_statistics is not None:
+            self.net.load_state_dict(self._bundle_statistics, strict=False)
+            self._bundle_statistics = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch

@@ -140,6 +140,11 @@ class WindowPredictor:
                              "bundle (.ofp) and detect.engine=auto or torch")
         return self.network.adapt(batches)
 
+    def unadapt(self) -> None:
+        """The bundle's own batch-norm statistics again (a run without ``detect.adapt_bn`` after one with it)."""
+        if isinstance(self.network, TorchEngine):
+            self.network.restore()
+
     def start_profile(self) -> None:
         """Count what the windows run from now on look like (``seen``), e.g. for one scene."""
         self.seen = Profile.empty(len(self.bundle.bands))

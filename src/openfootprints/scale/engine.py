@@ -33,6 +33,7 @@ from openfootprints.model.bundle import file_sha256
 from openfootprints.model.onnx import load_model
 from openfootprints import pipeline
 from openfootprints.pipeline import open_for_model
+from openfootprints.predict.probabilities import Region
 from openfootprints.scale.cells import (Cell, CellResult, area_km2, area_of_interest, cell_config, cell_key,
                                         cell_summary, cells_covering, manifest_json, parse_manifest)
 
@@ -72,13 +73,13 @@ def plan(cfg: DictConfig, scene_path: str, model_path: str, out: Storage | str |
 
 
 def detect_cell(cfg: DictConfig, scene_path: str, model_path: str, cell: Cell, out: Storage,
-                predictor: WindowPredictor | None = None) -> dict:
+                predictor: WindowPredictor | None = None, adapted: bool = False) -> dict:
     """Detect one cell (all stages in this process) with the model at ``model_path``, or ``predictor`` when it is
-    loaded already (:func:`openfootprints.pipeline.load_predictor`), and put its table in place, whole; returns
-    ``detect``'s summary for the cell (:func:`cell_summary`)."""
+    loaded already (:func:`openfootprints.pipeline.load_predictor`; ``adapted``: to the whole scene, AdaBN), and
+    put its table in place, whole; returns ``detect``'s summary for the cell (:func:`cell_summary`)."""
     with out.staged(cell_key(cell)) as staged:
         summary = pipeline.detect(cell_config(cfg, cell), scene_path, model_path, str(staged), progress=False,
-                                  predictor=predictor)
+                                  predictor=predictor, adapted=adapted)
     return cell_summary(summary, cell, out)
 
 
@@ -86,10 +87,14 @@ def run_local(cfg: DictConfig, scene_path: str, model_path: str, cells: list[Cel
     """Every cell in this process, the model loaded once; each retried up to ``scale.retries`` times."""
     with tempfile.TemporaryDirectory(prefix="openfootprints-model-") as workdir:
         predictor = pipeline.load_predictor(cfg, model_path, workdir)
+        adapted = bool(cfg.detect.adapt_bn and cells)
+        if adapted:  # once for the whole scene, not per cell: every cell sees the same network (no seams)
+            scene = open_for_model(cfg, scene_path, predictor.bundle)
+            pipeline.adapt_to_scene(cfg, scene, Region(0, scene.height, 0, scene.width), predictor)
         results = []
         for k, cell in enumerate(cells):
-            results.append(with_retries(lambda c=cell: detect_cell(cfg, scene_path, model_path, c, out, predictor),
-                                        cell, cfg.scale.retries))
+            results.append(with_retries(lambda c=cell: detect_cell(cfg, scene_path, model_path, c, out, predictor,
+                                                                   adapted), cell, cfg.scale.retries))
             log.info("cell %s (%d/%d): %s", cell.quadkey, k + 1, len(cells),
                      results[-1].error or f"{results[-1].summary.get('buildings')} buildings")
     return results
@@ -135,6 +140,10 @@ def scale(cfg: DictConfig, scene_path: str, model_path: str, out_dir: str | os.P
     log.info("scale: %d cells at zoom %d, %d to do", len(cells), cfg.scale.zoom, len(pending))
     if cfg.scale.engine == "ray":
         from openfootprints.scale.ray_engine import run_ray
+
+        if cfg.detect.adapt_bn:
+            raise InputError("scale.engine=ray: detect.adapt_bn is not supported on Ray yet (its actors predict "
+                             "windows, not whole scenes); use scale.engine=local, or detect.adapt_bn=0")
 
         results = run_ray(cfg, scene_path, model_path, pending, out)
     else:
