@@ -9,8 +9,8 @@ from scipy.special import expit
 from openfootprints.errors import InputError
 from openfootprints.io.raster import open_scene
 from openfootprints.model.bundle import load_bundle
-from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, window_grid,
-                                                  windows_in_flight, region_from_bounds)
+from openfootprints.predict.probabilities import (Region, ValidPixels, WindowPredictor, predict_probabilities,
+                                                  region_from_bounds, window_grid, windows_in_flight)
 from openfootprints.predict.windows import blend_weights, window_starts
 
 
@@ -134,3 +134,20 @@ def test_a_scene_smaller_than_the_window_is_one_window_of_its_own_size(tiny_scen
     assert window_grid(scene, bundle, whole, window=128).window == 128  # a smaller window than the scene is kept
     with pytest.raises(InputError, match="leaves no stride"):
         window_grid(scene, bundle, whole, window=128, halo_m=40.0)  # 80 px a side of a 128 px window
+
+
+def test_valid_pixels_are_counted_as_the_rows_are_written(tmp_path, tiny_scene, tiny_bundle, per_pixel_model):
+    with rasterio.open(tiny_scene[0]) as src:
+        data, profile = src.read(), src.profile
+    data[:, 40:120, 30:200] = 0  # a block of nodata
+    holed = tmp_path / "holed.tif"
+    with rasterio.open(holed, "w", **{**profile, "nodata": 0}) as dst:
+        dst.write(data)
+    scene = open_scene(holed)
+    region, inner = Region(10, 250, 3, 201), Region(30, 90, 50, 180)
+    valid = ValidPixels(inner)
+    predict_probabilities(scene, load_bundle(tiny_bundle), tmp_path / "p.tif", region, window=64, halo_m=8.0,
+                          batch_size=3, progress=False, valid_pixels=valid)
+    truth = (data != 0).any(axis=0)
+    assert valid.predicted == truth[10:250, 3:201].sum() < region.height * region.width
+    assert valid.inside == truth[30:90, 50:180].sum() == 10 * 130

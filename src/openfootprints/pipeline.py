@@ -22,7 +22,6 @@ import shapely
 from omegaconf import DictConfig
 import rasterio
 from rasterio.shutil import copy as rio_copy
-from rasterio.windows import Window
 
 from openfootprints.energy import energy_meter
 from openfootprints.errors import InputError
@@ -36,8 +35,8 @@ from openfootprints.predict.adapt import scene_batches
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import cached_onnx, load_model
 from openfootprints.monitor.drift import Drift, Profile, compare, decoding_settings
-from openfootprints.predict.probabilities import (Region, WindowPredictor, predict_probabilities, region_from_bounds,
-                                                  region_transform, select_device, select_engine)
+from openfootprints.predict.probabilities import (Region, ValidPixels, WindowPredictor, predict_probabilities,
+                                                  region_from_bounds, region_transform, select_device, select_engine)
 from openfootprints.predict.engines import surely_cpu
 from openfootprints.predict.stream import Cancelled, ProbabilityStream
 from openfootprints.vectorize.polygons import Buildings, iter_buildings, rows_in_use
@@ -146,16 +145,17 @@ def _detect_with(cfg: DictConfig, scene_path: str, predictor: WindowPredictor, o
     elif not adapted:  # a loaded model adapted by an earlier run is itself again
         predictor.unadapt()
     predictor.start_profile()
+    valid = ValidPixels(region)
     with energy_meter(cfg.tracking.country, cfg.tracking.energy) as energy:
-        n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, out, timings, progress, predictor)
+        n_buildings = _detect_into(cfg, scene, scene_path, bundle, context, out, timings, progress, predictor, valid)
     if predictor.seen is not None:  # the buildings were counted in the region: their area, each pixel once
-        predictor.seen.area_m2 = valid_area_m2(scene, region)
+        predictor.seen.area_m2 = valid.inside * scene.resolution_m**2
     summary = detect_summary(scene, region, n_buildings, timings, energy, out)
     summary["engine"] = predictor.described
     summary["model"] = describe_model(bundle)
     log.info("detect: %d buildings over %.3f km² in %.1f s", n_buildings, summary["area_km2"], summary["total_s"])
     warnings = []
-    if not has_valid_pixels(scene, context):
+    if not valid.predicted:
         warnings.append(f"{Path(scene_path).name}: no valid pixels in the area (all nodata, masked or outside "
                         "the imagery's tiles), so no building could be found")
     drift = drift_from_reference(bundle, predictor.seen, Path(scene_path).name)
@@ -179,19 +179,6 @@ def drift_from_reference(bundle: Bundle, seen: Profile | None, scene_name: str) 
     if bundle.profile is None or seen is None:
         return None
     return compare(Profile.from_dict(bundle.profile), seen, scene_name)
-
-
-def valid_area_m2(scene: Scene, region: Region) -> float:
-    """The ground area of ``region`` with valid pixels, m² (its mask read at most 1024 px a side, nearest pixel)."""
-    window = Window(region.col0, region.row0, region.width, region.height)
-    share = float(scene.coarse_valid(window, (min(1024, region.height), min(1024, region.width))).mean())
-    return share * region.width * region.height * scene.resolution_m**2
-
-
-def has_valid_pixels(scene: Scene, region: Region) -> bool:
-    """Whether any part of ``region`` is valid (the mask averaged to at most 1024 px a side)."""
-    window = Window(region.col0, region.row0, region.width, region.height)
-    return bool(scene.coarse_valid(window, (min(1024, region.height), min(1024, region.width)), any_valid=True).any())
 
 
 def detection_area(cfg: DictConfig, scene: Scene) -> tuple[Region, Region]:
@@ -228,8 +215,9 @@ def centroids_in(polygons: np.ndarray, crs, bbox: tuple[float, float, float, flo
 
 
 def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: dict, progress: bool,
-                 predictor: WindowPredictor | None = None) -> int:
-    """Predict over ``context``, vectorize, keep the buildings in ``detect.bbox`` (if any), write them to ``out``.
+                 predictor: WindowPredictor | None = None, valid: ValidPixels | None = None) -> int:
+    """Predict over ``context``, vectorize, keep the buildings in ``detect.bbox`` (if any), write them to ``out``;
+    the valid pixels predicted are counted in ``valid``.
 
     Vectorization runs in this thread beside prediction in another (rows handed over by a
     :class:`ProbabilityStream`), unless the probability raster is kept (``detect.probabilities``): then one
@@ -243,7 +231,7 @@ def _detect_into(cfg, scene, scene_path, bundle, context, out: Path, timings: di
             tempfile.TemporaryDirectory(prefix="openfootprints-") as tmp:
         predict = functools.partial(predict_probabilities, scene, bundle, region=context, window=d.window_px,
                                     halo_m=d.halo_m, batch_size=d.batch_size, device=d.device, progress=progress,
-                                    engine=d.engine, tta=d.tta, predictor=predictor)
+                                    engine=d.engine, tta=d.tta, predictor=predictor, valid_pixels=valid)
         if d.probabilities:
             source = Path(tmp) / "probabilities.tif"
             predict(source)

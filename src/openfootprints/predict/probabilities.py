@@ -63,6 +63,25 @@ class Region:
                       max(0, self.col0 - pixels), min(max_cols, self.col1 + pixels))
 
 
+@dataclass
+class ValidPixels:
+    """Valid pixels counted as the probability rows are written (each pixel once, no pass over the mask of
+    the scene): ``predicted`` in the whole region predicted, ``inside`` in ``inner``, a rectangle of the same
+    grid (e.g. the region of ``detect.bbox`` inside its context)."""
+
+    inner: Region
+    predicted: int = 0
+    inside: int = 0
+
+    def count(self, valid: np.ndarray, row0: int, col0: int) -> None:
+        """Add ``valid`` (h, w) bool, whose first pixel is at scene row ``row0``, column ``col0``."""
+        self.predicted += int(np.count_nonzero(valid))
+        r0, r1 = max(row0, self.inner.row0), min(row0 + valid.shape[0], self.inner.row1)
+        c0, c1 = max(col0, self.inner.col0), min(col0 + valid.shape[1], self.inner.col1)
+        if r1 > r0 and c1 > c0:
+            self.inside += int(np.count_nonzero(valid[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]))
+
+
 def region_from_bounds(scene: Scene, bounds: tuple[float, float, float, float] | None) -> Region:
     """The grid rectangle covering ``bounds`` (in the scene's CRS), clipped to the scene; all of it when None."""
     if bounds is None:
@@ -195,7 +214,8 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
                           window: int | None = None, halo_m: float | None = None, batch_size: int | None = None,
                           device: str = "auto", progress: bool = True, engine: str = "torch", tta: int = 1,
                           predictor: WindowPredictor | None = None, sink: ProbabilitySink | None = None,
-                          tiles: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+                          tiles: tuple[np.ndarray, np.ndarray] | None = None,
+                          valid_pixels: ValidPixels | None = None) -> Path:
     """Write the building probability raster of ``region`` of ``scene`` to ``out_path`` (uint8 GeoTIFF).
 
     ``batch_size`` is the number of windows in flight at once (split between the predictor's concurrent runs;
@@ -205,7 +225,8 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     ``tta`` 1, 2, 4 or 8 test-time flips / rotations averaged; ``predictor``, a model already loaded for
     ``bundle`` (``device`` and ``engine`` are then unused), else one is built for this call; ``sink``, a
     :class:`~openfootprints.predict.stream.ProbabilityStream` (or ``ProbabilityArray``) to write the rows to
-    instead of ``out_path``; ``tiles``, the windows already read by :func:`read_tiles` (else they are read here).
+    instead of ``out_path``; ``tiles``, the windows already read by :func:`read_tiles` (else they are read here);
+    ``valid_pixels``, where to count the region's valid pixels as its rows are written.
     Windows lie on one lattice over the whole scene, whatever the region, so a region's probabilities equal
     the same pixels of a whole-scene run (what makes ``detect.bbox`` and partitioned runs seamless).
     Memory: one strip of ``window`` rows of the region (4 bytes per pixel), a few windows read ahead.
@@ -231,7 +252,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     valid_strip = np.zeros(acc.shape, bool)
     top = row_starts[0]  # scene row of the strip's first row
     emit = functools.partial(_emit_rows, acc=acc, valid=valid_strip, row_sums=row_sums, col_sums=col_sums,
-                             first_row=row_starts[0], left=left, region=region)
+                             first_row=row_starts[0], left=left, region=region, counted=valid_pixels)
     reads: Iterator[tuple[np.ndarray, np.ndarray]]  # (image, valid) of each window, in the order of the grid
     if tiles is None:
         reads = read_windows(scene, grid.starts(), window, depth=max(8, 2 * batch_size))
@@ -415,10 +436,11 @@ class BatchRunner:
 
 
 def _emit_rows(dst: ProbabilitySink, top: int, n: int, acc: np.ndarray, valid: np.ndarray, row_sums: np.ndarray,
-               col_sums: np.ndarray, first_row: int, left: int, region: Region, chunk: int = 4096) -> None:
+               col_sums: np.ndarray, first_row: int, left: int, region: Region, chunk: int = 4096,
+               counted: ValidPixels | None = None) -> None:
     """Write the strip's first ``n`` rows (scene rows ``top``…, strip columns from scene column ``left``), where
-    they fall in ``region``, as uint8 probabilities (0 outside valid pixels); ``chunk`` columns at a time so
-    temporaries stay small on wide scenes."""
+    they fall in ``region``, as uint8 probabilities (0 outside valid pixels), their valid pixels added to
+    ``counted``; ``chunk`` columns at a time so temporaries stay small on wide scenes."""
     r0, r1 = max(top, region.row0), min(top + n, region.row1)
     if r1 <= r0:
         return
@@ -428,6 +450,9 @@ def _emit_rows(dst: ProbabilitySink, top: int, n: int, acc: np.ndarray, valid: n
     for c in range(0, region.width, chunk):
         cols = slice(region.col0 - left + c, region.col0 - left + min(c + chunk, region.width))
         prob = acc[rows, cols] / np.maximum(row_weight * col_sums[cols], 1e-6)
-        prob[~valid[rows, cols]] = 0.0
+        valid_part = valid[rows, cols]
+        prob[~valid_part] = 0.0
+        if counted is not None:
+            counted.count(valid_part, r0, region.col0 + c)
         out[:, c : c + chunk] = np.round(prob * 255)
     dst.write(out[None], window=Window(0, r0 - region.row0, region.width, r1 - r0))

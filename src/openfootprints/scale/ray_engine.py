@@ -36,7 +36,8 @@ from openfootprints.io.raster import Scene
 from openfootprints.io.storage import Storage
 from openfootprints.model.bundle import Bundle
 from openfootprints.monitor.drift import Profile
-from openfootprints.predict.probabilities import Region, predict_probabilities, read_tiles, region_transform, window_grid
+from openfootprints.predict.probabilities import (Region, ValidPixels, predict_probabilities, read_tiles,
+                                                  region_transform, window_grid)
 from openfootprints.predict.stream import ProbabilityArray
 from openfootprints.scale.cells import Cell, CellResult, cell_config, cell_key, cell_summary
 
@@ -66,6 +67,7 @@ class CellProbabilities:
     timings: dict
     energy_kwh: float
     seen: Profile | None = None  # what the model saw of the cell (openfootprints.monitor.drift)
+    valid: ValidPixels | None = None  # the valid pixels predicted (``inside``: the cell's own)
 
 
 def read_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell) -> CellTiles:
@@ -102,12 +104,14 @@ class CellPredictor:
         sink = ProbabilityArray(f"{scene.path} (cell)", context.width, context.height, scene.crs,
                                 region_transform(scene, context))
         self.predictor.start_profile()
+        valid = ValidPixels(tiles.region)
         with energy_meter(self.cfg.tracking.country, self.cfg.tracking.energy) as energy:
             predict_probabilities(scene, self.predictor.bundle, "unused.tif", region=context, window=d.window_px,
                                   halo_m=d.halo_m, batch_size=d.batch_size, progress=False, tta=d.tta,
-                                  predictor=self.predictor, sink=sink, tiles=(tiles.images, tiles.valid))
+                                  predictor=self.predictor, sink=sink, tiles=(tiles.images, tiles.valid),
+                                  valid_pixels=valid)
         return CellProbabilities(scene, tiles.region, sink, {**tiles.timings, "predict_s": time.monotonic() - start},
-                                 tiles.energy_kwh + energy.get("energy_kwh", 0.0), self.predictor.seen)
+                                 tiles.energy_kwh + energy.get("energy_kwh", 0.0), self.predictor.seen, valid)
 
 
 def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predicted: CellProbabilities,
@@ -115,7 +119,7 @@ def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predi
     """Stage 3 (CPU worker): vectorize, keep the buildings whose centroid is in the cell, write the cell's table
     and put it in place whole, from this worker (``out_dir``: a path or an ``s3://`` / ``gs://`` URL); returns the
     cell's summary (as ``detect``'s, see :func:`openfootprints.scale.cells.cell_summary`)."""
-    from openfootprints.pipeline import detect_summary, drift_from_reference, valid_area_m2, vectorize_and_write
+    from openfootprints.pipeline import detect_summary, drift_from_reference, vectorize_and_write
 
     out = Storage(out_dir)
     one = cell_config(OmegaConf.create(cfg), cell)
@@ -128,8 +132,8 @@ def vectorize_cell(cfg: dict, scene_path: str, bundle: Bundle, cell: Cell, predi
     kwh = predicted.energy_kwh + energy.get("energy_kwh", 0.0)
     summary = detect_summary(predicted.scene, predicted.region, n_buildings, timings,
                              {"energy_kwh": kwh} if one.tracking.energy else {}, staged)
-    if predicted.seen is not None:  # the buildings kept are the cell's: its area, not its context's
-        predicted.seen.area_m2 = valid_area_m2(predicted.scene, predicted.region)
+    if predicted.seen is not None and predicted.valid is not None:  # the cell's buildings: its area, not its context's
+        predicted.seen.area_m2 = predicted.valid.inside * predicted.scene.resolution_m**2
     drift = drift_from_reference(bundle, predicted.seen, f"cell {cell.quadkey}")
     if drift is not None:
         summary["drift"] = drift.summary()
