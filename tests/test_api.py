@@ -74,7 +74,7 @@ def test_view_serves_the_map_of_a_table_or_a_geodataframe_until_closed(tiny_scen
     import urllib.request
 
     frame = gpd.read_file(tiny_scene[1]).assign(confidence=0.9)
-    with ofp.view(frame, imagery=tiny_scene[0], truth=tiny_scene[1]) as shown:
+    with ofp.view_map(frame, imagery=tiny_scene[0], truth=tiny_scene[1]) as shown:
         assert shown.url.startswith("http://127.0.0.1:") and "<iframe" in shown._repr_html_()
         config = json.loads(urllib.request.urlopen(shown.url + "config.json", timeout=10).read())
         assert config["buildings"]["count"] == len(frame)

@@ -71,11 +71,11 @@ def test_an_interrupted_run_resumes_with_the_remaining_cells_only(tmp_path, tiny
     real = engine.detect_cell
     calls = []
 
-    def failing_for_two(cfg, scene, model, cell, out_dir, predictor=None):
+    def failing_for_two(cfg, scene, model, cell, *rest):
         calls.append(cell.quadkey)
         if len(set(calls)) in (2, 3):  # the 2nd and 3rd cells fail on every attempt (a crash, a lost disk)
             raise RuntimeError("worker lost")
-        return real(cfg, scene, model, cell, out_dir, predictor)
+        return real(cfg, scene, model, cell, *rest)
 
     monkeypatch.setattr(engine, "detect_cell", failing_for_two)
     code = main(["scale", str(tiny_scene[0]), "--model", str(tiny_bundle), "--out", str(out), *SETTINGS,
@@ -100,11 +100,11 @@ def test_an_interrupted_run_resumes_with_the_remaining_cells_only(tmp_path, tiny
 def test_a_cell_that_fails_once_is_retried(tmp_path, tiny_scene, tiny_bundle, monkeypatch):
     real, seen = engine.detect_cell, set()
 
-    def flaky(cfg, scene, model, cell, out_dir, predictor=None):
+    def flaky(cfg, scene, model, cell, *rest):
         if cell.quadkey not in seen:
             seen.add(cell.quadkey)
             raise OSError("transient")
-        return real(cfg, scene, model, cell, out_dir, predictor)
+        return real(cfg, scene, model, cell, *rest)
 
     monkeypatch.setattr(engine, "detect_cell", flaky)
     summary = engine.scale(load_config(SETTINGS + ["scale.retries=1"]), str(tiny_scene[0]), str(tiny_bundle),

@@ -239,7 +239,7 @@ def stac_item(model: PathLike, out: PathLike | None = None, licence: str = "othe
 
 
 class MapView:
-    """The web map viewer of a buildings table, served from this process in the background (:func:`view`): open
+    """The web map viewer of a buildings table, served from this process in the background (:func:`view_map`): open
     :attr:`url` in a browser, or leave it as a notebook cell's value to see the map in the notebook. Close it (or
     use ``with``) to stop the server."""
 
@@ -262,8 +262,8 @@ class MapView:
         return f"MapView({self.url})"
 
 
-def view(buildings: PathLike | gpd.GeoDataFrame, imagery: PathLike | None = None, truth: PathLike | None = None,
-         port: int = 0, config: DictConfig | dict | None = None, **options) -> MapView:
+def view_map(buildings: PathLike | gpd.GeoDataFrame, imagery: PathLike | None = None, truth: PathLike | None = None,
+             port: int = 0, config: DictConfig | dict | None = None, **options) -> MapView:
     """The map ``openfootprints view`` serves, from Python: ``buildings`` (a table ``detect`` wrote, or the
     GeoDataFrame :func:`detect` returned) coloured by confidence over ``imagery``, with the ``truth`` outlines;
     served on ``port`` of 127.0.0.1 (0: any free port) until :meth:`MapView.close`. ``options``: ``view.*`` keys."""
