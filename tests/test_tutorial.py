@@ -31,8 +31,8 @@ def tutorial_script(port: int) -> str:
     lines = []
     for line in script.splitlines():
         if line.startswith("openfootprints view "):  # a server: it must come up, then it is stopped
-            line = (f"(timeout -s INT 40 {line} --port {port} > view.log 2>&1; grep -q 'viewer at http' view.log "
-                    "|| { cat view.log; exit 1; })")
+            line = (f"(timeout -s INT 40 {line} --port {port} > view.log 2>&1 || [ $? = 124 ]; "
+                    "grep -q 'viewer at http' view.log || { cat view.log; exit 1; })")  # 124: stopped by timeout
         lines.append(line)
     return "set -euo pipefail\n" + "\n".join(lines) + "\n"
 
