@@ -58,8 +58,8 @@ def test_coarse_validity_reads_a_mask_only_where_one_can_say_no(tmp_path):
     data[:, :, :32] = 0  # the left half is nodata
     holed = open_scene(write_tif(tmp_path / "n.tif", data, nodata=0))
     whole = Window(0, 0, 64, 64)
-    assert plain.coarse_valid(whole, (8, 8), any_valid=True).all() and plain.coarse_valid(whole, (4, 6)).shape == (4, 6)
-    coarse = holed.coarse_valid(whole, (8, 8), any_valid=True)
+    assert plain.coarse_valid(whole, (8, 8)).all() and plain.coarse_valid(whole, (4, 6)).shape == (4, 6)
+    coarse = holed.coarse_valid(whole, (8, 8))
     assert not coarse[:, :4].any() and coarse[:, 4:].all()
 
 def test_alpha_band_is_a_mask_not_an_input_band(tmp_path):

@@ -82,16 +82,15 @@ class Scene:
         right, bottom = self.transform @ (window.col_off + window.width, window.row_off + window.height)
         return shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
 
-    def coarse_valid(self, window: Window, shape: tuple[int, int], any_valid: bool = False) -> np.ndarray:
+    def coarse_valid(self, window: Window, shape: tuple[int, int]) -> np.ndarray:
         """(rows, cols) bool, ``shape``: whether the pixels of ``window`` (working-grid pixels) are valid, read from
-        the mask at that coarser size (nearest pixel; with ``any_valid``, a cell is valid when any of its pixels
-        is). For cheap questions about large areas: how much of a block has imagery, whether a region has any."""
-        if self.all_valid:  # nothing to read: GDAL would average an all-valid mask of the whole area (1.2 GiB at 20k²)
+        the mask at that coarser size (nearest pixel). For cheap questions about large areas: how much of a block
+        has imagery."""
+        if self.all_valid:  # nothing to read: GDAL would resample an all-valid mask of the whole area
             return np.ones(shape, bool)
         src = Window(window.col_off * self.scale, window.row_off * self.scale, window.width * self.scale,
                      window.height * self.scale)
-        resampling = Resampling.average if any_valid else Resampling.nearest
-        return self.dataset.dataset_mask(window=src, out_shape=shape, resampling=resampling) > 0
+        return self.dataset.dataset_mask(window=src, out_shape=shape, resampling=Resampling.nearest) > 0
 
     def valid_area(self, max_px: int = 4096):
         """Where the scene has valid pixels, as a (multi)polygon in ``crs``, traced from the mask read at most
