@@ -1,7 +1,7 @@
 """Real imagery, places left out: train on some places, score each held-out place on its own.
 
     python bench/real.py [--variant base] [--minutes 70] [--seed 0] [--runs runs/real] [--doc docs/real.md]
-                         [--epochs N] [--tta 8] [--init RUN|champion] [--ship | --challenge]
+                         [--epochs N] [--tta 8] [--init RUN|champion [--lr 0.0003]] [--ship | --challenge]
 
 Trains the variant's recipe (``recipe=base`` plus the variant's overrides) on the openly licensed places of
 ``../shared/data/oam`` that are not held out (Banepa's two sets, Zanzibar, Catanduanes), detects in each held-out
@@ -15,8 +15,8 @@ variant's bundle (weights stored as float16) to the package's base model and wri
 Nothing from Xiamen is used for training: the base model is trained on open data alone.
 
 Champion and challenger: ``--init champion`` continues from the shipped base model's weights (a fresh learning-rate
-schedule at half the rate), so training accumulates across runs; ``--challenge`` scores the shipped champion in the
-same run as the challenger and ships the challenger only if it wins by the rule of
+schedule peaking at ``--lr``, by default half the recipe's rate), so training accumulates across runs;
+``--challenge`` scores the shipped champion in the same run as the challenger and ships the challenger only if it wins by the rule of
 :mod:`openfootprints.model.lineage` (mean held-out F1 +0.02, no place −0.03). Every challenge, won or lost, is a row
 of the champion-and-challengers table in ``--doc``; the shipped bundle records its lineage (each stage's data,
 steps, minutes, kWh and scores). ``--variant champion --detect detect.KEY=VALUE --challenge`` makes a detect option
@@ -48,6 +48,7 @@ HELD_OUT = {"nairobi_ke": ("nairobi_ke", "nairobi_ke/labels.geojson"),
 XIAMEN_BLOCK = "[118.0878,24.4659,118.1006,24.4737]"
 RESAMPLED_M = 0.5  # Nairobi is also detected from its imagery resampled to this ground resolution
 CHAMPION = "champion"  # --init champion: continue from the shipped base model's weights
+INIT_LR = 0.001  # a continuation's default peak learning rate: half the recipe's train.lr
 
 # name → (what it is, overrides on top of recipe=base)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -128,30 +129,34 @@ def score(out: Path, model: Path, name: str, scene: str, labels: str, extra_dete
                            for b in m["by_size"] if b["n_true"]}}
 
 
-def run_dir(runs: Path, name: str, seed: int, minutes: float, init: str | None = None, epochs: int | None = None) -> Path:
-    """The run's folder; a continuation of the champion is named after the champion's file (its SHA-256)."""
+def run_dir(runs: Path, name: str, seed: int, minutes: float, init: str | None = None, epochs: int | None = None,
+            lr: float | None = None) -> Path:
+    """The run's folder; a continuation of the champion is named after the champion's file (its SHA-256), and a
+    continuation at another peak learning rate than :data:`INIT_LR` after that rate too."""
     budget = f"{epochs}ep" if epochs else f"{minutes:g}min"
     if init == CHAMPION:
         from openfootprints.model.bundle import file_sha256
 
         init = f"{CHAMPION}-{file_sha256(init_model(runs, init))[:8]}"
-    return runs / (f"{name}-s{seed}-{budget}" + (f"-after-{init}" if init else ""))
+    rate = f"-lr{lr:g}" if init and lr not in (None, INIT_LR) else ""
+    return runs / (f"{name}-s{seed}-{budget}{rate}" + (f"-after-{init}" if init else ""))
 
 
 def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | None = None,
-                epochs: int | None = None, tta: int = 1, recut: bool = False, detect: list[str] = ()) -> dict:
+                epochs: int | None = None, tta: int = 1, recut: bool = False, detect: list[str] = (),
+                lr: float | None = None) -> dict:
     """Train (unless done), detect and score one variant; ``init``: the run folder (in ``runs``) whose model the
-    training starts from (a continuation, at half the learning rate); ``epochs``: train this many epochs, the
-    learning rate annealed over their steps and no time budget (``minutes`` unused), so that runs on cores
-    shared with other work still compare at equal steps and schedule; ``tta`` > 1: detect with that many
-    flips / rotations averaged (``detect.tta``), scored in a folder of its own beside the run's; ``recut``: a
-    model trained before the confidence cut existed gets one chosen on its validation chips, scored in a
-    ``-cut`` folder beside the run's; ``detect``: more ``detect.*`` overrides (the window, the halo, the engine),
+    training starts from (a continuation, its schedule peaking at ``lr``, default :data:`INIT_LR`); ``epochs``:
+    train this many epochs, the learning rate annealed over their steps and no time budget (``minutes`` unused),
+    so that runs on cores shared with other work still compare at equal steps and schedule; ``tta`` > 1: detect
+    with that many flips / rotations averaged (``detect.tta``), scored in a folder of its own beside the run's;
+    ``recut``: a model trained before the confidence cut existed gets one chosen on its validation chips, scored
+    in a ``-cut`` folder beside the run's; ``detect``: more ``detect.*`` overrides (the window, the halo, the engine),
     scored in a folder named after them beside the run's."""
     if name == CHAMPION:  # the shipped model itself, not trained: a detect-time lever's challenger
         out = runs / f"{champion_tag()}-{settings_name([f'detect.tta={tta}', *detect])}"
         return champion_result(out, runs, [f"detect.tta={tta}", *detect])
-    trained = run_dir(runs, name, seed, minutes, init, epochs)
+    trained = run_dir(runs, name, seed, minutes, init, epochs, lr)
     out = trained if tta == 1 else trained.with_name(f"{trained.name}-tta{tta}")
     out = out.with_name(f"{out.name}-cut") if recut else out
     out = out.with_name(f"{out.name}-{settings_name(detect)}") if detect else out
@@ -162,7 +167,7 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
     model = trained / "model.ofp"
     if not model.exists():
         trained.mkdir(parents=True, exist_ok=True)
-        more = [f"train.init={init_model(runs, init)}", "train.lr=0.001"] if init else []
+        more = [f"train.init={init_model(runs, init)}", f"train.lr={lr or INIT_LR:g}"] if init else []
         more += [f"train.max_epochs={epochs}"] if epochs else []
         train(trained, VARIANTS[name][1] + more, 0 if epochs else minutes, seed)  # 0: no time budget
     if recut:
@@ -174,15 +179,18 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
     places = score_places(out, model, runs, detect)
     before = work_before(runs, init) if init else {}  # a continuation adds up
     result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "minutes": minutes, "init": init,
-              "run": out.name, "trained": trained.name, "epochs": epochs, "tta": tta,
+              **({"lr": lr or INIT_LR} if init else {}), "run": out.name, "trained": trained.name, "epochs": epochs,
+              "tta": tta,
               "steps": training.get("steps", 0) + before.get("steps", 0),
               "train_s": (training.get("seconds") or 0) + before.get("train_s", 0),
               "energy_kwh": (training.get("energy_kwh") or 0) + (before.get("energy_kwh") or 0),
               "val_pixel_iou": training.get("metrics", {}).get("val_pixel_iou"), "places": places,
               "train_peak_gib": float((trained / "train_peak_gib.txt").read_text()),
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")}
+    if init and (lr or INIT_LR) != INIT_LR:
+        result["label"] = f"{name}, lr {lr:g}"
     if tta > 1:
-        result["label"] = f"{name}, detect.tta={tta}"
+        result["label"] = f"{result.get('label', name)}, detect.tta={tta}"
     if settings:
         result["label"] = f"{result.get('label', name)}, {', '.join(settings)}"
     if recut:
@@ -438,7 +446,7 @@ def ship(result: dict, runs: Path, verdict: str | None = None) -> Path:
 def run_name(result: dict) -> str:
     """The folder (in --runs) of the run that ``result`` scored."""
     return result.get("run") or run_dir(Path("."), result["variant"], result["seed"], result["minutes"],
-                                        result.get("init"), result.get("epochs")).name
+                                        result.get("init"), result.get("epochs"), result.get("lr")).name
 
 
 def reproduce_command(result: dict, flag: str) -> str:
@@ -446,6 +454,7 @@ def reproduce_command(result: dict, flag: str) -> str:
     command = f"python bench/real.py --variant {result['variant']} --seed {result['seed']}"
     command += f" --epochs {result['epochs']}" if result.get("epochs") else f" --minutes {result['minutes']:g}"
     command += f" --init {result['init']}" if result.get("init") else ""
+    command += f" --lr {result['lr']:g}" if result.get("lr") not in (None, INIT_LR) else ""
     return f"{command} {flag}"
 
 
@@ -561,6 +570,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default: %(default)s)")
     parser.add_argument("--init", help="continue from the model of this run folder (in --runs), e.g. base-s0-70min, "
                                        "or from the shipped base model: champion")
+    parser.add_argument("--lr", type=float, help=f"a continuation's peak learning rate (default with --init: "
+                                                 f"{INIT_LR:g}, half the recipe's)")
     parser.add_argument("--epochs", type=int, help="train this many epochs of 32 steps instead of --minutes, with no "
                                                    "time budget (equal steps and schedule when the cores are shared; "
                                                    "66 ≈ the 2,109 steps the base made in 80 min)")
@@ -590,10 +601,14 @@ def main() -> None:
                          "(detect.tta=1); drop --tta, --recut and --detect")
     if any(not o.startswith("detect.") or "=" not in o for o in args.detect):
         raise SystemExit(f"--detect takes detect.KEY=VALUE overrides, not {args.detect}")
+    if args.lr is not None and not args.init:
+        raise SystemExit("--lr sets a continuation's learning rate: give --init too")
+    if args.lr is not None and not 0 < args.lr < 1:
+        raise SystemExit(f"--lr {args.lr:g}: a learning rate in (0, 1), e.g. 0.0003")
     if not (DATA / "oam").exists():
         raise SystemExit(f"{DATA / 'oam'}: not found; the benchmark needs the open OAM data")
     result = run_variant(args.variant, args.runs, args.minutes, args.seed, args.init, args.epochs, args.tta,
-                         args.recut, args.detect)
+                         args.recut, args.detect, args.lr)
     print(json.dumps(result), flush=True)
     if args.challenge:
         challenge(result, args.runs, args.doc)

@@ -57,3 +57,18 @@ def test_every_challenge_is_a_row_and_a_win_ships(real, tmp_path):
     rows = [line for line in doc.read_text().splitlines() if line.startswith("| 2026")]
     assert len(rows) == 2 and "0.360 → **0.400**" in rows[0] and "**shipped**" in rows[0]
     assert "(again)" in rows[1] and "## Champion and challengers" in doc.read_text()
+
+
+def test_a_continuation_at_another_learning_rate_is_a_run_of_its_own(real, tmp_path):
+    (tmp_path / "gap-s1-66ep").mkdir()
+    (tmp_path / "gap-s1-66ep" / "model.ofp").write_bytes(b"x")
+    default = real.run_dir(tmp_path, "gap", 2, 60, "gap-s1-66ep")
+    slower = real.run_dir(tmp_path, "gap", 2, 60, "gap-s1-66ep", lr=0.0003)
+    assert default.name == "gap-s2-60min-after-gap-s1-66ep"
+    assert slower.name == "gap-s2-60min-lr0.0003-after-gap-s1-66ep"
+    assert real.run_dir(tmp_path, "gap", 2, 60, "gap-s1-66ep", lr=real.INIT_LR) == default
+    assert real.run_dir(tmp_path, "gap", 2, 60, lr=0.0003).name == "gap-s2-60min"  # no continuation, no rate
+    record = {"variant": "gap", "seed": 2, "minutes": 60, "init": "gap-s1-66ep", "lr": 0.0003}
+    assert real.reproduce_command(record, "--challenge") == (
+        "python bench/real.py --variant gap --seed 2 --minutes 60 --init gap-s1-66ep --lr 0.0003 --challenge")
+    assert "--lr" not in real.reproduce_command({**record, "lr": real.INIT_LR}, "--challenge")
