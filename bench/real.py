@@ -113,10 +113,15 @@ def resampled(scene: Path, out: Path, resolution_m: float) -> Path:
 
 def score(out: Path, model: Path, name: str, scene: str, labels: str, extra_detect: list[str] = (),
           extra_eval: list[str] = ()) -> dict:
+    """Detect buildings in ``scene`` with ``model`` and score them against ``labels``. A bundle runs its fp32
+    network (ONNX Runtime) unless ``extra_detect`` picks an engine or AdaBN: the shipped champion's INT8 file, which
+    ``detect`` would run by default, is scored by ``bench/ship_int8.py``, and a challenger against the champion's
+    weights, not against its quantization."""
     table, metrics = out / f"{name}.parquet", out / f"{name}.metrics.json"
+    fp32 = model.suffix == ".ofp" and not any(o.startswith(("detect.engine=", "detect.adapt_bn=")) for o in extra_detect)
     start = time.monotonic()
-    peak = run(CLI + ["detect", scene, "--model", str(model), "--out", str(table), "--quiet",
-                      "tracking.energy=false", *extra_detect], out / "log.txt")
+    peak = run(CLI + ["detect", scene, "--model", str(model), "--out", str(table), "--quiet", "tracking.energy=false",
+                      *(["detect.engine=onnx"] if fp32 else []), *extra_detect], out / "log.txt")
     seconds = time.monotonic() - start
     run(CLI + ["evaluate", str(table), labels, "--json", str(metrics), "--imagery", scene, "data.fix_invalid=true",
                *extra_eval], out / "log.txt")  # true buildings mostly off the imagery are not scored
@@ -439,6 +444,10 @@ def ship(result: dict, runs: Path, verdict: str | None = None) -> Path:
     if "parent" in bundle.training:  # a developer's path means nothing in the package
         bundle.training["parent"] = {**bundle.training["parent"], "path": "the base model it replaced"}
     save_bundle(bundle, BASE_MODEL)
+    stale = BASE_MODEL.with_suffix(".int8.onnx")  # made from the champion it replaces: detect would not run it
+    if stale.exists():
+        stale.unlink()
+        print(f"removed {stale} (the old champion's); make the new one's with python bench/ship_int8.py")
     write_model_card(result, bundle, ROOT / "docs" / "base_model.md", shipped=True)
     return BASE_MODEL
 

@@ -2,6 +2,7 @@
 champion-and-challenger verdict kept."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -72,3 +73,24 @@ def test_a_continuation_at_another_learning_rate_is_a_run_of_its_own(real, tmp_p
     assert real.reproduce_command(record, "--challenge") == (
         "python bench/real.py --variant gap --seed 2 --minutes 60 --init gap-s1-66ep --lr 0.0003 --challenge")
     assert "--lr" not in real.reproduce_command({**record, "lr": real.INIT_LR}, "--challenge")
+
+
+def test_a_bundle_is_scored_on_its_fp32_network_unless_an_engine_is_asked_for(real, tmp_path, monkeypatch):
+    commands = []
+
+    def fake_run(cmd, log):
+        commands.append(cmd)
+        if cmd[3] == "evaluate":
+            metrics = {"precision": 0.5, "recall": 0.5, "f1": 0.5, "ap": 0.4, "pixel_iou": 0.5, "n_predicted": 2,
+                       "n_true": 2, "by_size": []}
+            Path(cmd[cmd.index("--json") + 1]).write_text(json.dumps(metrics))
+        return 1.0
+
+    monkeypatch.setattr(real, "run", fake_run)
+    for model, extra in ((tmp_path / "m.ofp", []), (tmp_path / "m.int8.onnx", []),
+                         (tmp_path / "m.ofp", ["detect.adapt_bn=16"]), (tmp_path / "m.ofp", ["detect.engine=torch"])):
+        commands.clear()
+        assert real.score(tmp_path, model, "p", "scene.tif", "labels.geojson", extra)["f1"] == 0.5
+        engines = [o for o in commands[0] if o.startswith("detect.engine=")]
+        assert engines == (["detect.engine=onnx"] if model.suffix == ".ofp" and not extra else
+                           [o for o in extra if o.startswith("detect.engine=")])

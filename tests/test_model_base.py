@@ -41,6 +41,34 @@ def test_detect_without_a_model_finds_the_buildings_of_a_real_scene_it_never_saw
     capsys.readouterr()
 
 
+needs_base_int8 = pytest.mark.skipif(not base.BASE_MODEL.with_suffix(".int8.onnx").exists(),
+                                     reason="no INT8 file beside the base model in this checkout")
+
+
+@needs_base_int8
+def test_the_shipped_int8_file_is_the_base_models_own_and_passed_its_held_out_check():
+    from openfootprints.model.onnx import read_onnx_metadata
+    from openfootprints.model.quantize import usable_int8
+
+    int8 = base.BASE_MODEL.with_suffix(".int8.onnx")
+    assert usable_int8(base.BASE_MODEL) == int8  # made from these very bytes: a new champion must not keep it
+    check = read_onnx_metadata(int8).training["quantization"]["check"]
+    assert {"nairobi_ke", "kampala_ug"} <= set(check["places"]) and check["within_tolerance"]
+    assert all(s["int8"]["f1"] >= s["fp32"]["f1"] - check["tolerance"] for s in check["places"].values())
+
+
+@needs_base_int8
+def test_detect_on_the_cpu_runs_the_base_models_int8_file_by_default(tmp_path, capsys):
+    out = tmp_path / "b.parquet"
+    capsys.readouterr()
+    assert main(["detect", str(DEMO_SCENE), "--out", str(out), "--quiet", "tracking.energy=false"]) == 0
+    assert json.loads(capsys.readouterr().out)["engine"] == "onnx (base_model.int8.onnx)"
+    assert main(["evaluate", str(out), str(DEMO_LABELS), "--json", str(tmp_path / "m.json")]) == 0
+    scores = json.loads((tmp_path / "m.json").read_text())
+    assert scores["f1"] >= 0.45 and scores["pixel_iou"] >= 0.5  # the bars of the fp32 network above
+    capsys.readouterr()
+
+
 def test_without_a_shipped_base_model_the_error_says_to_pass_one(monkeypatch, tmp_path):
     monkeypatch.setattr(base, "BASE_MODEL", tmp_path / "none.ofp")
     with pytest.raises(InputError, match="no base model; pass --model"):

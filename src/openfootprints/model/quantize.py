@@ -8,8 +8,9 @@ stay in fp32. Both choices are measured in bench/RESULTS.md: with plain min/max 
 3–4 points of F1 on places the model never saw, with these at most 1 point. The result is an ordinary ONNX model with the bundle's metadata, so ``detect --model
 MODEL.int8.onnx`` runs it; its training record says how it was quantized. Whether INT8 keeps a model's quality is
 measured, not assumed: on held-out places by ``bench/cpu_int8.py``, and for each export on the bundle's validation
-chips (:mod:`openfootprints.training.int8_check`); ``detect`` runs ``MODEL.int8.onnx`` beside ``MODEL.ofp`` by
-default on the CPU when that check passed for this very bundle (:func:`usable_int8`).
+chips (:mod:`openfootprints.training.int8_check`; the shipped base model's on the held-out places,
+``bench/ship_int8.py``); ``detect`` runs ``MODEL.int8.onnx`` beside ``MODEL.ofp`` by default on the CPU when that
+check passed for this very bundle (:func:`usable_int8`).
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def int8_beside(model_path: str | os.PathLike) -> Path:
 
 def usable_int8(model_path: str | os.PathLike) -> Path | None:
     """The INT8 file beside the bundle at ``model_path`` if detection may run it in its place: made from this
-    very bundle (same SHA-256) and within tolerance of fp32 on its validation chips; else None."""
+    very bundle (same SHA-256) and within tolerance of fp32 by its check (on the bundle's validation chips; the
+    shipped base model's on the held-out places, ``bench/ship_int8.py``); else None."""
     path = int8_beside(model_path)
     if not path.exists():
         return None
