@@ -94,3 +94,17 @@ def test_a_bundle_is_scored_on_its_fp32_network_unless_an_engine_is_asked_for(re
         engines = [o for o in commands[0] if o.startswith("detect.engine=")]
         assert engines == (["detect.engine=onnx"] if model.suffix == ".ofp" and not extra else
                            [o for o in extra if o.startswith("detect.engine=")])
+
+
+def test_self_training_pseudo_labels_the_held_out_imagery_and_never_reads_its_labels(real, tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(real, "run", lambda cmd, log: commands.append(cmd) or 1.0)
+    real.train(tmp_path, ["train.init=champion.ofp"], 60, 2, teacher=tmp_path / "champion.ofp")
+    real.train(tmp_path, [], 60, 2)
+    self_trained, trained = commands
+    assert self_trained[3:6] == ["self-train", "--teacher", str(tmp_path / "champion.ofp")]
+    unlabelled = [self_trained[i + 1] for i, a in enumerate(self_trained) if a == "--unlabelled"]
+    assert [Path(u).name for u in unlabelled] == ["nairobi_ke", "kampala_ug"]
+    labels = [a for i, a in enumerate(self_trained) if i and self_trained[i - 1] == "--labels"]
+    assert labels and not any("nairobi" in a or "kampala" in a for a in labels)
+    assert trained[3] == "train" and "--unlabelled" not in trained
