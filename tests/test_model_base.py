@@ -69,6 +69,15 @@ def test_detect_on_the_cpu_runs_the_base_models_int8_file_by_default(tmp_path, c
     capsys.readouterr()
 
 
+@needs_base_int8
+def test_the_demo_runs_what_detect_runs_by_default_the_int8_file(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", f"demo.out_dir={out}", "tracking.energy=false"]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "model.int8.onnx").exists() and '"engine": "onnx (model.int8.onnx)"' in printed
+    assert json.loads((out / "metrics.json").read_text())["f1"] >= 0.45
+
+
 def test_without_a_shipped_base_model_the_error_says_to_pass_one(monkeypatch, tmp_path):
     monkeypatch.setattr(base, "BASE_MODEL", tmp_path / "none.ofp")
     with pytest.raises(InputError, match="no base model; pass --model"):

@@ -24,6 +24,7 @@ from openfootprints.evaluation.metrics import format_table
 from openfootprints.io.atomic import atomic_path
 from openfootprints.io.vector import read_table
 from openfootprints.model.base import ATTRIBUTION
+from openfootprints.model.quantize import int8_beside, usable_int8
 from openfootprints.registry import model_or_base
 from openfootprints.evaluation.run import evaluate_files
 from openfootprints.pipeline import detect
@@ -77,7 +78,11 @@ def run_demo(cfg: DictConfig, synthetic: bool = False, model: str | None = None)
         train(cfg, [(str(paths["train_scene"]), str(paths["train_labels"]))], paths["model"])
     else:
         log.info("1/5 the real scene: Kampala, Uganda (%s)", ATTRIBUTION)
-        for name, shipped in (("test_scene", DEMO_SCENE), ("test_labels", DEMO_LABELS), ("model", model_or_base(model))):
+        sources = {"test_scene": DEMO_SCENE, "test_labels": DEMO_LABELS, "model": Path(model_or_base(model))}
+        int8 = usable_int8(sources["model"])
+        if int8 is not None:  # detect runs it on the CPU, as it would beside the model where it ships
+            paths["model_int8"], sources["model_int8"] = int8_beside(paths["model"]), int8
+        for name, shipped in sources.items():
             with atomic_path(paths[name]) as tmp:
                 shutil.copyfile(shipped, tmp)
         log.info("2/5 the model: %s", model or "the shipped base model")

@@ -91,8 +91,8 @@ def int8_file(requested: str, model_path: str) -> Path | None:
         return path
     usable = usable_int8(model_path) if requested == "auto" else None
     if usable:
-        log.info("running %s: INT8, within 1 point of fp32 on the model's validation chips "
-                 "(detect.engine=onnx runs fp32)", usable)
+        log.info("running %s: INT8, checked within 1 point of fp32 (its quantization.check says where; "
+                 "detect.engine=onnx runs fp32)", usable)
     return usable
 
 
