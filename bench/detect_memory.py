@@ -133,9 +133,13 @@ def main() -> None:
                              "ONNX Runtime), onnx (fp32), onnx-int8 or torch")
     parser.add_argument("--window", type=int, help="detect.window_px (default: the bundle's)")
     parser.add_argument("--halo-m", type=float, help="detect.halo_m (default: the bundle's)")
+    parser.add_argument("--detect", action="append", default=[], metavar="detect.KEY=VALUE",
+                        help="another detect override (repeatable), e.g. detect.gdal_cache_mb=64")
     parser.add_argument("--sparse-tile", type=int, default=0,
                         help="data only in copies of one tile of this many px along the diagonal (see above)")
     args = parser.parse_args()
+    if any(not o.startswith("detect.") or "=" not in o for o in args.detect):
+        sys.exit(f"--detect takes detect.KEY=VALUE overrides, not {args.detect}")
     if not Path(args.model).exists():
         sys.exit(f"{args.model}: no such model bundle; run `make demo` first or pass --model")
     work = Path(args.workdir)
@@ -159,7 +163,8 @@ def main() -> None:
                                         "--quiet", f"detect.engine={args.engine}",
                                         *([f"detect.batch_size={args.batch}"] if args.batch else []),
                                         *([f"detect.window_px={args.window}"] if args.window else []),
-                                        *([f"detect.halo_m={args.halo_m}"] if args.halo_m is not None else [])])
+                                        *([f"detect.halo_m={args.halo_m}"] if args.halo_m is not None else []),
+                                        *args.detect])
     summary = json.loads(stdout)
     bundle = load_bundle(args.model)
     side = args.sparse_tile or args.size  # the data: one scene, or the tiles along the diagonal
@@ -179,7 +184,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"scene: {args.size}×{args.size} px at {SCENE_M} m = {area:.1f} km², {windows} windows of {window} px "
           f"at the model's {bundle.resolution_m} m, halo {bundle.halo_m if args.halo_m is None else args.halo_m:g} m")
-    print(f"detect ({summary.get('engine', args.engine)}): {wall:.0f} s wall (predict {summary['predict_s']:.0f} s, then vectorize and write "
+    print(f"detect ({summary.get('engine', args.engine)}{''.join(', ' + o for o in args.detect)}): {wall:.0f} s wall (predict {summary['predict_s']:.0f} s, then vectorize and write "
           f"{summary['vectorize_s']:.0f} s), {summary['buildings']} buildings, peak RSS {peak_gib:.2f} GiB")
     print(f"end to end: {area / wall * 3600:.0f} km²/h; model only ({'INT8' if int8 else 'fp32'}): "
           f"{model_only_km2h:.0f} km²/h "

