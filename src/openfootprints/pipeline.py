@@ -37,7 +37,7 @@ from openfootprints.model.onnx import cached_onnx, load_model
 from openfootprints.monitor.drift import Drift, Profile, compare, decoding_settings
 from openfootprints.predict.probabilities import (Region, ValidPixels, WindowPredictor, predict_probabilities,
                                                   region_from_bounds, region_transform, select_device, select_engine)
-from openfootprints.predict.engines import surely_cpu
+from openfootprints.predict.engines import fewer_malloc_arenas, surely_cpu
 from openfootprints.predict.stream import Cancelled, ProbabilityStream
 from openfootprints.vectorize.polygons import Buildings, iter_buildings, rows_in_use
 
@@ -54,6 +54,7 @@ def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, thread
     """
     from openfootprints.model.quantize import made_from
 
+    fewer_malloc_arenas()  # before the runs' and readers' threads exist
     if cfg.detect.adapt_bn:  # the statistics change per scene: the bundle's network on PyTorch
         if str(model_path).lower().endswith(".onnx") or cfg.detect.engine not in ("auto", "torch"):
             raise InputError(f"{model_path}: detect.adapt_bn re-estimates the network's batch-norm statistics with "
