@@ -16,10 +16,11 @@ Nothing from Xiamen is used for training: the base model is trained on open data
 
 Champion and challenger: ``--init champion`` continues from the shipped base model's weights (a fresh learning-rate
 schedule peaking at ``--lr``, by default half the recipe's rate), so training accumulates across runs;
-``--challenge`` scores the shipped champion in the same run as the challenger and ships the challenger only if it wins by the rule of
-:mod:`openfootprints.model.lineage` (mean held-out F1 +0.02, no place −0.03). Every challenge, won or lost, is a row
-of the champion-and-challengers table in ``--doc``; the shipped bundle records its lineage (each stage's data,
-steps, minutes, kWh and scores). ``--variant champion --detect detect.KEY=VALUE --challenge`` makes a detect option
+``--challenge`` scores the shipped champion in the same run as the challenger and ships the challenger only if it
+wins by the rule of :mod:`openfootprints.model.lineage` (mean held-out F1 +0.02, no place −0.03; a challenger at a
+coarser ground resolution, cheaper to run, needs only to stay within 0.01 of the mean: ``--variant res05``). Every
+challenge, won or lost, is a row of the champion-and-challengers table in ``--doc``; the shipped bundle records its
+lineage (each stage's data, steps, minutes, kWh and scores). ``--variant champion --detect detect.KEY=VALUE --challenge`` makes a detect option
 of the champion the challenger.
 """
 
@@ -49,6 +50,7 @@ XIAMEN_BLOCK = "[118.0878,24.4659,118.1006,24.4737]"
 RESAMPLED_M = 0.5  # Nairobi is also detected from its imagery resampled to this ground resolution
 CHAMPION = "champion"  # --init champion: continue from the shipped base model's weights
 INIT_LR = 0.001  # a continuation's default peak learning rate: half the recipe's train.lr
+COARSER_MIN_GAIN = -0.01  # a challenger at a coarser resolution ships if within 0.01 of the champion (issue 28)
 
 # name → (what it is, overrides on top of recipe=base)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -268,11 +270,12 @@ def challenge(result: dict, runs: Path, doc: Path) -> None:
     """Score the shipped champion in the same run as the challenger ``result``, judge by the rule
     (:func:`openfootprints.model.lineage.judge`), record both in ``doc``, and ship the challenger if it wins and
     is a trained model (a detect-time lever that wins is a default to change by hand)."""
-    from openfootprints.model.lineage import judge
+    from openfootprints.model.lineage import MIN_GAIN, judge
 
     champion = champion_result(runs / run_name(result) / f"vs-{champion_tag()}", runs, ["detect.tta=1"])
-    verdict = judge(oam_f1(champion), oam_f1(result), list(HELD_OUT))
     trained = result["variant"] != CHAMPION and result.get("trained") == run_name(result)  # no detect option
+    cheaper = trained and coarser_than_champion(runs / run_name(result) / "model.ofp")
+    verdict = judge(oam_f1(champion), oam_f1(result), list(HELD_OUT), COARSER_MIN_GAIN if cheaper else MIN_GAIN)
     reason = verdict.reason
     if not trained:  # a detect option becomes a default only if every held-out place gains (issue 28)
         gains = [oam_f1(result)[p] > oam_f1(champion)[p] for p in oam_f1(champion)]
@@ -282,6 +285,15 @@ def challenge(result: dict, runs: Path, doc: Path) -> None:
     write_doc_rows(doc, [champion, result])
     if verdict.wins and trained:
         print(f"shipped {ship(result, runs, verdict.reason)} (held-out F1 {held_out_f1(result):.3f})")
+
+
+def coarser_than_champion(model: Path) -> bool:
+    """Whether the bundle at ``model`` works at a coarser ground resolution than the shipped champion (fewer
+    windows for the same area: cheaper to run, so held to :data:`COARSER_MIN_GAIN`)."""
+    from openfootprints.model.base import BASE_MODEL
+    from openfootprints.model.bundle import load_bundle
+
+    return load_bundle(model).resolution_m > load_bundle(BASE_MODEL).resolution_m + 1e-9
 
 
 def oam_f1(result: dict) -> dict[str, float]:

@@ -108,3 +108,16 @@ def test_self_training_pseudo_labels_the_held_out_imagery_and_never_reads_its_la
     labels = [a for i, a in enumerate(self_trained) if i and self_trained[i - 1] == "--labels"]
     assert labels and not any("nairobi" in a or "kampala" in a for a in labels)
     assert trained[3] == "train" and "--unlabelled" not in trained
+
+
+def test_a_challenger_at_a_coarser_resolution_than_the_champion_is_the_cheaper_kind(real, tmp_path, monkeypatch,
+                                                                                     tiny_bundle):
+    from openfootprints.model import base
+    from openfootprints.model.bundle import load_bundle, save_bundle
+
+    monkeypatch.setattr(base, "BASE_MODEL", tiny_bundle)  # the champion: 0.5 m
+    coarse = load_bundle(tiny_bundle)
+    coarse.resolution_m = 0.6
+    assert real.coarser_than_champion(save_bundle(coarse, tmp_path / "coarse.ofp"))
+    assert not real.coarser_than_champion(tiny_bundle)
+    assert real.COARSER_MIN_GAIN < 0  # within a tolerance of the champion, not above it

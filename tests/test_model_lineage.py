@@ -31,6 +31,15 @@ def test_the_rule_is_inclusive_at_its_limits():
     assert edge.wins
 
 
+def test_a_cheaper_challenger_may_be_held_to_a_loss_within_a_tolerance():
+    champion = scores(0.36, 0.52, 0.35)
+    close = judge(champion, scores(0.355, 0.51, 0.35), PLACES, min_gain=-0.01)  # mean −0.0075: within 0.01
+    assert close.wins and "at least -0.01 needed" in close.reason
+    assert not judge(champion, scores(0.355, 0.51, 0.35), PLACES).wins  # the usual rule wants +0.02
+    assert not judge(champion, scores(0.34, 0.51, 0.35), PLACES, min_gain=-0.01).wins  # mean −0.015
+    assert not judge(champion, scores(0.40, 0.52, 0.31), PLACES, min_gain=-0.01).wins  # one place −0.04
+
+
 def test_champion_and_challenger_must_be_scored_on_the_same_places():
     with pytest.raises(ValueError, match="different places"):
         judge(scores(0.3, 0.5, 0.3), {"nairobi_ke": 0.4, "kampala_ug": 0.6}, PLACES)

@@ -8,7 +8,8 @@ it scored on the places it never saw.
 
 A challenger replaces the champion only when, scored in the same run on the same held-out places (F1 at
 IoU 0.5), the mean F1 over the held-out places rises by at least :data:`MIN_GAIN` and no place loses more than
-:data:`MAX_LOSS` (:func:`judge`).
+:data:`MAX_LOSS` (:func:`judge`). A challenger that is cheaper to run (a model at a coarser ground resolution: fewer
+windows for the same area) may be held to a smaller gain, even a loss within a tolerance (``min_gain`` < 0).
 """
 
 from __future__ import annotations
@@ -32,19 +33,21 @@ class Verdict:
     mean_change: float
     worst_place: str
     worst_change: float
+    min_gain: float = MIN_GAIN
 
     @property
     def reason(self) -> str:
         """One line: the rule's two numbers and the outcome."""
         outcome = "wins" if self.wins else "loses"
-        return (f"challenger {outcome}: mean held-out F1 {self.mean_change:+.3f} (at least +{MIN_GAIN:.2f} needed), "
+        return (f"challenger {outcome}: mean held-out F1 {self.mean_change:+.3f} (at least {self.min_gain:+.2f} needed), "
                 f"worst place {self.worst_place} {self.worst_change:+.3f} (no place may lose more than {MAX_LOSS:.2f})")
 
 
-def judge(champion: dict[str, float], challenger: dict[str, float], mean_places: list[str]) -> Verdict:
+def judge(champion: dict[str, float], challenger: dict[str, float], mean_places: list[str],
+          min_gain: float = MIN_GAIN) -> Verdict:
     """The rule: ``champion`` and ``challenger`` map each held-out place to its F1 at IoU 0.5, scored in the same
-    run; the mean is taken over ``mean_places``, the loss limit applies to every place. Both must hold the same
-    places."""
+    run; the mean over ``mean_places`` must change by at least ``min_gain`` (negative: a loss within that much
+    is accepted, for a cheaper model), the loss limit applies to every place. Both must hold the same places."""
     if set(champion) != set(challenger):
         raise ValueError(f"champion and challenger were scored on different places: {sorted(champion)} against "
                          f"{sorted(challenger)}")
@@ -54,8 +57,8 @@ def judge(champion: dict[str, float], challenger: dict[str, float], mean_places:
     mean_change = sum(challenger[p] - champion[p] for p in mean_places) / len(mean_places)
     worst = min(champion, key=lambda p: challenger[p] - champion[p])
     worst_change = challenger[worst] - champion[worst]
-    wins = mean_change >= MIN_GAIN - 1e-9 and worst_change >= -MAX_LOSS - 1e-9
-    return Verdict(wins, round(mean_change, 4), worst, round(worst_change, 4))
+    wins = mean_change >= min_gain - 1e-9 and worst_change >= -MAX_LOSS - 1e-9
+    return Verdict(wins, round(mean_change, 4), worst, round(worst_change, 4), min_gain)
 
 
 def own_stage(bundle: Bundle) -> dict[str, Any]:
