@@ -255,7 +255,7 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
                              first_row=row_starts[0], left=left, region=region, counted=valid_pixels)
     reads: Iterator[tuple[np.ndarray, np.ndarray]]  # (image, valid) of each window, in the order of the grid
     if tiles is None:
-        reads = read_windows(scene, grid.starts(), window, depth=max(8, 2 * batch_size))
+        reads = read_windows(scene, grid.starts(), window, depth=max(4, 2 * batch_size))
     else:
         reads = zip(*tiles)
     destination = contextlib.nullcontext(sink) if sink is not None else probability_file(out_path, profile, bundle)
