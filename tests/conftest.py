@@ -42,6 +42,19 @@ def cfg():
     return load_config([])
 
 
+def bench_module(name: str):
+    """``bench/NAME.py`` imported as a module (the benchmarks import each other from their own folder)."""
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", bench / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_architecture(in_channels: int = 3) -> Architecture:
     return Architecture(encoder="efficientnet_lite0", in_channels=in_channels, decoder_channels=[16, 16, 8, 8, 8])
 

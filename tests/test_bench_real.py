@@ -1,23 +1,17 @@
 """bench/real.py's records: rows added to docs/real.md without losing earlier sessions' rows, and every
 champion-and-challenger verdict kept."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import bench_module
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def real():
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_real", ROOT / "bench" / "real.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("real")
 
 
 def result(variant: str, run: str, f1: tuple[float, float, float], label: str | None = None) -> dict:

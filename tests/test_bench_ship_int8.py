@@ -1,22 +1,15 @@
 """bench/ship_int8.py's check: the base model's INT8 file ships only when no held-out place loses more than the
 tolerance of F1 or pixel IoU against fp32 in the same run."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import bench_module
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def ship_int8():
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_ship_int8", ROOT / "bench" / "ship_int8.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("ship_int8")
 
 
 def result(scores: dict[str, tuple[float, float]]) -> dict:
