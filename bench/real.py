@@ -67,6 +67,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "no_sensor_aug": ("as base, without zoom, coarsening, blur, noise, saturation",
                       ["augment.zoom=0", "augment.coarsen_to_m=0", "augment.blur_m=0", "augment.noise=0",
                        "augment.saturation=0"]),
+    "regularized": ("as gap, with the literature's regularizers for few training places: mixup (half the batches), "
+                    "copy-paste (half the chips get up to 8 buildings of another chip) and mosaic (a quarter of the "
+                    "chips made of four)", ["data.gap_weight_w0=10", "train.mixup_prob=0.5", "augment.copy_paste_prob=0.5",
+                                            "augment.mosaic_prob=0.25"]),
     "self_train": ("as gap, noisy-student self-training (`self-train`): the --init model labels the held-out places' "
                    "imagery (Nairobi, Kampala; their labels only score), a noisier student continues from its weights "
                    "on labelled and pseudo-labelled chips (half each)", ["data.gap_weight_w0=10"]),
