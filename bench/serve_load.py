@@ -6,8 +6,9 @@ Starts ``openfootprints serve`` on a free loopback port (default model: the ship
 ``--clients`` threads post scenes for ``--minutes``, small and large mixed 3 to 1: the shipped Kampala crop
 (768 × 512 px) and a synthetic 2048² px scene at 0.5 m. Halfway through, the busiest worker process is killed
 (SIGKILL) while it runs a job. Prints the requests served, p50/p95 latency per size, every status code, what the
-clients whose job died saw, and the service's memory (the server and its workers, RSS) after the first requests
-and at the end. Only 127.0.0.1 is contacted; every loop is bounded in time.
+clients whose job died saw, and the service's memory (the server and its workers, RSS, sampled every 5 s): its
+largest sample in each minute and its trend before the kill (a plateau or a slow growth). Only 127.0.0.1 is
+contacted; every loop is bounded in time.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,7 +112,8 @@ def main() -> None:
     try:
         wait_ready(url, args.concurrent, 600)
         order = [name for name, (_, weight) in scenes.items() for _ in range(weight)]
-        stop_at = time.monotonic() + args.minutes * 60
+        started = time.monotonic()
+        stop_at = started + args.minutes * 60
 
         def client(k: int) -> None:
             with httpx.Client(timeout=REQUEST_TIMEOUT_S) as http:
@@ -131,19 +134,16 @@ def main() -> None:
         threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(args.clients)]
         for t in threads:
             t.start()
-        while len(results) < args.clients and time.monotonic() < stop_at:  # the first requests: warm
-            time.sleep(1)
-        rss_start = service_rss_gib(server)
+        samples = MemorySampler(server, started)
+        samples.start()
         time.sleep(max(0.0, (stop_at - time.monotonic()) / 2))
         victim = busiest_worker(server)
-        killed_at = time.monotonic()
+        killed_at = time.monotonic() - started
         if victim is not None:
             os.kill(victim.pid, signal.SIGKILL)
-        rss_samples = []
-        while any(t.is_alive() for t in threads):
-            rss_samples.append(service_rss_gib(server))
-            time.sleep(5)
-        rss_end = service_rss_gib(server)
+        for t in threads:
+            t.join()
+        samples.stop()
         health = httpx.get(f"{url}/health", timeout=10).json()
     finally:
         server_proc.send_signal(signal.SIGINT)
@@ -163,11 +163,47 @@ def main() -> None:
             p95 = ok[min(len(ok) - 1, round(0.95 * (len(ok) - 1)))]
             print(f"{name}: {len(ok)} served, p50 {statistics.median(ok):.2f} s, p95 {p95:.2f} s")
     during = [r for r in results if r["status"] != 200]
-    print(f"worker killed (pid {victim.pid if victim else None}) at {killed_at - (stop_at - args.minutes * 60):.0f} s; "
+    print(f"worker killed (pid {victim.pid if victim else None}) at {killed_at:.0f} s; "
           f"requests not served: {json.dumps([(r['scene'], r['status'], r['detail']) for r in during])}")
     print(f"health after: {json.dumps(health)}")
-    print(f"service memory (server + workers, RSS): {rss_start:.2f} GiB after the first requests, {rss_end:.2f} GiB "
-          f"at the end, at most {max(rss_samples or [rss_end]):.2f} GiB after the kill")
+    minutes = samples.by_minute()
+    print("service memory (server + workers, RSS), largest sample per minute: "
+          + ", ".join(f"min {m + 1}: {gib:.2f} GiB" for m, gib in enumerate(minutes)))
+    slope = samples.trend_gib_per_minute(until_s=killed_at)
+    print(f"memory trend before the kill: {slope:+.3f} GiB/min (least squares over the samples after the first "
+          f"minute); at most {max(minutes):.2f} GiB")
+
+
+class MemorySampler(threading.Thread):
+    """The service's RSS (:func:`service_rss_gib`) every ``every_s`` seconds, with the time since ``t0``."""
+
+    def __init__(self, server: psutil.Process, t0: float, every_s: float = 5.0):
+        super().__init__(daemon=True)
+        self.server, self.t0, self.every_s = server, t0, every_s
+        self.samples: list[tuple[float, float]] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.samples.append((time.monotonic() - self.t0, service_rss_gib(self.server)))
+            self._done.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+    def by_minute(self) -> list[float]:
+        """The largest sample of each minute, GiB."""
+        last = int(self.samples[-1][0] // 60)
+        return [max((g for t, g in self.samples if int(t // 60) == m), default=0.0) for m in range(last + 1)]
+
+    def trend_gib_per_minute(self, until_s: float) -> float:
+        """Least-squares slope of the samples from the second minute until ``until_s`` (the kill), GiB per minute."""
+        points = [(t, g) for t, g in self.samples if 60 <= t < until_s]
+        if len(points) < 3:
+            return float("nan")
+        t, g = np.array(points).T
+        return float(np.polyfit(t / 60, g, 1)[0])
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ from scipy.special import expit
 from openfootprints.errors import InputError
 from openfootprints.io.raster import open_scene
 from openfootprints.model.bundle import load_bundle
-from openfootprints.predict.probabilities import (Region, ValidPixels, WindowPredictor, predict_probabilities,
-                                                  region_from_bounds, window_grid, windows_in_flight)
+from openfootprints.predict.blend import ValidPixels
+from openfootprints.predict.probabilities import (WindowPredictor, predict_probabilities, region_from_bounds,
+                                                  window_grid, windows_in_flight)
+from openfootprints.predict.windows import Region
 from openfootprints.predict.windows import blend_weights, window_starts
 
 

@@ -8,7 +8,7 @@ from openfootprints.configuration import load_config
 from openfootprints.errors import InputError
 from openfootprints.pipeline import detect
 from openfootprints.predict.adapt import adapt_batchnorm, window_grid
-from openfootprints.predict.probabilities import Region
+from openfootprints.predict.windows import Region
 
 
 def test_the_windows_are_spread_over_the_region_and_fit_in_it():

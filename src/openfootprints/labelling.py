@@ -33,7 +33,8 @@ from openfootprints.io.geo import degrees_to_crs
 from openfootprints.io.vector import write_table
 from openfootprints.model.bundle import Bundle
 from openfootprints.pipeline import adapt_to_scene, load_predictor, open_for_model
-from openfootprints.predict.probabilities import Region, predict_probabilities
+from openfootprints.predict.probabilities import predict_probabilities
+from openfootprints.predict.windows import Region
 
 
 @dataclass

@@ -35,8 +35,10 @@ from openfootprints.predict.adapt import scene_batches
 from openfootprints.model.bundle import Bundle
 from openfootprints.model.onnx import cached_onnx, load_model
 from openfootprints.monitor.drift import Drift, Profile, compare, decoding_settings
-from openfootprints.predict.probabilities import (Region, ValidPixels, WindowPredictor, predict_probabilities,
-                                                  region_from_bounds, region_transform, select_device, select_engine)
+from openfootprints.predict.blend import ValidPixels
+from openfootprints.predict.probabilities import (WindowPredictor, predict_probabilities, region_from_bounds,
+                                                  region_transform, select_device, select_engine)
+from openfootprints.predict.windows import Region
 from openfootprints.predict.engines import fewer_malloc_arenas, surely_cpu
 from openfootprints.predict.stream import Cancelled, ProbabilityStream
 from openfootprints.vectorize.polygons import Buildings, iter_buildings, rows_in_use

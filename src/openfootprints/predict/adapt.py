@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from openfootprints.io.raster import Scene
-    from openfootprints.predict.probabilities import Region
+    from openfootprints.predict.windows import Region
 
 ADAPT_WINDOW_PX = 512  # side of the windows whose activations are measured (pixels at the model's resolution)
 MIN_VALID = 0.9  # a window with less valid imagery than this share is passed over (nodata would skew the statistics)

@@ -1,8 +1,8 @@
 """Imagery in, probability raster out: overlapping windows through the model, blended, streamed.
 
 The scene is processed one row of windows at a time. Blended rows are written to the probability raster
-as soon as no later window can touch them, so memory holds one strip of ``window`` rows and never the
-scene. The raster is a uint8 GeoTIFF aligned with the (possibly resampled) scene grid: value/255 is the
+as soon as no later window can touch them (:mod:`openfootprints.predict.blend`), so memory holds one strip of
+``window`` rows and never the scene. The raster is a uint8 GeoTIFF aligned with the (possibly resampled) scene grid: value/255 is the
 building probability.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import itertools
 import logging
 import math
@@ -35,51 +34,10 @@ from openfootprints.model.onnx import export_onnx
 from openfootprints.monitor.drift import Profile, window_profile
 from openfootprints.predict.stream import ProbabilitySink
 from openfootprints.predict.engines import Engine, OnnxEngine, TorchEngine, on_cuda, onnx_threads
-from openfootprints.predict.windows import blend_ramp, blend_weights, lattice_starts
+from openfootprints.predict.blend import BlendStrip, ValidPixels
+from openfootprints.predict.windows import Region, blend_ramp, blend_weights, lattice_starts
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Region:
-    """A rectangle of the scene's working grid, in pixels: rows [row0, row1), columns [col0, col1)."""
-
-    row0: int
-    row1: int
-    col0: int
-    col1: int
-
-    @property
-    def height(self) -> int:
-        return self.row1 - self.row0
-
-    @property
-    def width(self) -> int:
-        return self.col1 - self.col0
-
-    def grown(self, pixels: int, max_rows: int, max_cols: int) -> Region:
-        """This region widened by ``pixels`` on every side, clipped to [0, max_rows) × [0, max_cols)."""
-        return Region(max(0, self.row0 - pixels), min(max_rows, self.row1 + pixels),
-                      max(0, self.col0 - pixels), min(max_cols, self.col1 + pixels))
-
-
-@dataclass
-class ValidPixels:
-    """Valid pixels counted as the probability rows are written (each pixel once, no pass over the mask of
-    the scene): ``predicted`` in the whole region predicted, ``inside`` in ``inner``, a rectangle of the same
-    grid (e.g. the region of ``detect.bbox`` inside its context)."""
-
-    inner: Region
-    predicted: int = 0
-    inside: int = 0
-
-    def count(self, valid: np.ndarray, row0: int, col0: int) -> None:
-        """Add ``valid`` (h, w) bool, whose first pixel is at scene row ``row0``, column ``col0``."""
-        self.predicted += int(np.count_nonzero(valid))
-        r0, r1 = max(row0, self.inner.row0), min(row0 + valid.shape[0], self.inner.row1)
-        c0, c1 = max(col0, self.inner.col0), min(col0 + valid.shape[1], self.inner.col1)
-        if r1 > r0 and c1 > c0:
-            self.inside += int(np.count_nonzero(valid[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]))
 
 
 def region_from_bounds(scene: Scene, bounds: tuple[float, float, float, float] | None) -> Region:
@@ -229,7 +187,8 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
     ``valid_pixels``, where to count the region's valid pixels as its rows are written.
     Windows lie on one lattice over the whole scene, whatever the region, so a region's probabilities equal
     the same pixels of a whole-scene run (what makes ``detect.bbox`` and partitioned runs seamless).
-    Memory: one strip of ``window`` rows of the region (4 bytes per pixel), a few windows read ahead.
+    Memory: about 1 byte per pixel of a strip of ``window`` rows of the region, 5 where rows of windows overlap
+    (:mod:`openfootprints.predict.blend`), a few windows read ahead.
     """
     if tta not in (1, 2, 4, 8):
         raise InputError(f"detect.tta={tta}: must be 1, 2, 4 or 8")
@@ -240,19 +199,10 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
         dev = select_device(device, bundle)
         predictor = WindowPredictor(bundle, dev, select_engine(engine, dev, bundle), Path(out_path).parent)
     batch_size = batch_size or windows_in_flight(window, predictor.runs)
-    ramp, weights = blend_ramp(window, grid.halo), blend_weights(window, grid.halo)
-    left = col_starts[0]  # scene column of the strip's first column (≤ region.col0)
-    # every window adds outer(ramp, ramp), so the sum of weights at a pixel is (row sum) × (column sum)
-    row_sums = weight_sums(row_starts, ramp)  # scene rows from row_starts[0]
-    col_sums = weight_sums(col_starts, ramp)  # strip columns
+    weights = blend_weights(window, grid.halo)
     profile = dict(driver="GTiff", width=region.width, height=region.height, count=1, dtype="uint8",
                    crs=scene.crs, transform=region_transform(scene, region), compress="deflate", tiled=False,
                    blockysize=16)
-    acc = np.zeros((window, len(col_sums)), np.float32)
-    valid_strip = np.zeros(acc.shape, bool)
-    top = row_starts[0]  # scene row of the strip's first row
-    emit = functools.partial(_emit_rows, acc=acc, valid=valid_strip, row_sums=row_sums, col_sums=col_sums,
-                             first_row=row_starts[0], left=left, region=region, counted=valid_pixels)
     reads: Iterator[tuple[np.ndarray, np.ndarray]]  # (image, valid) of each window, in the order of the grid
     if tiles is None:
         reads = read_windows(scene, grid.starts(), window, depth=max(4, 2 * batch_size))
@@ -260,30 +210,25 @@ def predict_probabilities(scene: Scene, bundle: Bundle, out_path: str | Path, re
         reads = zip(*tiles)
     destination = contextlib.nullcontext(sink) if sink is not None else probability_file(out_path, profile, bundle)
     per_run = max(1, batch_size // predictor.runs)  # batch_size windows in flight, split between the runs
-    with destination as dst, BatchRunner(predictor, acc, weights, tta) as runner:
-        bar = tqdm(total=len(row_starts) * len(col_starts), desc="detect", unit="win", disable=not progress)
-        for row in row_starts:
-            shift = row - top
-            if shift:
+    left = col_starts[0]  # scene column of the strip's first column (≤ region.col0)
+    with destination as dst:
+        strip = BlendStrip(blend_ramp(window, grid.halo), row_starts, col_starts, region, dst, valid_pixels)
+        with BatchRunner(predictor, strip, weights, tta) as runner:
+            bar = tqdm(total=len(row_starts) * len(col_starts), desc="detect", unit="win", disable=not progress)
+            for _ in row_starts:
+                strip.start_row()
+                batch = []
+                for col in col_starts:
+                    image, valid = next(reads)
+                    if valid.any():  # windows with no valid pixel are not run
+                        batch.append((col - left, image, valid))
+                    if len(batch) == per_run or (col == col_starts[-1] and batch):
+                        runner.submit(batch)
+                        batch = []
                 runner.drain()
-                emit(dst, top=top, n=shift)
-                for a in (acc, valid_strip):
-                    a[:-shift] = a[shift:]
-                    a[-shift:] = 0
-                top = row
-            batch = []
-            for col in col_starts:
-                image, valid = next(reads)
-                valid_strip[:, col - left : col - left + window] |= valid
-                if valid.any():  # windows with no valid pixel are not run
-                    batch.append((col - left, image, valid))
-                if len(batch) == per_run or (col == col_starts[-1] and batch):
-                    runner.submit(batch)
-                    batch = []
-            bar.update(len(col_starts))
-        bar.close()
-        runner.drain()
-        emit(dst, top=top, n=window)
+                strip.finish_row()
+                bar.update(len(col_starts))
+            bar.close()
     return Path(out_path)
 
 
@@ -366,15 +311,6 @@ def read_windows(scene: Scene, starts: list[tuple[int, int]], size: int, depth: 
             yield tile
 
 
-def weight_sums(starts: list[int], ramp: np.ndarray) -> np.ndarray:
-    """(starts[-1] + len(ramp) - starts[0],) float32: the sum of the windows' ``ramp`` along one axis, from
-    ``starts[0]``."""
-    sums = np.zeros(starts[-1] + len(ramp) - starts[0], np.float32)
-    for s in starts:
-        sums[s - starts[0] : s - starts[0] + len(ramp)] += ramp
-    return sums
-
-
 def region_transform(scene: Scene, region: Region) -> Affine:
     """The geotransform of the probability raster of ``region``."""
     return scene.transform @ Affine.translation(region.col0, region.row0)
@@ -386,11 +322,11 @@ Probabilities = tuple[np.ndarray, Profile | None]  # (N, H, W) probabilities, an
 
 class BatchRunner:
     """Runs batches of (strip column, image, valid) windows, up to ``predictor.runs`` at once in threads, and adds
-    their weighted probabilities to the strip ``acc`` in the order they were submitted: the same sums, to the
-    bit, as one batch after the other."""
+    their weighted probabilities to the :class:`~openfootprints.predict.blend.BlendStrip` in the order they were
+    submitted: the same sums, to the bit, as one batch after the other."""
 
-    def __init__(self, predictor: WindowPredictor, acc: np.ndarray, weights: np.ndarray, tta: int = 1):
-        self.predictor, self.acc, self.weights, self.tta = predictor, acc, weights, tta
+    def __init__(self, predictor: WindowPredictor, strip: BlendStrip, weights: np.ndarray, tta: int = 1):
+        self.predictor, self.strip, self.weights, self.tta = predictor, strip, weights, tta
         self.pool = ThreadPoolExecutor(predictor.runs) if predictor.runs > 1 else None
         self.pending: collections.deque[tuple[Batch, Future[Probabilities]]] = collections.deque()
 
@@ -423,9 +359,8 @@ class BatchRunner:
         probs, profile = result
         if profile is not None and self.predictor.seen is not None:
             self.predictor.seen.add_pixels(profile)
-        size = self.weights.shape[1]
-        for (c, _, _), prob in zip(batch, probs):
-            self.acc[:, c : c + size] += prob * self.weights
+        for (c, _, valid), prob in zip(batch, probs):
+            self.strip.add(c, prob * self.weights, valid)
 
     def __enter__(self) -> BatchRunner:
         return self
@@ -433,26 +368,3 @@ class BatchRunner:
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _emit_rows(dst: ProbabilitySink, top: int, n: int, acc: np.ndarray, valid: np.ndarray, row_sums: np.ndarray,
-               col_sums: np.ndarray, first_row: int, left: int, region: Region, chunk: int = 4096,
-               counted: ValidPixels | None = None) -> None:
-    """Write the strip's first ``n`` rows (scene rows ``top``…, strip columns from scene column ``left``), where
-    they fall in ``region``, as uint8 probabilities (0 outside valid pixels), their valid pixels added to
-    ``counted``; ``chunk`` columns at a time so temporaries stay small on wide scenes."""
-    r0, r1 = max(top, region.row0), min(top + n, region.row1)
-    if r1 <= r0:
-        return
-    rows = slice(r0 - top, r1 - top)
-    row_weight = row_sums[r0 - first_row : r1 - first_row, None]
-    out = np.empty((r1 - r0, region.width), np.uint8)
-    for c in range(0, region.width, chunk):
-        cols = slice(region.col0 - left + c, region.col0 - left + min(c + chunk, region.width))
-        prob = acc[rows, cols] / np.maximum(row_weight * col_sums[cols], 1e-6)
-        valid_part = valid[rows, cols]
-        prob[~valid_part] = 0.0
-        if counted is not None:
-            counted.count(valid_part, r0, region.col0 + c)
-        out[:, c : c + chunk] = np.round(prob * 255)
-    dst.write(out[None], window=Window(0, r0 - region.row0, region.width, r1 - r0))

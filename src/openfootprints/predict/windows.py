@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass
+class Region:
+    """A rectangle of the scene's working grid, in pixels: rows [row0, row1), columns [col0, col1)."""
+
+    row0: int
+    row1: int
+    col0: int
+    col1: int
+
+    @property
+    def height(self) -> int:
+        return self.row1 - self.row0
+
+    @property
+    def width(self) -> int:
+        return self.col1 - self.col0
+
+    def grown(self, pixels: int, max_rows: int, max_cols: int) -> Region:
+        """This region widened by ``pixels`` on every side, clipped to [0, max_rows) × [0, max_cols)."""
+        return Region(max(0, self.row0 - pixels), min(max_rows, self.row1 + pixels),
+                      max(0, self.col0 - pixels), min(max_cols, self.col1 + pixels))
 
 
 def window_starts(start: int, stop: int, window: int, stride: int) -> list[int]:

@@ -33,7 +33,7 @@ from openfootprints.model.bundle import file_sha256
 from openfootprints.model.onnx import load_model
 from openfootprints import pipeline
 from openfootprints.pipeline import open_for_model
-from openfootprints.predict.probabilities import Region
+from openfootprints.predict.windows import Region
 from openfootprints.scale.cells import (Cell, CellResult, area_km2, area_of_interest, cell_config, cell_key,
                                         cell_summary, cells_covering, manifest_json, parse_manifest)
 

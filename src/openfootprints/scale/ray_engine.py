@@ -36,8 +36,9 @@ from openfootprints.io.raster import Scene
 from openfootprints.io.storage import Storage
 from openfootprints.model.bundle import Bundle
 from openfootprints.monitor.drift import Profile
-from openfootprints.predict.probabilities import (Region, ValidPixels, predict_probabilities, read_tiles,
-                                                  region_transform, window_grid)
+from openfootprints.predict.blend import ValidPixels
+from openfootprints.predict.probabilities import predict_probabilities, read_tiles, region_transform, window_grid
+from openfootprints.predict.windows import Region
 from openfootprints.predict.stream import ProbabilityArray
 from openfootprints.scale.cells import Cell, CellResult, cell_config, cell_key, cell_summary
 
