@@ -71,6 +71,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                     "copy-paste (half the chips get up to 8 buildings of another chip) and mosaic (a quarter of the "
                     "chips made of four)", ["data.gap_weight_w0=10", "train.mixup_prob=0.5", "augment.copy_paste_prob=0.5",
                                             "augment.mosaic_prob=0.25"]),
+    "regularized05": ("as regularized, at 0.5 m", ["data.resolution_m=0.5", "data.gap_weight_w0=10",
+                                                    "train.mixup_prob=0.5", "augment.copy_paste_prob=0.5",
+                                                    "augment.mosaic_prob=0.25"]),
     "self_train": ("as gap, noisy-student self-training (`self-train`): the --init model labels the held-out places' "
                    "imagery (Nairobi, Kampala; their labels only score), a noisier student continues from its weights "
                    "on labelled and pseudo-labelled chips (half each)", ["data.gap_weight_w0=10"]),
