@@ -78,6 +78,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                    "imagery (Nairobi, Kampala; their labels only score), a noisier student continues from its weights "
                    "on labelled and pseudo-labelled chips (half each)", ["data.gap_weight_w0=10"]),
 }
+SOUP = "soup"  # --variant soup --init champion: the champion averaged with its continuations (model/soup.py)
 SELF_TRAINED = {"self_train"}  # variants trained by `self-train` from their --init model, which is also the teacher
 
 
@@ -176,6 +177,8 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
     ``recut``: a model trained before the confidence cut existed gets one chosen on its validation chips, scored
     in a ``-cut`` folder beside the run's; ``detect``: more ``detect.*`` overrides (the window, the halo, the engine),
     scored in a folder named after them beside the run's."""
+    if name == SOUP:
+        return soup_result(runs, detect)
     if name == CHAMPION:  # the shipped model itself, not trained: a detect-time lever's challenger
         out = runs / f"{champion_tag()}-{settings_name([f'detect.tta={tta}', *detect])}"
         return champion_result(out, runs, [f"detect.tta={tta}", *detect])
@@ -219,6 +222,59 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
         result["label"] = f"{result.get('label', name)}, {', '.join(settings)}"
     if recut:
         result["label"] = f"{result.get('label', name)}, cut chosen on validation ({training['confidence_cut']['min_confidence']:.3f})"
+    result_path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def continuations_of_champion(runs: Path) -> list[Path]:
+    """The run folders in ``runs`` that continued the shipped champion (``--init champion``) at its ground
+    resolution, trained models only (no detect option folders): every one, whatever it scored."""
+    from openfootprints.model.base import BASE_MODEL
+    from openfootprints.model.bundle import load_bundle
+
+    resolution = load_bundle(BASE_MODEL).resolution_m
+    found = []
+    for result_path in sorted(runs.glob(f"*-after-{champion_tag()}/result.json")):
+        result = json.loads(result_path.read_text())
+        folder = result_path.parent
+        if result.get("variant") == SOUP or result.get("trained") != folder.name:
+            continue
+        if abs(load_bundle(folder / "model.ofp").resolution_m - resolution) < 1e-9:
+            found.append(folder)
+    return found
+
+
+def soup_result(runs: Path, detect: list[str]) -> dict:
+    """The uniform soup of the champion and every continuation of it at its resolution
+    (:func:`continuations_of_champion`), its confidence cut chosen again on the champion's validation chips,
+    scored on every held-out place; steps, time and kWh are the work of every model in it."""
+    from openfootprints.model.base import BASE_MODEL
+    from openfootprints.model.bundle import load_bundle, save_bundle
+    from openfootprints.model.lineage import lineage, totals
+    from openfootprints.model.soup import uniform_soup
+
+    members = continuations_of_champion(runs)
+    if not members:
+        raise SystemExit(f"--variant {SOUP}: no continuation of {champion_tag()} at its resolution in {runs}")
+    out = runs / f"{SOUP}{len(members) + 1}-after-{champion_tag()}"
+    result_path = out / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    champion = load_bundle(BASE_MODEL)
+    soup = uniform_soup(champion, [load_bundle(m / "model.ofp") for m in members], [m.name for m in members])
+    soup.training["scenes"] = [[str(DATA / p) for p in pair] for pair in champion.training["scenes"]]
+    model = with_confidence_cut(save_bundle(soup, out / "uncut.ofp"), out / "model.ofp")
+    (out / "uncut.ofp").unlink()
+    done = totals(lineage(load_bundle(model)))
+    result = {"variant": SOUP, "what": f"the champion and its {len(members)} continuations at its resolution "
+                                      f"({', '.join(m.name for m in members)}), weights averaged (a uniform soup)",
+              "seed": champion.training["config"]["seed"], "minutes": 0, "init": CHAMPION, "run": out.name,
+              "trained": out.name, "epochs": None, "tta": 1, "steps": done["steps"], "train_s": done["seconds"],
+              "energy_kwh": done["energy_kwh"], "val_pixel_iou": None,
+              "places": score_places(out, model, runs, ["detect.tta=1", *detect]), "train_peak_gib": None,
+              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+              "label": f"soup of {len(members) + 1}"}
     result_path.write_text(json.dumps(result, indent=2))
     return result
 
@@ -489,6 +545,8 @@ def run_name(result: dict) -> str:
 
 def reproduce_command(result: dict, flag: str) -> str:
     """The ``bench/real.py`` command that trains and scores ``result``'s run again."""
+    if result["variant"] == SOUP:
+        return f"python bench/real.py --variant {SOUP} --init {CHAMPION} {flag}"
     command = f"python bench/real.py --variant {result['variant']} --seed {result['seed']}"
     command += f" --epochs {result['epochs']}" if result.get("epochs") else f" --minutes {result['minutes']:g}"
     command += f" --init {result['init']}" if result.get("init") else ""
@@ -606,7 +664,9 @@ def size_mib(path: Path) -> str:
 def main() -> None:
     global DATA
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", default="base", help="one of: " + ", ".join(VARIANTS))
+    parser.add_argument("--variant", default="base", help="one of: " + ", ".join(VARIANTS) + f"; {CHAMPION} (with "
+                        f"--detect: a detect option of the shipped model); {SOUP} (the champion averaged with its "
+                        "continuations)")
     parser.add_argument("--minutes", type=float, default=70, help="training budget (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "real")
@@ -634,7 +694,10 @@ def main() -> None:
                              "option of the champion as the challenger")
     args = parser.parse_args()
     DATA = args.data
-    if args.variant not in VARIANTS and args.variant != CHAMPION:
+    if args.variant == SOUP and (args.init != CHAMPION or not args.challenge or args.detect or args.tta > 1):
+        raise SystemExit(f"--variant {SOUP} averages the champion with its continuations: give --init {CHAMPION} "
+                         "--challenge, and no --detect or --tta")
+    if args.variant not in VARIANTS and args.variant not in (CHAMPION, SOUP):
         raise SystemExit(f"unknown variant {args.variant}; known: {list(VARIANTS)}")
     if args.challenge and (args.ship or args.card or args.recut):
         raise SystemExit("--challenge ships the challenger only if it wins: drop --ship, --card and --recut")

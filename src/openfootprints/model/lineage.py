@@ -74,7 +74,7 @@ def own_stage(bundle: Bundle) -> dict[str, Any]:
     stage = {"data": [list(pair) for pair in t.get("scenes", [])], "steps": int(t.get("steps") or 0),
              "seconds": float(t.get("seconds") or 0.0), "energy_kwh": t.get("energy_kwh"), "from": start,
              "data_fingerprint": bundle.data_fingerprint}
-    for key in ("name", "what", "date", "command", "verdict"):
+    for key in ("name", "what", "date", "command", "verdict", "from"):
         if t.get(f"stage_{key}"):
             stage[key] = t[f"stage_{key}"]
     if t.get("held_out"):
