@@ -615,7 +615,8 @@ to up to {cfg['augment']['coarsen_to_m']:g} m and back, blur up to {cfg['augment
 and rotations; BCE + Dice{gap}; batches of {cfg['train']['batch_size']} chips.
 
 **Lineage** (`openfootprints models lineage` prints it from the file). Training accumulates: each stage starts from
-the champion's weights or from ImageNet's, and replaces the champion only when, scored in the same run on the places
+the champion's weights or from ImageNet's (a soup averages the champion's with its continuations'), and replaces the
+champion only when, scored in the same run on the places
 it never saw, the mean F1 over Nairobi and Kampala rises by at least {MIN_GAIN:g} and no place loses more than
 {MAX_LOSS:g} F1 ([real.md](real.md#champion-and-challengers) lists every challenger, won or lost). In all:
 **{done['steps']:,} steps, {float(done['seconds'] or 0) / 60:.0f} minutes on 2 CPU cores, {kwh}** (CodeCarbon's estimate).
