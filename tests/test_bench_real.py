@@ -115,3 +115,29 @@ def test_a_challenger_at_a_coarser_resolution_than_the_champion_is_the_cheaper_k
     assert real.coarser_than_champion(save_bundle(coarse, tmp_path / "coarse.ofp"))
     assert not real.coarser_than_champion(tiny_bundle)
     assert real.COARSER_MIN_GAIN < 0  # within a tolerance of the champion, not above it
+
+
+def test_the_soup_takes_every_trained_continuation_of_the_champion_at_its_resolution(real, tmp_path, monkeypatch,
+                                                                                      tiny_bundle):
+    from openfootprints.model import base
+    from openfootprints.model.bundle import load_bundle, save_bundle
+
+    monkeypatch.setattr(base, "BASE_MODEL", tiny_bundle)  # the champion: 0.5 m
+    tag = real.champion_tag()
+
+    def run(name: str, resolution_m: float, **result) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        bundle = load_bundle(tiny_bundle)
+        bundle.resolution_m = resolution_m
+        save_bundle(bundle, folder / "model.ofp")
+        (folder / "result.json").write_text(json.dumps({"variant": "gap", "trained": name, **result}))
+
+    run(f"gap-s2-60min-after-{tag}", 0.5)  # lost its challenge: still a member
+    run(f"self_train-s2-50min-lr0.0003-after-{tag}", 0.5)
+    run(f"res05-s1-55min-lr0.0003-after-{tag}", 0.6)  # another resolution
+    run(f"gap-s2-60min-after-{tag}-window_px512", 0.5, trained=f"gap-s2-60min-after-{tag}")  # a detect option
+    run(f"soup3-after-{tag}", 0.5, variant="soup")
+    run("gap-s1-66ep", 0.5)  # not a continuation
+    assert [p.name for p in real.continuations_of_champion(tmp_path)] == [
+        f"gap-s2-60min-after-{tag}", f"self_train-s2-50min-lr0.0003-after-{tag}"]
