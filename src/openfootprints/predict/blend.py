@@ -80,6 +80,8 @@ class BlendStrip:
         self.work_valid = np.zeros(self.work.shape, bool)
         self.index = -1  # the row of windows being blended
         self.rows_in = 0  # rows of the carry that the current row of windows starts from
+        self.at = 0  # strip column of the work square's first column
+        self.out = np.empty((0, region.width), np.uint8)  # the current row's final rows in the region, uint8
 
     @property
     def top(self) -> int:
@@ -98,7 +100,7 @@ class BlendStrip:
         self.index += 1
         r0, r1 = self._region_rows()
         self.out = np.empty((max(0, r1 - r0), self.region.width), np.uint8)
-        self.at = 0  # strip column of the work square's first column
+        self.at = 0
         self._enter(0, self.window)
 
     def add(self, col: int, weighted: np.ndarray, valid: np.ndarray) -> None:
@@ -115,7 +117,7 @@ class BlendStrip:
         if r1 > r0:
             self.sink.write(self.out[None], window=Window(0, r0 - self.region.row0, self.region.width, r1 - r0))
         self.rows_in = self.window - self.final_rows
-        del self.out
+        self.out = np.empty((0, self.region.width), np.uint8)  # free its memory before the next row takes its own
 
     def _region_rows(self) -> tuple[int, int]:
         """Scene rows of the region among the current row's final rows."""

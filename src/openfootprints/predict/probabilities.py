@@ -2,8 +2,8 @@
 
 The scene is processed one row of windows at a time. Blended rows are written to the probability raster
 as soon as no later window can touch them (:mod:`openfootprints.predict.blend`), so memory holds one strip of
-``window`` rows and never the scene. The raster is a uint8 GeoTIFF aligned with the (possibly resampled) scene grid: value/255 is the
-building probability.
+``window`` rows and never the scene. The raster is a uint8 GeoTIFF aligned with the (possibly resampled) scene
+grid: value/255 is the building probability.
 """
 
 from __future__ import annotations
