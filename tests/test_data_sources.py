@@ -156,3 +156,32 @@ def test_degrade_softens_only_valid_pixels_and_is_off_at_zero_strength():
               for s in range(8)]
     assert min(detail) < 0.5 * np.abs(np.diff(image[:, :, 8:], axis=2)).mean()
     assert all((degrade(image, valid, strong, np.random.default_rng(s))[:, ~valid] == 0).all() for s in range(4))
+
+
+def test_a_continuation_keeps_its_parents_validation_blocks_out_of_training(two_sources):
+    from openfootprints.model.bundle import Bundle, fingerprint_files
+    from openfootprints.training.run import with_split_seed
+
+    from conftest import tiny_architecture
+
+    files = [p for pair in two_sources for p in pair]
+    parent = Bundle(architecture=tiny_architecture(), bands=[1, 2, 3], mean=[0.0] * 3, std=[1.0] * 3,
+                    resolution_m=0.5, data_fingerprint=fingerprint_files(files),
+                    training={"config": {"seed": 1, "data": {}}, "scenes": [list(p) for p in two_sources]})
+    sources = load_labelled_scenes(two_sources, config())
+    val_of = {seed: split_all(sources, config(f"seed={seed}"))[1] for seed in (1, 7)}
+    assert val_of[1] != val_of[7]  # another seed, another split: a continuation would train on the parent's val
+
+    continued = with_split_seed(config("seed=7"), parent, two_sources)
+    assert continued.data.split_seed == 1 and continued.seed == 7  # the draws of chips stay the run's own
+    train, val = split_all(sources, continued)
+    assert val == val_of[1] and not set(map(str, train)) & set(map(str, val_of[1]))
+    parent.training["config"]["data"]["split_seed"] = 3  # the parent's own inherited split passes on
+    assert with_split_seed(config("seed=7"), parent, two_sources).data.split_seed == 3
+
+    assert with_split_seed(config("seed=7"), None, two_sources).data.split_seed == 7  # a new model: its seed
+    assert with_split_seed(config("seed=7"), parent, two_sources[::-1]).data.split_seed == 7  # other order
+    assert with_split_seed(config("seed=7"), parent, two_sources[:1]).data.split_seed == 7  # other scenes
+    assert with_split_seed(config("seed=7", "data.split_seed=5"), parent, two_sources).data.split_seed == 5
+    parent.data_fingerprint = "0" * 16  # same names, other content
+    assert with_split_seed(config("seed=7"), parent, two_sources).data.split_seed == 7

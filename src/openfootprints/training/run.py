@@ -129,22 +129,56 @@ def chips_fitted(cfg: DictConfig, sources: list[LabelledScene]) -> DictConfig:
     return cast(DictConfig, OmegaConf.merge(cfg, {"data": {"chip_px": chip_px}}))
 
 
+def with_split_seed(cfg: DictConfig, parent: Bundle | None, pairs: list[tuple[str, str]]) -> DictConfig:
+    """``cfg`` with ``data.split_seed`` settled: the one given, else, for a continuation (``parent``) trained on the
+    same scenes in the same order, the parent's split (so the blocks it was validated on, and its confidence cut
+    chosen on, stay out of this run's training, and validation scores of both compare on the same chips), else
+    the run's seed. Recorded in the bundle, so its validation chips can be rebuilt."""
+    if cfg.data.split_seed is not None:
+        return cfg
+    seed = cfg.seed
+    if parent is not None and same_scenes(parent, pairs, cfg.data.areas):
+        recorded = parent.training.get("config", {})
+        seed = recorded.get("data", {}).get("split_seed")
+        seed = recorded.get("seed", 0) if seed is None else seed
+    return cast(DictConfig, OmegaConf.merge(cfg, {"data": {"split_seed": int(seed)}}))
+
+
+def same_scenes(parent: Bundle, pairs: list[tuple[str, str]], areas: list | None = None) -> bool:
+    """Whether ``parent`` was trained on the files of ``pairs`` (imagery, labels) in this order: the same content
+    (its data fingerprint) and each recorded path the end of the given one (a shipped bundle records paths from
+    the data folder, e.g. ``oam/banepa/labels.geojson``)."""
+    recorded = parent.training.get("scenes", [])
+    if len(recorded) != len(pairs):
+        return False
+    for was, now in zip((p for pair in recorded for p in pair), (p for pair in pairs for p in pair)):
+        was_parts, now_parts = Path(was).parts, Path(os.path.realpath(now)).parts
+        if Path(was).is_absolute():
+            was_parts = Path(os.path.realpath(was)).parts
+        if now_parts[-len(was_parts):] != was_parts:
+            return False
+    files = [p for pair in pairs for p in pair] + [a for a in (areas or []) if a]
+    return fingerprint_files(files) == parent.data_fingerprint
+
+
 def split_all(sources: list[LabelledScene], cfg: DictConfig) -> tuple[list, list]:
-    """Spatial split of every scene into train and validation blocks, as (scene index, Window) pairs. A scene
-    smaller than a block is one block of its size; scenes of one block each (separate labelled tiles) go to
-    validation whole, ``data.val_fraction`` of them, when no scene has blocks to spare for it."""
+    """Spatial split of every scene into train and validation blocks, as (scene index, Window) pairs, drawn by
+    ``data.split_seed`` (None: the run's seed; see :func:`with_split_seed`). A scene smaller than a block is one
+    block of its size; scenes of one block each (separate labelled tiles) go to validation whole,
+    ``data.val_fraction`` of them, when no scene has blocks to spare for it."""
     train, val, single = [], [], []
+    seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
     for idx, src in enumerate(sources):
         scene = src.scene
         block_px = min(max(cfg.data.chip_px, round(cfg.data.block_m / scene.resolution_m)), scene.height, scene.width)
         exclude = degrees_to_crs(cfg.data.holdout_bounds, scene.crs) if cfg.data.holdout_bounds else None
-        t, v = split_blocks(scene, block_px, cfg.data.val_fraction, cfg.seed + idx, exclude,
+        t, v = split_blocks(scene, block_px, cfg.data.val_fraction, seed + idx, exclude,
                             min_valid=cfg.data.block_min_valid, area=src.area)
         train += [(idx, w) for w in t]
         val += [(idx, w) for w in v]
         single += [(idx, t[0])] if len(t) == 1 and not v else []
     if not val and len(single) > 1 and cfg.data.val_fraction > 0:
-        order = np.random.default_rng(cfg.seed).permutation(len(single))
+        order = np.random.default_rng(seed).permutation(len(single))
         n_val = min(len(single) - 1, max(1, round(cfg.data.val_fraction * len(single))))
         val = [single[i] for i in sorted(order[:n_val])]
         train = [block for block in train if block not in val]
@@ -175,8 +209,9 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     sources = load_labelled_scenes(pairs, cfg)
     cfg = chips_fitted(cfg, sources)
     resolution = sources[0].scene.resolution_m
-    train_blocks, val_blocks = split_all(sources, cfg)
     parent = load_bundle(cfg.train.init) if cfg.train.init else None
+    cfg = with_split_seed(cfg, parent, pairs)
+    train_blocks, val_blocks = split_all(sources, cfg)
     if parent and cfg.train.init_normalization == "parent":
         mean, std = parent.mean, parent.std
     else:  # a new model, or a parent adapted to this imagery's own statistics
