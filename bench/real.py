@@ -79,6 +79,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                    "on labelled and pseudo-labelled chips (half each)", ["data.gap_weight_w0=10"]),
 }
 SOUP = "soup"  # --variant soup --init champion: the champion averaged with its continuations (model/soup.py)
+GREEDY_SOUP = "greedy_soup"  # ... with those of them that raise the F1 on the champion's validation chips
 SELF_TRAINED = {"self_train"}  # variants trained by `self-train` from their --init model, which is also the teacher
 
 
@@ -177,8 +178,8 @@ def run_variant(name: str, runs: Path, minutes: float, seed: int, init: str | No
     ``recut``: a model trained before the confidence cut existed gets one chosen on its validation chips, scored
     in a ``-cut`` folder beside the run's; ``detect``: more ``detect.*`` overrides (the window, the halo, the engine),
     scored in a folder named after them beside the run's."""
-    if name == SOUP:
-        return soup_result(runs, detect)
+    if name in (SOUP, GREEDY_SOUP):
+        return soup_result(runs, detect, greedy=name == GREEDY_SOUP)
     if name == CHAMPION:  # the shipped model itself, not trained: a detect-time lever's challenger
         out = runs / f"{champion_tag()}-{settings_name([f'detect.tta={tta}', *detect])}"
         return champion_result(out, runs, [f"detect.tta={tta}", *detect])
@@ -237,46 +238,88 @@ def continuations_of_champion(runs: Path) -> list[Path]:
     for result_path in sorted(runs.glob(f"*-after-{champion_tag()}/result.json")):
         result = json.loads(result_path.read_text())
         folder = result_path.parent
-        if result.get("variant") == SOUP or result.get("trained") != folder.name:
+        if result.get("variant") in (SOUP, GREEDY_SOUP) or result.get("trained") != folder.name:
             continue
         if abs(load_bundle(folder / "model.ofp").resolution_m - resolution) < 1e-9:
             found.append(folder)
     return found
 
 
-def soup_result(runs: Path, detect: list[str]) -> dict:
+def soup_result(runs: Path, detect: list[str], greedy: bool = False) -> dict:
     """The uniform soup of the champion and every continuation of it at its resolution
-    (:func:`continuations_of_champion`), its confidence cut chosen again on the champion's validation chips,
-    scored on every held-out place; steps, time and kWh are the work of every model in it."""
+    (:func:`continuations_of_champion`), or with ``greedy`` the greedy soup of those that kept the champion's
+    validation blocks out of training (:func:`split_of`), chosen by F1 on those chips; its confidence cut chosen
+    again on the champion's validation chips, scored on every held-out place; steps, time and kWh are the work of
+    every model in it."""
     from openfootprints.model.base import BASE_MODEL
     from openfootprints.model.bundle import load_bundle, save_bundle
     from openfootprints.model.lineage import lineage, totals
-    from openfootprints.model.soup import uniform_soup
+    from openfootprints.model.soup import greedy_soup, uniform_soup
 
+    champion = load_bundle(BASE_MODEL)
     members = continuations_of_champion(runs)
+    if greedy:
+        members = [m for m in members if split_of(load_bundle(m / "model.ofp")) == split_of(champion)]
+    kind = GREEDY_SOUP if greedy else SOUP
     if not members:
-        raise SystemExit(f"--variant {SOUP}: no continuation of {champion_tag()} at its resolution in {runs}")
-    out = runs / f"{SOUP}{len(members) + 1}-after-{champion_tag()}"
+        raise SystemExit(f"--variant {kind}: no continuation of {champion_tag()} at its resolution"
+                         f"{' and on its split' if greedy else ''} in {runs}")
+    out = runs / f"{'greedy' if greedy else SOUP}{len(members) + 1}-after-{champion_tag()}"
     result_path = out / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
-    champion = load_bundle(BASE_MODEL)
-    soup = uniform_soup(champion, [load_bundle(m / "model.ofp") for m in members], [m.name for m in members])
-    soup.training["scenes"] = [[str(DATA / p) for p in pair] for pair in champion.training["scenes"]]
+    scenes = [[str(DATA / p) for p in pair] for pair in champion.training["scenes"]]  # the shipped record's are relative
+    bundles, names = [load_bundle(m / "model.ofp") for m in members], [m.name for m in members]
+    if greedy:
+        soup, trail = greedy_soup(champion, bundles, lambda b: validation_f1(b, {**champion.training, "scenes": scenes}), names)
+        (out / "greedy.json").write_text(json.dumps(trail, indent=2))
+        if soup is None:
+            raise SystemExit(f"--variant {kind}: no continuation raised the validation F1 of {champion_tag()} "
+                             f"({trail}); nothing to challenge it with")
+        names = [t["name"] for t in trail[1:] if t["joined"]]
+    else:
+        soup = uniform_soup(champion, bundles, names)
+    soup.training["scenes"] = scenes
     model = with_confidence_cut(save_bundle(soup, out / "uncut.ofp"), out / "model.ofp")
     (out / "uncut.ofp").unlink()
     done = totals(lineage(load_bundle(model)))
-    result = {"variant": SOUP, "what": f"the champion and its {len(members)} continuations at its resolution "
-                                      f"({', '.join(m.name for m in members)}), weights averaged (a uniform soup)",
+    what = (f"the champion and {len(names)} of its {len(members)} continuations on its split that raised the F1 on "
+            f"its validation chips, tried best first ({', '.join(names)}), weights averaged (a greedy soup)"
+            if greedy else f"the champion and its {len(members)} continuations at its resolution "
+                           f"({', '.join(names)}), weights averaged (a uniform soup)")
+    result = {"variant": kind, "what": what,
               "seed": champion.training["config"]["seed"], "minutes": 0, "init": CHAMPION, "run": out.name,
               "trained": out.name, "epochs": None, "tta": 1, "steps": done["steps"], "train_s": done["seconds"],
               "energy_kwh": done["energy_kwh"], "val_pixel_iou": None,
               "places": score_places(out, model, runs, ["detect.tta=1", *detect]), "train_peak_gib": None,
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
-              "label": f"soup of {len(members) + 1}"}
+              "label": (f"greedy soup of {len(names) + 1} (of {len(members) + 1})" if greedy
+                        else f"soup of {len(members) + 1}")}
     result_path.write_text(json.dumps(result, indent=2))
     return result
+
+
+def split_of(bundle) -> int:
+    """The seed that drew a bundle's train/validation split (``data.split_seed``, else its seed)."""
+    config = bundle.training.get("config", {})
+    split = config.get("data", {}).get("split_seed")
+    return int(config.get("seed", 0) if split is None else split)
+
+
+def validation_f1(bundle, record: dict) -> float:
+    """F1 of ``bundle`` on the validation chips of the training ``record`` (the champion's), at the confidence cut
+    chosen on them: the chips are rebuilt from ``record``, whatever ``bundle`` records."""
+    import copy
+
+    from openfootprints.training.run import rechoose_confidence_cut
+
+    scored = copy.copy(bundle)
+    scored.training = record
+    f1 = rechoose_confidence_cut(scored)[1].f1
+    print(f"validation F1 {f1:.4f}: {bundle.training.get('stage_from') or bundle.training.get('config', {}).get('seed')}",
+          flush=True)
+    return f1
 
 
 def score_places(out: Path, model: Path, runs: Path, detect: list[str]) -> list[dict]:
@@ -545,8 +588,8 @@ def run_name(result: dict) -> str:
 
 def reproduce_command(result: dict, flag: str) -> str:
     """The ``bench/real.py`` command that trains and scores ``result``'s run again."""
-    if result["variant"] == SOUP:
-        return f"python bench/real.py --variant {SOUP} --init {CHAMPION} {flag}"
+    if result["variant"] in (SOUP, GREEDY_SOUP):
+        return f"python bench/real.py --variant {result['variant']} --init {CHAMPION} {flag}"
     command = f"python bench/real.py --variant {result['variant']} --seed {result['seed']}"
     command += f" --epochs {result['epochs']}" if result.get("epochs") else f" --minutes {result['minutes']:g}"
     command += f" --init {result['init']}" if result.get("init") else ""
@@ -667,7 +710,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="base", help="one of: " + ", ".join(VARIANTS) + f"; {CHAMPION} (with "
                         f"--detect: a detect option of the shipped model); {SOUP} (the champion averaged with its "
-                        "continuations)")
+                        f"continuations); {GREEDY_SOUP} (with those that raise its validation F1)")
     parser.add_argument("--minutes", type=float, default=70, help="training budget (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "real")
@@ -695,10 +738,11 @@ def main() -> None:
                              "option of the champion as the challenger")
     args = parser.parse_args()
     DATA = args.data
-    if args.variant == SOUP and (args.init != CHAMPION or not args.challenge or args.detect or args.tta > 1):
-        raise SystemExit(f"--variant {SOUP} averages the champion with its continuations: give --init {CHAMPION} "
+    if args.variant in (SOUP, GREEDY_SOUP) and (args.init != CHAMPION or not args.challenge or args.detect
+                                                or args.tta > 1):
+        raise SystemExit(f"--variant {args.variant} averages the champion with its continuations: give --init {CHAMPION} "
                          "--challenge, and no --detect or --tta")
-    if args.variant not in VARIANTS and args.variant not in (CHAMPION, SOUP):
+    if args.variant not in VARIANTS and args.variant not in (CHAMPION, SOUP, GREEDY_SOUP):
         raise SystemExit(f"unknown variant {args.variant}; known: {list(VARIANTS)}")
     if args.challenge and (args.ship or args.card or args.recut):
         raise SystemExit("--challenge ships the challenger only if it wins: drop --ship, --card and --recut")

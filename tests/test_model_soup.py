@@ -49,3 +49,28 @@ def test_a_soup_of_models_that_are_not_continuations_is_refused(parent):
         uniform_soup(parent, [other], names=["coarser"])
     with pytest.raises(InputError, match="at least one model"):
         uniform_soup(parent, [])
+
+
+def test_the_greedy_soup_keeps_only_members_that_raise_the_validation_score(parent):
+    from openfootprints.model.soup import greedy_soup
+
+    first = next(k for k, v in parent.state_dict.items() if v.is_floating_point())
+    target = float(parent.state_dict[first].flatten()[0]) + 0.2  # the "validation score" peaks at this weight
+
+    def score(bundle) -> float:
+        return -abs(float(bundle.state_dict[first].flatten()[0]) - target)
+
+    members = [continuation(parent, 0.9, 20, "far"), continuation(parent, 0.2, 30, "right"),
+               continuation(parent, -0.6, 40, "wrong way")]
+    soup, trail = greedy_soup(parent, members, score, ["far", "right", "wrong way"])
+    assert [t["name"] for t in trail] == ["parent", "right", "far", "wrong way"]  # tried best first
+    assert [t["joined"] for t in trail] == [True, True, False, False]  # "far" moves the mean of 2 off 0.2
+    for k, v in parent.state_dict.items():
+        if v.is_floating_point():
+            assert torch.allclose(soup.state_dict[k], v.float() + 0.1, atol=1e-5), k  # the mean of parent, "right"
+    assert soup.training["soup"]["members"] == 2 and soup.training["soup"]["rule"] == "greedy"
+    assert [s.get("name") for s in lineage(soup)] == ["first", "right", None]
+    assert "greedy soup" in lineage(soup)[-1]["from"] and totals(lineage(soup))["steps"] == 130
+
+    nothing, trail = greedy_soup(parent, [members[2]], score, ["wrong way"])
+    assert nothing is None and [t["joined"] for t in trail] == [True, False]
