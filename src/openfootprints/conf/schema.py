@@ -47,7 +47,7 @@ class Data:
     chip_px: int = key(_multiple_of_32, "a multiple of 32")
     block_m: float = key(POSITIVE, "positive")
     val_fraction: float = key(lambda v: 0 <= v < 1, "in [0, 1)")
-    split_seed: Optional[int] = key(lambda v: v is None or isinstance(v, int), "null or a whole number")
+    split_seed: Optional[int] = key(lambda v: v is None or _whole(0)(v), "null or a whole number ≥ 0")
     holdout_bounds: Optional[list[float]] = key()
     target: str = key(lambda v: v in ("eroded", "energy"), "eroded or energy")
     label_erosion_m: float = key(NON_NEGATIVE, "0 or more")
