@@ -74,6 +74,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "regularized05": ("as regularized, at 0.5 m", ["data.resolution_m=0.5", "data.gap_weight_w0=10",
                                                     "train.mixup_prob=0.5", "augment.copy_paste_prob=0.5",
                                                     "augment.mosaic_prob=0.25"]),
+    "gap_ema": ("as gap, the model kept being the moving average of its weights over the run's steps (train.ema_decay "
+                "0.998: about the last 500 steps)", ["data.gap_weight_w0=10", "train.ema_decay=0.998"]),
     "self_train": ("as gap, noisy-student self-training (`self-train`): the --init model labels the held-out places' "
                    "imagery (Nairobi, Kampala; their labels only score), a noisier student continues from its weights "
                    "on labelled and pseudo-labelled chips (half each)", ["data.gap_weight_w0=10"]),

@@ -407,3 +407,36 @@ def test_finetune_runs_on_separate_small_tiles_and_an_empty_one(labelled_tiles, 
     assert main([*args, "--out", str(out), "train.batch_size=4", "data.samples_per_epoch=8", "train.max_epochs=1",
                  "tracking.energy=false"]) == 0
     assert load_bundle(out).training["config"]["data"]["chip_px"] == 192
+
+
+def test_ema_decay_keeps_the_moving_average_of_weights_and_batch_norm_statistics():
+    import lightning as L
+
+    from openfootprints.training.module import SegmentationModule
+
+    class Record(L.Callback):  # each step's trained weights, before the average takes them in
+        def __init__(self):
+            self.states = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.states.append({k: v.detach().clone().float() for k, v in module.net.state_dict().items()})
+
+    L.seed_everything(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 1, 1))
+    data = torch.utils.data.TensorDataset(torch.randn(12, 3, 16, 16), (torch.rand(12, 1, 16, 16) > 0.5).float(),
+                                          torch.ones(12, 1, 16, 16))
+    record, decay = Record(), 0.7
+    trainer = L.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", callbacks=[record])
+    trainer.fit(SegmentationModule(net, lr=0.05, total_steps=6, ema_decay=decay),
+                torch.utils.data.DataLoader(data, batch_size=2))
+    expected = record.states[0]  # the first step's weights start the average
+    for state in record.states[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * state[k] for k in state}
+    last = record.states[-1]
+    for k, v in net.state_dict().items():
+        if v.is_floating_point():  # weights and running statistics alike
+            assert torch.allclose(v, expected[k], atol=1e-6), k
+    assert not torch.allclose(net[0].weight, last["0.weight"])  # not the last step's weights
+    assert not torch.allclose(net[1].running_mean, last["1.running_mean"])

@@ -99,6 +99,7 @@ class Train:
     init_normalization: str = key(lambda v: v in ("parent", "adapt"), "parent or adapt")
     freeze_encoder: bool = key()
     anchor_decay: float = key(NON_NEGATIVE, "0 or more")
+    ema_decay: float = key(_below_one, "in [0, 1)")
     weight_decay: float = key(NON_NEGATIVE, "0 or more")
     dice_weight: float = key(NON_NEGATIVE, "0 or more")
     mixup_prob: float = key(_share, "in [0, 1]")

@@ -8,6 +8,7 @@ import time
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
 def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
@@ -76,13 +77,16 @@ class SegmentationModule(L.LightningModule):
     batch-norm statistics stay as they were (fine-tuning on few labels). With ``anchor_decay`` > 0 the weights
     decay towards where they started (a parent's weights when fine-tuning) instead of towards zero: after each
     step, ``w -= lr · anchor_decay · (w - w_start)`` (L2-SP, Li et al. 2018, decoupled from Adam's update as
-    AdamW's weight decay is), which replaces ``weight_decay``.
+    AdamW's weight decay is), which replaces ``weight_decay``. With ``ema_decay`` > 0, an exponential moving average
+    of the weights and batch-norm statistics is kept after every step (``averaged``; torch's ``AveragedModel``):
+    validation scores it, and ``net`` holds it when training ends (weight averaging along one run, as a soup
+    averages runs; Polyak averaging).
     """
 
     def __init__(self, net: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 1e-4,
                  dice_weight: float = 1.0, total_steps: int = 1000, budget_s: float | None = None,
                  mixup_prob: float = 0.0, mixup_alpha: float = 0.4, rdrop_alpha: float = 0.0,
-                 freeze_encoder: bool = False, anchor_decay: float = 0.0):
+                 freeze_encoder: bool = False, anchor_decay: float = 0.0, ema_decay: float = 0.0):
         super().__init__()
         self.mixup_prob, self.mixup_alpha, self.rdrop_alpha = mixup_prob, mixup_alpha, rdrop_alpha
         self.freeze_encoder = freeze_encoder
@@ -92,6 +96,10 @@ class SegmentationModule(L.LightningModule):
         self.anchor_decay = anchor_decay
         self._anchor = ([(p, p.detach().clone()) for p in net.parameters() if p.requires_grad]
                         if anchor_decay > 0 else [])
+        self.averaged = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+                         if ema_decay > 0 else None)
+        if self.averaged is not None:
+            self.averaged.requires_grad_(False)
         self.lr, self.weight_decay, self.dice_weight = lr, weight_decay, dice_weight
         self.total_steps, self.budget_s = total_steps, budget_s
         self._inter = self._union = 0
@@ -120,6 +128,16 @@ class SegmentationModule(L.LightningModule):
             with torch.no_grad():
                 for weight, start in self._anchor:
                     weight.sub_(shrink * (weight - start))
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.net)
+
+    def final_network(self) -> torch.nn.Module:
+        """The network training ends with: the moving average with ``ema_decay``, else the trained one."""
+        return self.net if self.averaged is None else self.averaged.module
+
+    def on_train_end(self):
+        if self.averaged is not None:
+            self.net.load_state_dict(self.averaged.module.state_dict())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -141,7 +159,7 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         image, mask, valid = batch
-        logits = self(image)
+        logits = self.final_network()(image)
         self.log("val_loss", bce_dice_loss(logits, mask, valid, self.dice_weight), prog_bar=True,
                  on_epoch=True, batch_size=image.shape[0])
         inter, union = pixel_iou_counts(logits, mask, valid)
@@ -153,7 +171,7 @@ class SegmentationModule(L.LightningModule):
         self._inter = self._union = 0
 
     def configure_optimizers(self):
-        learning = [p for p in self.parameters() if p.requires_grad]
+        learning = [p for p in self.net.parameters() if p.requires_grad]
         decay = 0.0 if self.anchor_decay > 0 else self.weight_decay  # the anchor is the decay
         return torch.optim.AdamW(learning, lr=self.lr, weight_decay=decay)
 

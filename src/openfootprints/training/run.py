@@ -487,7 +487,7 @@ def segmentation_module(cfg: DictConfig, net: torch.nn.Module, steps: int, budge
     t = cfg.train
     return SegmentationModule(net, t.lr, t.weight_decay, t.dice_weight, steps, budget_s, t.mixup_prob, t.mixup_alpha,
                               t.rdrop_alpha, freeze_encoder=t.freeze_encoder,
-                              anchor_decay=t.anchor_decay if t.init else 0.0)
+                              anchor_decay=t.anchor_decay if t.init else 0.0, ema_decay=t.ema_decay)
 
 
 def short_fit(cfg: DictConfig, arch: Architecture, dataset: ChipDataset, steps: int,
