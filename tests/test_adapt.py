@@ -134,12 +134,13 @@ def test_finetune_learns_as_its_parent_learnt_unless_the_config_says_otherwise(t
 
     parent = load_bundle(tiny_bundle)
     parent.training = {"config": {"data": {"chip_px": 256, "gap_weight_w0": 10.0, "gap_sigma_m": 2.0,
-                                           "areas": ["elsewhere.geojson"], "fix_invalid": True},
+                                           "areas": ["elsewhere.geojson"], "fix_invalid": True, "split_seed": 1},
                                   "augment": {"zoom": 0.4, "saturation": 0.9}}}
     cfg = finetune_config(load_config(["augment.zoom=0.1"]), parent, "parent.ofp")
     assert cfg.data.chip_px == 256 and cfg.data.gap_weight_w0 == 10.0 and cfg.data.gap_sigma_m == 2.0
     assert cfg.augment.saturation == 0.9 and cfg.augment.zoom == 0.1  # what the config sets wins
     assert cfg.data.areas is None and cfg.data.fix_invalid is False  # the place's own, never the parent's
+    assert cfg.data.split_seed is None  # a new place's split is drawn by this run's seed
     as_given = finetune_config(load_config(["finetune.recipe=config"]), parent, "parent.ofp")
     defaults = load_config([])
     assert as_given.data.chip_px == defaults.data.chip_px and as_given.data.gap_weight_w0 == 0.0
@@ -440,3 +441,4 @@ def test_ema_decay_keeps_the_moving_average_of_weights_and_batch_norm_statistics
             assert torch.allclose(v, expected[k], atol=1e-6), k
     assert not torch.allclose(net[0].weight, last["0.weight"])  # not the last step's weights
     assert not torch.allclose(net[1].running_mean, last["1.running_mean"])
+    assert int(net[1].num_batches_tracked) == 6  # a count, not averaged

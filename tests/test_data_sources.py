@@ -2,6 +2,7 @@
 proportion to labelled area; the energy target; scale and sensor augmentation."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,14 +161,16 @@ def test_degrade_softens_only_valid_pixels_and_is_off_at_zero_strength():
 
 def test_a_continuation_keeps_its_parents_validation_blocks_out_of_training(two_sources):
     from openfootprints.model.bundle import Bundle, fingerprint_files
-    from openfootprints.training.run import with_split_seed
+    from openfootprints.training.run import SPLIT_KEYS, with_split_seed
 
     from conftest import tiny_architecture
 
     files = [p for pair in two_sources for p in pair]
+    recorded = dict(config().data)  # the parent's split settings are this run's
     parent = Bundle(architecture=tiny_architecture(), bands=[1, 2, 3], mean=[0.0] * 3, std=[1.0] * 3,
                     resolution_m=0.5, data_fingerprint=fingerprint_files(files),
-                    training={"config": {"seed": 1, "data": {}}, "scenes": [list(p) for p in two_sources]})
+                    training={"config": {"seed": 1, "data": {k: recorded[k] for k in SPLIT_KEYS}},
+                              "scenes": [["elsewhere/" + Path(p).name for p in pair] for pair in two_sources]})
     sources = load_labelled_scenes(two_sources, config())
     val_of = {seed: split_all(sources, config(f"seed={seed}"))[1] for seed in (1, 7)}
     assert val_of[1] != val_of[7]  # another seed, another split: a continuation would train on the parent's val
@@ -183,5 +186,6 @@ def test_a_continuation_keeps_its_parents_validation_blocks_out_of_training(two_
     assert with_split_seed(config("seed=7"), parent, two_sources[::-1]).data.split_seed == 7  # other order
     assert with_split_seed(config("seed=7"), parent, two_sources[:1]).data.split_seed == 7  # other scenes
     assert with_split_seed(config("seed=7", "data.split_seed=5"), parent, two_sources).data.split_seed == 5
+    assert with_split_seed(config("seed=7", "data.block_m=64"), parent, two_sources).data.split_seed == 7  # other blocks
     parent.data_fingerprint = "0" * 16  # same names, other content
     assert with_split_seed(config("seed=7"), parent, two_sources).data.split_seed == 7

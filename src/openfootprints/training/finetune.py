@@ -53,7 +53,7 @@ def finetune_config(cfg: DictConfig, parent: Bundle, parent_path: str) -> DictCo
 
 # what is the place's, not the recipe's: never taken from the parent
 OWN_DATA_KEYS = {"bands", "resolution_m", "target", "label_erosion_m", "energy_m", "holdout_bounds", "source_weights",
-                 "areas", "fix_invalid", "num_workers"}
+                 "areas", "fix_invalid", "num_workers", "split_seed"}
 
 
 def parents_recipe(cfg: DictConfig, parent: Bundle) -> list[tuple[str, str, object]]:

@@ -136,8 +136,10 @@ class SegmentationModule(L.LightningModule):
         return self.net if self.averaged is None else self.averaged.module
 
     def on_train_end(self):
-        if self.averaged is not None:
-            self.net.load_state_dict(self.averaged.module.state_dict())
+        if self.averaged is not None:  # float weights and statistics; batch counts (integers) stay the net's own
+            averaged = self.averaged.module.state_dict()
+            self.net.load_state_dict({k: averaged[k] if v.is_floating_point() else v
+                                      for k, v in self.net.state_dict().items()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -129,36 +129,46 @@ def chips_fitted(cfg: DictConfig, sources: list[LabelledScene]) -> DictConfig:
     return cast(DictConfig, OmegaConf.merge(cfg, {"data": {"chip_px": chip_px}}))
 
 
+SPLIT_KEYS = ("resolution_m", "chip_px", "block_m", "val_fraction", "holdout_bounds", "block_min_valid", "val_chips")
+
+
 def with_split_seed(cfg: DictConfig, parent: Bundle | None, pairs: list[tuple[str, str]]) -> DictConfig:
     """``cfg`` with ``data.split_seed`` settled: the one given, else, for a continuation (``parent``) trained on the
-    same scenes in the same order, the parent's split (so the blocks it was validated on, and its confidence cut
-    chosen on, stay out of this run's training, and validation scores of both compare on the same chips), else
-    the run's seed. Recorded in the bundle, so its validation chips can be rebuilt."""
+    same scenes in the same order with the same split settings (:data:`SPLIT_KEYS`), the parent's split (so the
+    blocks it was validated on, and its confidence cut chosen on, stay out of this run's training, and validation
+    scores of both compare on the same chips), else the run's seed. Recorded in the bundle, so its validation
+    chips can be rebuilt."""
     if cfg.data.split_seed is not None:
         return cfg
     seed = cfg.seed
-    if parent is not None and same_scenes(parent, pairs, cfg.data.areas):
+    if parent is not None and same_scenes(parent, pairs, cfg.data.areas) and same_split_settings(parent, cfg):
         recorded = parent.training.get("config", {})
         seed = recorded.get("data", {}).get("split_seed")
         seed = recorded.get("seed", 0) if seed is None else seed
+        log.info("the parent's train/validation split (data.split_seed=%d): its validation blocks stay out of "
+                 "training", seed)
     return cast(DictConfig, OmegaConf.merge(cfg, {"data": {"split_seed": int(seed)}}))
 
 
 def same_scenes(parent: Bundle, pairs: list[tuple[str, str]], areas: list | None = None) -> bool:
-    """Whether ``parent`` was trained on the files of ``pairs`` (imagery, labels) in this order: the same content
-    (its data fingerprint) and each recorded path the end of the given one (a shipped bundle records paths from
-    the data folder, e.g. ``oam/banepa/labels.geojson``)."""
+    """Whether ``parent`` was trained on the files of ``pairs`` (imagery, labels) in this order: the same file
+    names, in order, and the same content (its data fingerprint: names, sizes and bytes), wherever the files lay
+    when it was trained (a shipped bundle records paths from the data folder, e.g. ``oam/banepa/labels.geojson``)."""
     recorded = parent.training.get("scenes", [])
-    if len(recorded) != len(pairs):
+    names = [Path(p).name for pair in recorded for p in pair]
+    if len(recorded) != len(pairs) or names != [Path(p).name for pair in pairs for p in pair]:
         return False
-    for was, now in zip((p for pair in recorded for p in pair), (p for pair in pairs for p in pair)):
-        was_parts, now_parts = Path(was).parts, Path(os.path.realpath(now)).parts
-        if Path(was).is_absolute():
-            was_parts = Path(os.path.realpath(was)).parts
-        if now_parts[-len(was_parts):] != was_parts:
-            return False
     files = [p for pair in pairs for p in pair] + [a for a in (areas or []) if a]
     return fingerprint_files(files) == parent.data_fingerprint
+
+
+def same_split_settings(parent: Bundle, cfg: DictConfig) -> bool:
+    """Whether ``cfg`` cuts the scenes into the blocks (and validation chips) ``parent``'s training did: the same
+    :data:`SPLIT_KEYS` (keys it did not record at their defaults)."""
+    defaults = cast(dict, OmegaConf.to_container(load_config([]).data))
+    now = cast(dict, OmegaConf.to_container(cfg.data, resolve=True))
+    recorded = parent.training.get("config", {}).get("data", {})
+    return all(recorded.get(k, defaults[k]) == now[k] for k in SPLIT_KEYS)
 
 
 def split_all(sources: list[LabelledScene], cfg: DictConfig) -> tuple[list, list]:
@@ -482,12 +492,17 @@ def augmentation(cfg: DictConfig, resolution_m: float) -> Augmentation:
                         noise=a.noise, saturation=a.saturation)
 
 
-def segmentation_module(cfg: DictConfig, net: torch.nn.Module, steps: int, budget_s: float | None
-                        ) -> SegmentationModule:
+def segmentation_module(cfg: DictConfig, net: torch.nn.Module, steps: int, budget_s: float | None,
+                        ema: bool = True) -> SegmentationModule:
+    """The configured recipe's module; ``ema`` False: no moving average (the data diet's short scoring runs,
+    whose few steps an average would leave near their first)."""
     t = cfg.train
+    if ema and t.ema_decay > 0 and t.precision not in ("32-true", "32", "bf16-mixed", "16-mixed"):
+        raise InputError(f"train.ema_decay={t.ema_decay:g} with train.precision={t.precision}: the average needs "
+                         "float32 weights (32-true, or a mixed precision)")
     return SegmentationModule(net, t.lr, t.weight_decay, t.dice_weight, steps, budget_s, t.mixup_prob, t.mixup_alpha,
                               t.rdrop_alpha, freeze_encoder=t.freeze_encoder,
-                              anchor_decay=t.anchor_decay if t.init else 0.0, ema_decay=t.ema_decay)
+                              anchor_decay=t.anchor_decay if t.init else 0.0, ema_decay=t.ema_decay if ema else 0.0)
 
 
 def short_fit(cfg: DictConfig, arch: Architecture, dataset: ChipDataset, steps: int,
@@ -502,7 +517,7 @@ def short_fit(cfg: DictConfig, arch: Architecture, dataset: ChipDataset, steps: 
     trainer = L.Trainer(max_steps=steps, accelerator=cfg.train.accelerator, devices=1, precision=cfg.train.precision,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
-    trainer.fit(segmentation_module(cfg, net, steps, None), loader)
+    trainer.fit(segmentation_module(cfg, net, steps, None, ema=False), loader)
     return net.eval()
 
 
