@@ -81,7 +81,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                    "on labelled and pseudo-labelled chips (half each)", ["data.gap_weight_w0=10"]),
 }
 SOUP = "soup"  # --variant soup --init champion: the champion averaged with its continuations (model/soup.py)
-GREEDY_SOUP = "greedy_soup"  # ... with those of them that raise the F1 on the champion's validation chips
+GREEDY_SOUP = "greedy_soup"  # ... with those of them that do not lower the F1 on the champion's validation chips
 SELF_TRAINED = {"self_train"}  # variants trained by `self-train` from their --init model, which is also the teacher
 
 
@@ -273,21 +273,25 @@ def soup_result(runs: Path, detect: list[str], greedy: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     scenes = [[str(DATA / p) for p in pair] for pair in champion.training["scenes"]]  # the shipped record's are relative
     bundles, names = [load_bundle(m / "model.ofp") for m in members], [m.name for m in members]
+    left_out = 0
     if greedy:
         soup, trail = greedy_soup(champion, bundles, lambda b: validation_f1(b, {**champion.training, "scenes": scenes}), names)
         (out / "greedy.json").write_text(json.dumps(trail, indent=2))
         if soup is None:
             raise SystemExit(f"--variant {kind}: no continuation raised the validation F1 of {champion_tag()} "
                              f"({trail}); nothing to challenge it with")
-        names = [t["name"] for t in trail[1:] if t["joined"]]
+        joined = [t["name"] for t in trail[1:] if t["joined"]]
+        left_out = sum(int(b.training.get("steps") or 0) for b, n in zip(bundles, names) if n not in joined)
+        names = joined
     else:
         soup = uniform_soup(champion, bundles, names)
     soup.training["scenes"] = scenes
     model = with_confidence_cut(save_bundle(soup, out / "uncut.ofp"), out / "model.ofp")
     (out / "uncut.ofp").unlink()
     done = totals(lineage(load_bundle(model)))
-    what = (f"the champion and {len(names)} of its {len(members)} continuations on its split that raised the F1 on "
-            f"its validation chips, tried best first ({', '.join(names)}), weights averaged (a greedy soup)"
+    what = (f"the champion and {len(names)} of its {len(members)} continuations on its split that did not lower the F1 on "
+            f"its validation chips, tried best first ({', '.join(names)}), weights averaged (a greedy soup; the "
+            f"members left out trained {left_out:,} more steps, not counted)"
             if greedy else f"the champion and its {len(members)} continuations at its resolution "
                            f"({', '.join(names)}), weights averaged (a uniform soup)")
     result = {"variant": kind, "what": what,
@@ -712,7 +716,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="base", help="one of: " + ", ".join(VARIANTS) + f"; {CHAMPION} (with "
                         f"--detect: a detect option of the shipped model); {SOUP} (the champion averaged with its "
-                        f"continuations); {GREEDY_SOUP} (with those that raise its validation F1)")
+                        f"continuations); {GREEDY_SOUP} (with those that do not lower its validation F1)")
     parser.add_argument("--minutes", type=float, default=70, help="training budget (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "real")

@@ -51,7 +51,7 @@ def test_a_soup_of_models_that_are_not_continuations_is_refused(parent):
         uniform_soup(parent, [])
 
 
-def test_the_greedy_soup_keeps_only_members_that_raise_the_validation_score(parent):
+def test_the_greedy_soup_keeps_only_members_that_do_not_lower_the_validation_score(parent):
     from openfootprints.model.soup import greedy_soup
 
     first = next(k for k, v in parent.state_dict.items() if v.is_floating_point())

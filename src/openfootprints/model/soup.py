@@ -4,7 +4,7 @@ Continuations of one checkpoint (other seeds, learning rates, data such as self-
 one basin of the loss, so their average is a model too, and often one that generalizes better than any of them
 (Wortsman et al. 2022, "Model soups"). The uniform soup averages every parameter and batch-norm statistic with
 equal weights; nothing is chosen on the places a model is scored on. The greedy soup tries the members best first
-and keeps each one only if the soup scores better with it on validation chips (never on the places a model is
+and keeps each one only if the soup scores no worse with it on validation chips (never on the places a model is
 judged on), so a member that hurts is left out. A soup trains no step of its own: its lineage is the parent's
 stages, then each member's own stage, so its steps, time and kWh are all the work it holds.
 """
@@ -63,8 +63,8 @@ def uniform_soup(parent: Bundle, members: Sequence[Bundle], names: Sequence[str]
 def greedy_soup(parent: Bundle, candidates: Sequence[Bundle], score: Callable[[Bundle], float],
                 names: Sequence[str]) -> tuple[Bundle | None, list[dict]]:
     """The greedy soup of ``parent`` and some of ``candidates`` (Wortsman et al. 2022): the candidates are tried in
-    the order of their own ``score`` (best first); each joins the soup when the uniform soup with it scores higher
-    than without it (the soup starts as ``parent`` alone). ``score``: higher is better, measured on validation data
+    the order of their own ``score`` (best first); each joins the soup when the uniform soup with it scores at least
+    as well as without it (Algorithm 1 of the paper; the soup starts as ``parent`` alone). ``score``: higher is better, measured on validation data
     only (e.g. F1 on the validation chips). Returns the soup (None when no candidate joined: the parent stays as it
     is) and the trail: each model tried, its own score and the soup's with it, and whether it joined."""
     own = [score(c) for c in candidates]
@@ -74,8 +74,8 @@ def greedy_soup(parent: Bundle, candidates: Sequence[Bundle], score: Callable[[B
     for i in sorted(range(len(candidates)), key=lambda i: -own[i]):
         trial = uniform_soup(parent, [candidates[j] for j in (*chosen, i)], [names[j] for j in (*chosen, i)])
         with_it = score(trial)
-        trail.append({"name": names[i], "own": own[i], "soup": with_it, "joined": with_it > best})
-        if with_it > best:
+        trail.append({"name": names[i], "own": own[i], "soup": with_it, "joined": with_it >= best})
+        if with_it >= best:
             chosen.append(i)
             best = with_it
     if not chosen:
