@@ -46,6 +46,9 @@ def held_out_check(fp32: dict, int8: dict, tolerance: float = TOLERANCE) -> dict
             "tolerance": tolerance, "within_tolerance": within}
 
 
+CHIPS = 32  # calibration chips by default
+
+
 def quantized(out: Path, chips: int) -> Path:
     """The base model quantized to INT8 into ``out`` (once), calibrated on its training places."""
     from openfootprints.model.base import BASE_MODEL
@@ -60,7 +63,7 @@ def quantized(out: Path, chips: int) -> Path:
     return path
 
 
-def int8_result(out: Path, int8: Path, runs: Path, fp32: dict) -> dict:
+def int8_result(out: Path, int8: Path, runs: Path, fp32: dict, chips: int = 32) -> dict:
     """The INT8 file scored on every held-out place into ``out``, as a result row beside the fp32 ``result``."""
     import json
 
@@ -69,7 +72,8 @@ def int8_result(out: Path, int8: Path, runs: Path, fp32: dict) -> dict:
         return json.loads(path.read_text())
     out.mkdir(parents=True, exist_ok=True)
     result = {**fp32, "run": out.name, "places": real.score_places(out, int8, runs, []),
-              "label": f"{real.champion_tag()} (shipped), INT8 file"}
+              "label": f"{real.champion_tag()} (shipped), INT8 file"
+                       + (f" calibrated on {chips} chips" if chips != CHIPS else "")}
     path.write_text(json.dumps(result, indent=2))
     return result
 
@@ -84,7 +88,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=real.ROOT / "runs" / "real")
     parser.add_argument("--doc", type=Path, default=real.ROOT / "docs" / "real.md")
     parser.add_argument("--data", type=Path, default=real.DATA, help="the shared data folder (default: %(default)s)")
-    parser.add_argument("--chips", type=int, default=32, help="calibration chips of 256 px (default: %(default)s)")
+    parser.add_argument("--chips", type=int, default=CHIPS, help="calibration chips of 256 px (default: %(default)s)")
     args = parser.parse_args()
     real.DATA = args.data
     if not (real.DATA / "oam").exists():
@@ -92,11 +96,12 @@ def main() -> None:
     from openfootprints.model.base import BASE_MODEL
     from openfootprints.model.quantize import int8_beside, record_check
 
-    out = args.runs / f"{real.champion_tag()}-int8"
+    first = args.runs / f"{real.champion_tag()}-int8"  # another calibration: a folder beside, the same fp32 scores
+    out = first if args.chips == CHIPS else first.with_name(f"{first.name}-{args.chips}chips")
     out.mkdir(parents=True, exist_ok=True)
     int8 = quantized(out, args.chips)
-    fp32 = real.champion_result(out / "fp32", args.runs, ["detect.tta=1", "detect.engine=onnx"])
-    result = int8_result(out / "int8", int8, args.runs, fp32)
+    fp32 = real.champion_result(first / "fp32", args.runs, ["detect.tta=1", "detect.engine=onnx"])
+    result = int8_result(out / "int8", int8, args.runs, fp32, args.chips)
     check = held_out_check(fp32, result)
     record_check(int8, check)
     real.write_doc_rows(args.doc, [fp32, result])
