@@ -250,13 +250,14 @@ def continuations_of_champion(runs: Path) -> list[Path]:
 def soup_result(runs: Path, detect: list[str], greedy: bool = False) -> dict:
     """The uniform soup of the champion and every continuation of it at its resolution
     (:func:`continuations_of_champion`), or with ``greedy`` the greedy soup of those that kept the champion's
-    validation blocks out of training (:func:`split_of`), chosen by F1 on those chips; its confidence cut chosen
+    validation blocks out of training (their recorded split), chosen by F1 on those chips; its confidence cut chosen
     again on the champion's validation chips, scored on every held-out place; steps, time and kWh are the work of
     every model in it."""
     from openfootprints.model.base import BASE_MODEL
     from openfootprints.model.bundle import load_bundle, save_bundle
     from openfootprints.model.lineage import lineage, totals
     from openfootprints.model.soup import greedy_soup, uniform_soup
+    from openfootprints.training.run import recorded_split_seed as split_of
 
     champion = load_bundle(BASE_MODEL)
     members = continuations_of_champion(runs)
@@ -304,13 +305,6 @@ def soup_result(runs: Path, detect: list[str], greedy: bool = False) -> dict:
                         else f"soup of {len(members) + 1}")}
     result_path.write_text(json.dumps(result, indent=2))
     return result
-
-
-def split_of(bundle) -> int:
-    """The seed that drew a bundle's train/validation split (``data.split_seed``, else its seed)."""
-    config = bundle.training.get("config", {})
-    split = config.get("data", {}).get("split_seed")
-    return int(config.get("seed", 0) if split is None else split)
 
 
 def validation_f1(bundle, record: dict) -> float:

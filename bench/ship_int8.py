@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real  # noqa: E402
 
 TOLERANCE = 0.01  # at most 1 point of F1 and of pixel IoU below fp32 on any held-out place (issue 16's bar)
+CHIPS = 32  # calibration chips by default
 
 
 def held_out_check(fp32: dict, int8: dict, tolerance: float = TOLERANCE) -> dict:
@@ -46,9 +47,6 @@ def held_out_check(fp32: dict, int8: dict, tolerance: float = TOLERANCE) -> dict
             "tolerance": tolerance, "within_tolerance": within}
 
 
-CHIPS = 32  # calibration chips by default
-
-
 def quantized(out: Path, chips: int) -> Path:
     """The base model quantized to INT8 into ``out`` (once), calibrated on its training places."""
     from openfootprints.model.base import BASE_MODEL
@@ -63,7 +61,7 @@ def quantized(out: Path, chips: int) -> Path:
     return path
 
 
-def int8_result(out: Path, int8: Path, runs: Path, fp32: dict, chips: int = 32) -> dict:
+def int8_result(out: Path, int8: Path, runs: Path, fp32: dict, chips: int = CHIPS) -> dict:
     """The INT8 file scored on every held-out place into ``out``, as a result row beside the fp32 ``result``."""
     import json
 

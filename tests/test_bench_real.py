@@ -143,16 +143,3 @@ def test_the_soup_takes_every_trained_continuation_of_the_champion_at_its_resolu
     assert [p.name for p in real.continuations_of_champion(tmp_path)] == [
         f"gap-s2-60min-after-{tag}", f"self_train-s2-50min-lr0.0003-after-{tag}"]
 
-
-def test_a_greedy_soup_member_is_one_that_kept_the_champions_validation_blocks_out(real, tiny_bundle):
-    from openfootprints.model.bundle import load_bundle
-
-    def trained(config: dict):
-        bundle = load_bundle(tiny_bundle)
-        bundle.training = {"config": config}
-        return bundle
-
-    champion = trained({"seed": 1, "data": {"val_fraction": 0.1}})  # trained before split_seed was recorded
-    assert real.split_of(champion) == 1
-    assert real.split_of(trained({"seed": 4, "data": {"split_seed": 1}})) == real.split_of(champion)
-    assert real.split_of(trained({"seed": 2, "data": {}})) != real.split_of(champion)  # trained on its val blocks

@@ -189,3 +189,18 @@ def test_a_continuation_keeps_its_parents_validation_blocks_out_of_training(two_
     assert with_split_seed(config("seed=7", "data.block_m=64"), parent, two_sources).data.split_seed == 7  # other blocks
     parent.data_fingerprint = "0" * 16  # same names, other content
     assert with_split_seed(config("seed=7"), parent, two_sources).data.split_seed == 7
+
+
+def test_a_bundles_split_seed_is_its_recorded_one_else_its_seed(tiny_bundle):
+    from openfootprints.model.bundle import load_bundle
+    from openfootprints.training.run import recorded_split_seed
+
+    def trained(config: dict):
+        bundle = load_bundle(tiny_bundle)
+        bundle.training = {"config": config}
+        return bundle
+
+    champion = trained({"seed": 1, "data": {"val_fraction": 0.1}})  # trained before split_seed was recorded
+    assert recorded_split_seed(champion) == 1
+    assert recorded_split_seed(trained({"seed": 4, "data": {"split_seed": 1}})) == recorded_split_seed(champion)
+    assert recorded_split_seed(trained({"seed": 2, "data": {}})) != recorded_split_seed(champion)  # trained on its val blocks

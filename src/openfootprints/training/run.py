@@ -142,12 +142,18 @@ def with_split_seed(cfg: DictConfig, parent: Bundle | None, pairs: list[tuple[st
         return cfg
     seed = cfg.seed
     if parent is not None and same_scenes(parent, pairs, cfg.data.areas) and same_split_settings(parent, cfg):
-        recorded = parent.training.get("config", {})
-        seed = recorded.get("data", {}).get("split_seed")
-        seed = recorded.get("seed", 0) if seed is None else seed
+        seed = recorded_split_seed(parent)
         log.info("the parent's train/validation split (data.split_seed=%d): its validation blocks stay out of "
                  "training", seed)
     return cast(DictConfig, OmegaConf.merge(cfg, {"data": {"split_seed": int(seed)}}))
+
+
+def recorded_split_seed(bundle: Bundle) -> int:
+    """The seed that drew a trained bundle's train/validation split: its ``data.split_seed``, else (bundles trained
+    before it was recorded) its seed."""
+    config = bundle.training.get("config", {})
+    split = config.get("data", {}).get("split_seed")
+    return int(config.get("seed", 0) if split is None else split)
 
 
 def same_scenes(parent: Bundle, pairs: list[tuple[str, str]], areas: list | None = None) -> bool:
