@@ -137,6 +137,31 @@ def test_detection_with_an_onnx_model_never_imports_torch(tmp_path, tiny_scene, 
     assert "HEAVY []" in done.stdout, done.stdout
 
 
+def test_a_bundle_on_the_cpu_runs_its_cached_export_without_pytorch(tmp_path, tiny_scene, tiny_bundle, monkeypatch):
+    import subprocess
+    import sys
+
+    from openfootprints.configuration import load_config
+    from openfootprints.model import onnx
+    from openfootprints.pipeline import load_predictor
+
+    monkeypatch.setenv("OPENFOOTPRINTS_CACHE", str(tmp_path / "cache"))  # the child process inherits it
+    exported = onnx.cached_onnx(tiny_bundle, tmp_path)
+    code = ("import sys; from openfootprints.cli import main; "
+            f"code = main(['detect', {str(tiny_scene[0])!r}, '--model', {str(tiny_bundle)!r}, '--out', "
+            f"{str(tmp_path / 'b.parquet')!r}, '--quiet', 'tracking.energy=false', 'detect.device=cpu']); "
+            "print('TORCH', 'torch' in sys.modules); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "TORCH False" in done.stdout and f'"engine": "onnx ({exported.name})"' in done.stdout, done.stdout
+    predictor = load_predictor(load_config(["detect.device=cpu"]), str(tiny_bundle), tmp_path)
+    assert predictor.onnx_file == exported
+    assert {k: v for k, v in predictor.bundle.metadata().items() if k != "training"} == \
+        {k: v for k, v in load_bundle(tiny_bundle).metadata().items() if k != "training"}  # its contract, to the value
+    torch_run = load_predictor(load_config(["detect.device=cpu", "detect.engine=torch"]), str(tiny_bundle), tmp_path)
+    assert torch_run.onnx_file is None  # PyTorch when asked for
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch, encoder, first", [("fpn", "resnet18", "conv1"), ("deeplabv3+", "resnet18", "conv1")])
 def test_int8_keeps_the_first_and_last_convolution_of_any_architecture(tmp_path, arch, encoder, first):

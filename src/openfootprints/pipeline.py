@@ -51,8 +51,9 @@ def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, thread
     ``cfg.detect``; a bundle that runs on ONNX Runtime is exported once and cached (:func:`cached_onnx`; into
     ``workdir`` when the cache cannot be written).
 
-    ``threads`` caps ONNX Runtime's threads (default: all cores). A bundle whose INT8 file runs in its place on
-    the CPU is described by that file, made from its very bytes: its weights, and so PyTorch, are not loaded.
+    ``threads`` caps ONNX Runtime's threads (default: all cores). A bundle that runs on ONNX Runtime on the CPU is
+    described by the file that runs (its INT8 file or its cached fp32 export, both made from its very bytes): its
+    weights, and so PyTorch (about 0.4 GiB), are not loaded.
     """
     from openfootprints.model.quantize import made_from
 
@@ -70,6 +71,8 @@ def load_predictor(cfg: DictConfig, model_path: str, workdir: str | Path, thread
         # auto only picks an INT8 file made from this bundle; a forced one may be another bundle's
         if int8 is not None and (cfg.detect.engine == "auto" or made_from(int8, model_path)):
             return WindowPredictor(load_model(int8), "cpu", "onnx", workdir, threads)
+        if int8 is None and cfg.detect.engine in ("auto", "onnx"):  # fp32 on ONNX Runtime: described by the export
+            return WindowPredictor(load_model(cached_onnx(model_path, workdir)), "cpu", "onnx", workdir, threads)
     bundle = load_model(model_path)
     device = select_device(cfg.detect.device, bundle)
     engine = select_engine(cfg.detect.engine, device, bundle)
