@@ -104,7 +104,7 @@ def test_area_must_follow_its_image(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_bundle, tmp_path):
+def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_bundle, tmp_path, capsys):
     from openfootprints.model.bundle import save_bundle
 
     out = tmp_path / "child.ofp"
@@ -127,6 +127,26 @@ def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_
     assert child.min_confidence == 0.7 and child.training["confidence_cut"]["inherited"]
     assert child.training["config"]["data"]["gap_weight_w0"] == 10.0
     assert child.training["config"]["data"]["gap_sigma_m"] == 2.0
+    # the parent scored on the same validation chips before the first step, the same way (its cut kept there too)
+    before, after = child.training["parent"]["validation"], child.training["confidence_cut"]
+    assert before["n_true"] == after["n_true"] > 0 and before["inherited"] and before["min_confidence"] == 0.7
+    assert "too few to tell whether it beats its parent" in capsys.readouterr().out
+
+
+def test_a_fine_tune_is_compared_with_its_parent_on_its_held_back_buildings():
+    from openfootprints.training.finetune import against_parent
+
+    def bundle(after: float, before: float, n: int = 150):
+        cut = {"f1": after, "n_true": n}
+        return SimpleNamespace(training={"confidence_cut": cut, "parent": {"validation": {"f1": before, "n_true": n}}})
+
+    better = against_parent(bundle(0.61, 0.44))
+    assert better.startswith("F1 on the 150 held-back buildings of the validation chips: 0.61, its parent 0.44")
+    assert "no better" not in better
+    assert "no better than its parent here" in against_parent(bundle(0.43, 0.44))
+    assert "no better than its parent here" in against_parent(bundle(0.44, 0.44))
+    assert "too few to tell" in against_parent(bundle(0.9, 0.1, n=12))
+    assert against_parent(SimpleNamespace(training={"confidence_cut": {"f1": 0.5, "n_true": 150}})) is None
 
 
 def test_finetune_learns_as_its_parent_learnt_unless_the_config_says_otherwise(tiny_bundle):

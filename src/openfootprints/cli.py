@@ -92,8 +92,14 @@ def cmd_train(args, cfg: DictConfig) -> None:
 def cmd_finetune(args, cfg: DictConfig) -> None:
     from openfootprints.api import finetune
 
+    from openfootprints.model.bundle import load_bundle
+    from openfootprints.training.finetune import against_parent
+
     path = finetune(args.model, labelled_pairs("finetune", args), args.out, config=with_areas(cfg, args))
     print(f"wrote fine-tuned model bundle {path}")
+    comparison = against_parent(load_bundle(path))
+    if comparison:
+        print(comparison)
 
 
 def cmd_self_train(args, cfg: DictConfig) -> None:

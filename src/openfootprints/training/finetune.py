@@ -11,7 +11,8 @@ are ``finetune.lr`` and ``finetune.max_minutes``. The band normalization is the 
 with ``train.init_normalization=adapt``; ``train.freeze_encoder=true`` trains the decoder only, and
 ``train.anchor_decay`` keeps the weights near the parent's (L2-SP). A fine-tune whose labels leave too few
 validation buildings to choose a confidence cut keeps the parent's. The new bundle records its parent (path,
-data fingerprint, steps). Give ``data.areas`` (``--area``) where the few labels are
+data fingerprint, steps) and the parent's F1 on the fine-tune's validation chips before the first step, which
+:func:`against_parent` compares with the fine-tune's own. Give ``data.areas`` (``--area``) where the few labels are
 complete, so that the unlabelled buildings around them are not learnt as background.
 """
 
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from openfootprints.io.atomic import check_writable
 from openfootprints.registry import model_or_base
 from openfootprints.model.bundle import Bundle, load_bundle
+from openfootprints.training.confidence_cut import MIN_TRUE
 from openfootprints.training.run import train
 
 
@@ -79,3 +81,21 @@ def finetune(cfg: DictConfig, pairs: list[tuple[str, str]], model: str | None, o
     parent_path = model_or_base(model)
     parent = load_bundle(parent_path)
     return train(finetune_config(cfg, parent, parent_path), pairs, out)
+
+
+def against_parent(bundle: Bundle) -> str | None:
+    """One line for the user: the fine-tuned ``bundle``'s F1 (IoU 0.5) on its validation chips (labels held back
+    from training) beside its parent's on the same chips, each with a confidence cut chosen there; whether the
+    fine-tune is no better. None for a bundle that records no such comparison (no parent, no validation chips)."""
+    after, before = bundle.training.get("confidence_cut"), bundle.training.get("parent", {}).get("validation")
+    if not after or not before:
+        return None
+    n = after["n_true"]
+    if n < MIN_TRUE:
+        return (f"only {n} held-back buildings in the validation chips: too few to tell whether it beats its parent; "
+                "score both on a patch you traced (openfootprints evaluate)")
+    line = f"F1 on the {n} held-back buildings of the validation chips: {after['f1']:.2f}, its parent {before['f1']:.2f}"
+    if after["f1"] <= before["f1"]:
+        line += (": no better than its parent here; keep detecting with the parent, or trace more buildings "
+                 "where `openfootprints suggest` points and fine-tune again")
+    return line

@@ -262,8 +262,13 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
                                                  generator=torch.Generator().manual_seed(cfg.seed))
         train_loader = torch.utils.data.DataLoader(train_ds, sampler=sampler, drop_last=True, **loader_args)
         net = build_network(arch, pretrained=cfg.model.pretrained and parent is None)
+        before = None
         if parent:
             start_from(net, parent, arch, cfg.train.init)
+            if val_windows:  # what the run has to beat: the parent on the same chips, scored the same way
+                before = reference_profile(net, val_ds, arch.in_channels, cfg.train.batch_size,
+                                           chip_decoding(cfg, chips, resolution), inherited=inherited_cut(
+                                               parent, cfg, chips, resolution))[1]
         steps = cfg.train.max_epochs * (cfg.data.samples_per_epoch // cfg.train.batch_size)
         deadline = started + cfg.train.max_minutes * 60 - WRAP_UP_S if cfg.train.max_minutes else None
         module = segmentation_module(cfg, net, steps, deadline - time.monotonic() if deadline else None)
@@ -275,12 +280,9 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         reference = ChipDataset(sources, val_blocks or train_blocks, **chips, windows=val_windows
                                 or validation_windows(train_blocks, cfg.data.chip_px, cfg.data.val_chips))
         decode = decoding(cfg, chips["erode_px"] * resolution)  # the erosion as trained, whole pixels
-        inherited = parent.min_confidence if parent and parent.threshold == decode["threshold"] else 0.0
         profile, cut = reference_profile(net, reference, arch.in_channels, cfg.train.batch_size,
-                                         ChipDecoding(resolution, decode["threshold"], decode.get("seed_threshold"),
-                                                      decode["label_erosion_m"], cfg.detect.min_area_m2,
-                                                      cfg.detect.simplify_m), choose_cut=bool(val_windows),
-                                         inherited=inherited)
+                                         chip_decoding(cfg, chips, resolution), choose_cut=bool(val_windows),
+                                         inherited=inherited_cut(parent, cfg, chips, resolution))
     seconds = time.monotonic() - start
     if energy:
         mlflow_logger.experiment.log_metric(mlflow_logger.run_id, "energy_kwh", energy["energy_kwh"])
@@ -300,7 +302,8 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
                               "steps": trainer.global_step, "seconds": round(seconds, 1), "metrics": metrics,
                               **energy, **({"diet": diet} if diet else {}), **(provenance or {}),
                               **({"parent": {"path": str(cfg.train.init), "fingerprint": parent.data_fingerprint,
-                                             "steps": parent.training.get("steps")},
+                                             "steps": parent.training.get("steps"),
+                                             **({"validation": before.to_dict()} if before else {})},
                                   "ancestry": lineage(parent)} if parent else {}),
                               "mlflow_run_id": mlflow_logger.run_id, **({"warning": untrained} if untrained else {})},
                     data_fingerprint=fingerprint_files([p for pair in pairs for p in pair]
@@ -313,6 +316,20 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     log_artifacts(mlflow_logger, [path, config_path_beside(out)] + [Path(p) for p in diet.get("files", [])])
     log.info("trained %d steps in %.0f s; bundle written to %s", trainer.global_step, seconds, path)
     return path
+
+
+def chip_decoding(cfg: DictConfig, chips: dict, resolution_m: float) -> ChipDecoding:
+    """How detection decodes this run's chips (``chips``: :func:`chip_settings`), before any confidence cut."""
+    decode = decoding(cfg, chips["erode_px"] * resolution_m)  # the erosion as trained, whole pixels
+    return ChipDecoding(resolution_m, decode["threshold"], decode.get("seed_threshold"), decode["label_erosion_m"],
+                        cfg.detect.min_area_m2, cfg.detect.simplify_m)
+
+
+def inherited_cut(parent: Bundle | None, cfg: DictConfig, chips: dict, resolution_m: float) -> float:
+    """The parent's confidence cut, kept where the validation chips hold too few buildings to choose one: only
+    when it decodes at the same threshold (else 0: no cut)."""
+    same = parent is not None and parent.threshold == chip_decoding(cfg, chips, resolution_m).threshold
+    return parent.min_confidence if parent is not None and same else 0.0
 
 
 @dataclass(frozen=True)
