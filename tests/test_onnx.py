@@ -97,6 +97,7 @@ def test_int8_export_is_calibrated_on_imagery_and_stays_close_to_fp32(tmp_path, 
     assert int8.training["quantization"]["check"] is None  # so detect runs it only when asked to
     assert int8.training["quantization"]["calibration_chips"] == 4
     assert "central 99.99 %" in int8.training["quantization"]["kind"]
+    assert int8.training["quantization"]["bias_corrected"] > 0
     assert int8.mean == load_bundle(tiny_bundle).mean
     import onnx
     graph = onnx.load(str(out)).graph
@@ -116,6 +117,41 @@ def test_int8_export_is_calibrated_on_imagery_and_stays_close_to_fp32(tmp_path, 
     assert np.abs(p8 - p32).mean() < 0.1 and np.abs(p8 - p32).max() < 0.5
     assert main(["detect", str(tiny_scene[0]), "--model", str(out), "--out", str(tmp_path / "b.geojson"),
                  "--quiet", "tracking.energy=false"]) == 0
+
+
+@pytest.mark.slow
+def test_bias_correction_moves_each_quantized_convolutions_mean_output_onto_fp32s(tmp_path, tiny_scene, tiny_bundle):
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from openfootprints.model.quantize import (calibration_chips, channel_means, correct_biases, pre_activation,
+                                               quantize_int8)
+
+    bundle = load_bundle(tiny_bundle)
+    chips = calibration_chips(bundle, [str(tiny_scene[0])], 4)
+    int8 = onnx.load(str(quantize_int8(bundle, tmp_path / "t.int8.onnx", [str(tiny_scene[0])], 4)))
+    export_onnx(bundle, tmp_path / "fp32.onnx")
+    quant_pre_process(str(tmp_path / "fp32.onnx"), str(tmp_path / "prepared.onnx"), skip_symbolic_shape=True)
+    reference = onnx.load(str(tmp_path / "prepared.onnx"))
+    producer = {out: node for node in int8.graph.node for out in node.output}
+    biases = {node.output[0]: producer[node.input[2]].input[0] for node in int8.graph.node
+              if node.op_type == "Conv" and len(node.input) > 2 and node.input[2] in producer}
+    images = np.concatenate(chips)
+
+    def offsets() -> np.ndarray:  # |INT8 mean − fp32 mean| per channel, every corrected convolution, in bias steps
+        got = channel_means(int8, list(biases), images, 8)
+        want = channel_means(reference, [pre_activation(reference, name) for name in biases], images, 8)
+        return np.concatenate([np.abs(g - w) for g, w in zip(got, want)])
+
+    initializers = {init.name: init for init in int8.graph.initializer}
+    assert offsets().max() < 0.05  # as written by export --int8: corrected
+    for name in biases.values():  # every bias pushed off by 40 of its steps
+        values = numpy_helper.to_array(initializers[name])
+        initializers[name].CopyFrom(numpy_helper.from_array(values + 40, name))
+    assert offsets().max() > 0.05
+    assert correct_biases(int8, reference, chips) == len(biases)
+    assert offsets().max() < 0.05
 
 
 def test_int8_export_without_imagery_is_refused(tmp_path, tiny_bundle, capsys):
