@@ -29,6 +29,7 @@ import real  # noqa: E402
 
 TOLERANCE = 0.01  # at most 1 point of F1 and of pixel IoU below fp32 on any held-out place (issue 16's bar)
 CHIPS = 32  # calibration chips by default
+RECIPE = "biascorrected"  # names the quantization in folder names: a file made another way is never reused
 
 
 def held_out_check(fp32: dict, int8: dict, tolerance: float = TOLERANCE) -> dict:
@@ -70,8 +71,8 @@ def int8_result(out: Path, int8: Path, runs: Path, fp32: dict, chips: int = CHIP
         return json.loads(path.read_text())
     out.mkdir(parents=True, exist_ok=True)
     result = {**fp32, "run": out.name, "places": real.score_places(out, int8, runs, []),
-              "label": f"{real.champion_tag()} (shipped), INT8 file"
-                       + (f" calibrated on {chips} chips" if chips != CHIPS else "")}
+              "label": f"{real.champion_tag()} (shipped), INT8 file, biases corrected"
+                       + (f", calibrated on {chips} chips" if chips != CHIPS else "")}
     path.write_text(json.dumps(result, indent=2))
     return result
 
@@ -94,8 +95,10 @@ def main() -> None:
     from openfootprints.model.base import BASE_MODEL
     from openfootprints.model.quantize import int8_beside, record_check
 
-    first = args.runs / f"{real.champion_tag()}-int8"  # another calibration: a folder beside, the same fp32 scores
-    out = first if args.chips == CHIPS else first.with_name(f"{first.name}-{args.chips}chips")
+    first = args.runs / f"{real.champion_tag()}-int8"  # the fp32 scores, whatever the quantization
+    # this quantization (biases corrected since session 17; the folder without a suffix holds the file before),
+    # another calibration: folders beside, the same fp32 scores
+    out = first.with_name(f"{first.name}-{RECIPE}" + ("" if args.chips == CHIPS else f"-{args.chips}chips"))
     out.mkdir(parents=True, exist_ok=True)
     int8 = quantized(out, args.chips)
     fp32 = real.champion_result(first / "fp32", args.runs, ["detect.tta=1", "detect.engine=onnx"])
