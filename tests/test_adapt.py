@@ -131,6 +131,9 @@ def test_finetune_keeps_the_parents_contract_and_records_it(half_labelled, tiny_
     before, after = child.training["parent"]["validation"], child.training["confidence_cut"]
     assert before["n_true"] == after["n_true"] > 0 and before["inherited"] and before["min_confidence"] == 0.7
     assert "too few to tell whether it beats its parent" in capsys.readouterr().out
+    # scoring the parent first leaves the network in training mode: its batch-norm statistics learnt this place
+    running = [k for k in parent.state_dict if k.endswith("running_mean")]
+    assert running and any(not torch.equal(parent.state_dict[k].float(), child.state_dict[k].float()) for k in running)
 
 
 def test_a_fine_tune_is_compared_with_its_parent_on_its_held_back_buildings():

@@ -130,27 +130,29 @@ def test_bias_correction_moves_each_quantized_convolutions_mean_output_onto_fp32
 
     bundle = load_bundle(tiny_bundle)
     chips = calibration_chips(bundle, [str(tiny_scene[0])], 4)
+    chips.append(chips[0][:, :, :96, :96])  # a smaller scene's chip: sizes may differ
     int8 = onnx.load(str(quantize_int8(bundle, tmp_path / "t.int8.onnx", [str(tiny_scene[0])], 4)))
     export_onnx(bundle, tmp_path / "fp32.onnx")
     quant_pre_process(str(tmp_path / "fp32.onnx"), str(tmp_path / "prepared.onnx"), skip_symbolic_shape=True)
     reference = onnx.load(str(tmp_path / "prepared.onnx"))
+    corrected = correct_biases(int8, reference, chips)  # as export --int8 did: nothing left to move
+    convs = {node.output[0]: node for node in int8.graph.node if node.op_type == "Conv"}
+    assert len(corrected) >= len(convs) - 4  # all but fp32 ones (stem, head) and biases two share (this net's zeros)
     producer = {out: node for node in int8.graph.node for out in node.output}
-    biases = {node.output[0]: producer[node.input[2]].input[0] for node in int8.graph.node
-              if node.op_type == "Conv" and len(node.input) > 2 and node.input[2] in producer}
-    images = np.concatenate(chips)
+    biases = {name: producer[convs[name].input[2]].input[0] for name in corrected}
 
-    def offsets() -> np.ndarray:  # |INT8 mean − fp32 mean| per channel, every corrected convolution, in bias steps
-        got = channel_means(int8, list(biases), images, 8)
-        want = channel_means(reference, [pre_activation(reference, name) for name in biases], images, 8)
+    def offsets() -> np.ndarray:  # |INT8 mean − fp32 mean| per channel, every corrected convolution
+        got = channel_means(int8, corrected, chips, 8)
+        want = channel_means(reference, [pre_activation(reference, name) for name in corrected], chips, 8)
         return np.concatenate([np.abs(g - w) for g, w in zip(got, want)])
 
     initializers = {init.name: init for init in int8.graph.initializer}
-    assert offsets().max() < 0.05  # as written by export --int8: corrected
+    assert offsets().max() < 0.05
     for name in biases.values():  # every bias pushed off by 40 of its steps
         values = numpy_helper.to_array(initializers[name])
         initializers[name].CopyFrom(numpy_helper.from_array(values + 40, name))
     assert offsets().max() > 0.05
-    assert correct_biases(int8, reference, chips) == len(biases)
+    assert correct_biases(int8, reference, chips) == corrected
     assert offsets().max() < 0.05
 
 
@@ -173,6 +175,20 @@ def test_detection_with_an_onnx_model_never_imports_torch(tmp_path, tiny_scene, 
     assert "HEAVY []" in done.stdout, done.stdout
 
 
+def test_detect_on_the_cpu_refuses_a_missing_or_broken_bundle_in_one_line(tmp_path, tiny_scene, capsys, monkeypatch):
+    monkeypatch.setenv("OPENFOOTPRINTS_CACHE", str(tmp_path / "cache"))
+    broken = tmp_path / "broken.ofp"
+    broken.write_bytes(b"not a bundle")
+    for model, says in [(tmp_path / "nope.ofp", "no such model bundle"), (broken, "not an openfootprints model bundle")]:
+        out = tmp_path / f"{model.stem}.parquet"
+        assert main(["detect", str(tiny_scene[0]), "--model", str(model), "--out", str(out), "--quiet",
+                     "tracking.energy=false", "detect.device=cpu"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(model) in err and says in err, err
+        assert not out.exists()
+
+
+@pytest.mark.slow
 def test_a_bundle_on_the_cpu_runs_its_cached_export_without_pytorch(tmp_path, tiny_scene, tiny_bundle, monkeypatch):
     import subprocess
     import sys

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import warnings
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from openfootprints.model.architectures import Architecture
 log = logging.getLogger(__name__)
 METADATA_KEY = "openfootprints_bundle"
 OPSET = 18
+INPUT_ERROR_EXIT = 2  # the export's child process: the file is not a bundle it can read
 
 
 def export_onnx(bundle: Bundle, path: str | os.PathLike) -> Path:
@@ -63,7 +64,9 @@ def cached_onnx(model_path: str | os.PathLike, fallback_dir: str | os.PathLike) 
     ``fallback_dir`` when the cache cannot be written). A child, because exporting leaves about 0.5 GiB in the
     exporting process that a long detection would carry to its end; and a cached export is found without importing
     PyTorch (about 0.4 GiB of a detection's peak)."""
-    name = f"{file_sha256(model_path)[:16]}-torch{version('torch')}-opset{OPSET}.onnx".replace("+", "_")
+    if not os.path.exists(model_path):
+        raise InputError(f"{model_path}: no such model bundle")
+    name = f"{file_sha256(model_path)[:16]}-torch{torch_version()}-opset{OPSET}.onnx".replace("+", "_")
     path = cache_dir() / "onnx" / name
     if path.exists():
         return path
@@ -76,17 +79,36 @@ def cached_onnx(model_path: str | os.PathLike, fallback_dir: str | os.PathLike) 
     return path
 
 
+def torch_version() -> str:
+    """PyTorch's version as its package metadata gives it, without importing it (about 0.4 GiB); imported only
+    where it was installed without metadata."""
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        import torch
+
+        return torch.__version__
+
+
 def export_in_child(model_path: str | os.PathLike, path: Path) -> None:
-    """:func:`export_onnx` of the bundle at ``model_path`` to ``path``, in a child Python process."""
+    """:func:`export_onnx` of the bundle at ``model_path`` to ``path``, in a child Python process; a file that is
+    not a bundle is an :class:`InputError` here as it is there."""
     code = "import sys; from openfootprints.model.onnx import _export_file; _export_file(sys.argv[1], sys.argv[2])"
     done = subprocess.run([sys.executable, "-c", code, str(model_path), str(path)], capture_output=True, text=True)
+    last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+    if done.returncode == INPUT_ERROR_EXIT:
+        raise InputError(last)
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise RuntimeError(f"{model_path}: the ONNX export failed in its child process: {last}")
 
 
 def _export_file(model_path: str, path: str) -> None:
-    export_onnx(load_bundle(model_path), path)
+    try:
+        bundle = load_bundle(model_path)
+    except InputError as err:
+        print(err, file=sys.stderr)
+        sys.exit(INPUT_ERROR_EXIT)
+    export_onnx(bundle, path)
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> Bundle:

@@ -111,7 +111,7 @@ def quantize_int8(bundle: Bundle, out: str | os.PathLike, scenes: list[str] | No
                                   "quantization": {"kind": f"int8 static, QDQ, per-channel weights, activation "
                                                            f"ranges over the central {PERCENTILE} % of values, "
                                                            "biases corrected to fp32's mean outputs",
-                                                   "fp32_nodes": kept, "bias_corrected": corrected,
+                                                   "fp32_nodes": kept, "bias_corrected": len(corrected),
                                                    "calibration_chips": len(chips), "chip_px": CHIP_PX,
                                                    "calibration_scenes": scenes or training_scenes(bundle),
                                                    **({"source_sha256": file_sha256(source)} if source else {})}}
@@ -179,46 +179,55 @@ def fp32_nodes(model) -> list[str]:
     return [first[0].name, last.name]
 
 
-def correct_biases(quantized, reference, chips: list[np.ndarray], batch: int = 8) -> int:
+def correct_biases(quantized, reference, chips: list[np.ndarray], batch: int = 8) -> list[str]:
     """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization Through Weight Equalization and Bias
     Correction", with data): for each quantized convolution of the QDQ model ``quantized`` (``onnx.ModelProto``,
     changed in place), in graph order, the mean of its output per channel over ``chips`` (each (1, C, H, W)
-    float32, normalized) is measured with the corrections made so far and moved onto the same convolution's
-    in ``reference`` (the fp32 model it was quantized from) through its int32 bias. One at a time: a correction
-    changes every output after it. Returns the number of convolutions corrected (fp32 ones and those without a
-    bias are left as they are)."""
+    float32, normalized; sizes may differ) is measured with the corrections made so far and moved onto the same
+    convolution's in ``reference`` (the fp32 model it was quantized from) through its int32 bias. One at a time: a
+    correction changes every output after it. Returns the output names of the convolutions corrected (fp32 ones,
+    those whose bias is shared with another and those the reference does not name are left as they are)."""
     from onnx import numpy_helper
 
-    images = np.concatenate(chips)
-    convs = [node for node in quantized.graph.node if node.op_type == "Conv"]
     producer = {out: node for node in quantized.graph.node for out in node.output}
+    consumers: dict[str, int] = {}
+    for node in quantized.graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
     initializers = {init.name: init for init in quantized.graph.initializer}
-    wanted = [pre_activation(reference, conv.output[0]) for conv in convs]
-    targets = dict(zip(wanted, channel_means(reference, wanted, images, batch)))
-    corrected = 0
-    for conv, target in zip(convs, wanted):
+    targets = {}  # quantized convolution → (its bias's DequantizeLinear node, the fp32 tensor it stands for)
+    for conv in (node for node in quantized.graph.node if node.op_type == "Conv"):
         bias = producer.get(conv.input[2]) if len(conv.input) > 2 else None
-        if bias is None or bias.op_type != "DequantizeLinear":  # an fp32 convolution, or none to correct
-            continue
-        (mean,) = channel_means(quantized, [conv.output[0]], images, batch)
-        values, scale = (numpy_helper.to_array(initializers[name]) for name in bias.input[:2])
-        fixed = np.round(values + (targets[target] - mean) / scale).astype(values.dtype)
+        fp32 = pre_activation(reference, conv.output[0])
+        if bias is not None and bias.op_type == "DequantizeLinear" and fp32 and consumers[conv.input[2]] == 1 \
+                and bias.input[0] in initializers and bias.input[1] in initializers:
+            targets[conv.output[0]] = (bias, fp32)
+    wanted = [fp32 for _, fp32 in targets.values()]
+    goals = dict(zip(wanted, channel_means(reference, wanted, chips, batch)))
+    for name, (bias, fp32) in targets.items():
+        (mean,) = channel_means(quantized, [name], chips, batch)
+        values, scale = (numpy_helper.to_array(initializers[i]) for i in bias.input[:2])
+        step = (goals[fp32] - mean) / np.where(scale > 0, scale, np.inf)  # a zero scale: nothing to move
+        info = np.iinfo(values.dtype)
+        fixed = np.clip(np.round(values + step), info.min, info.max).astype(values.dtype)
         initializers[bias.input[0]].CopyFrom(numpy_helper.from_array(fixed, bias.input[0]))
-        corrected += 1
-    return corrected
+    return list(targets)
 
 
-def pre_activation(reference, name: str) -> str:
+def pre_activation(reference, name: str) -> str | None:
     """The fp32 tensor a quantized convolution's output ``name`` stands for: the quantizer folds a Clip or ReLU
-    after a convolution into the next tensor's range and gives the convolution that activation's output name."""
-    producer = {out: node for node in reference.graph.node for out in node.output}
-    node = producer[name]
+    after a convolution into the next tensor's range and gives the convolution that activation's output name;
+    None where the reference has no such tensor."""
+    node = next((n for n in reference.graph.node if name in n.output), None)
+    if node is None:
+        return None
     return node.input[0] if node.op_type in ("Clip", "Relu") else name
 
 
-def channel_means(model, names: list[str], images: np.ndarray, batch: int) -> list[np.ndarray]:
+def channel_means(model, names: list[str], chips: list[np.ndarray], batch: int) -> list[np.ndarray]:
     """The mean per channel, (C,) float64, of each tensor ``names`` of ``model`` (``onnx.ModelProto``) over
-    ``images`` (N, C, H, W): the model run as written (no graph optimization, so QDQ pairs compute as stored)."""
+    ``chips`` (each (1, C, H, W), run in batches of one size): the model as written (no graph optimization, so
+    QDQ pairs compute as stored)."""
     import onnx
     import onnxruntime as ort
 
@@ -231,9 +240,11 @@ def channel_means(model, names: list[str], images: np.ndarray, batch: int) -> li
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     sums: list[np.ndarray] = [np.zeros(0)] * len(names)
     counts = [0] * len(names)
-    for start in range(0, len(images), batch):
-        for i, out in enumerate(session.run(names, {"image": images[start:start + batch]})):
-            total = np.asarray(out, np.float64).sum(axis=(0, 2, 3))
-            sums[i] = total if counts[i] == 0 else sums[i] + total
-            counts[i] += out.shape[0] * out.shape[2] * out.shape[3]
+    for shape in sorted({chip.shape for chip in chips}):
+        images = np.concatenate([chip for chip in chips if chip.shape == shape])
+        for start in range(0, len(images), batch):
+            for i, out in enumerate(session.run(names, {"image": images[start:start + batch]})):
+                total = np.asarray(out, np.float64).sum(axis=(0, 2, 3))
+                sums[i] = total if counts[i] == 0 else sums[i] + total
+                counts[i] += out.shape[0] * out.shape[2] * out.shape[3]
     return [total / count for total, count in zip(sums, counts)]

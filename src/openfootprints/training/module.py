@@ -117,7 +117,7 @@ class SegmentationModule(L.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx):
         if self.freeze_encoder:
-            self.net.encoder.eval()  # Lightning puts the whole module back in training mode after validation
+            self.net.encoder.eval()  # at every batch, whatever mode validation left the module in
         factor = schedule_factor(self.progress())
         for group in self.optimizers().param_groups:
             group["lr"] = self.lr * factor

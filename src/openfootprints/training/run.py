@@ -262,13 +262,15 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
                                                  generator=torch.Generator().manual_seed(cfg.seed))
         train_loader = torch.utils.data.DataLoader(train_ds, sampler=sampler, drop_last=True, **loader_args)
         net = build_network(arch, pretrained=cfg.model.pretrained and parent is None)
+        decode = decoding(cfg, chips["erode_px"] * resolution)  # the erosion as trained, whole pixels
+        chip_decode = ChipDecoding(resolution, decode["threshold"], decode.get("seed_threshold"),
+                                   decode["label_erosion_m"], cfg.detect.min_area_m2, cfg.detect.simplify_m)
+        inherited = parent.min_confidence if parent and parent.threshold == decode["threshold"] else 0.0
         before = None
         if parent:
             start_from(net, parent, arch, cfg.train.init)
-            if val_windows:  # what the run has to beat: the parent on the same chips, scored the same way
-                before = reference_profile(net, val_ds, arch.in_channels, cfg.train.batch_size,
-                                           chip_decoding(cfg, chips, resolution), inherited=inherited_cut(
-                                               parent, cfg, chips, resolution))[1]
+            if val_windows:  # what the run has to beat
+                before = parent_on_chips(net, parent, cfg, sources, val_blocks, val_windows, resolution, inherited)
         steps = cfg.train.max_epochs * (cfg.data.samples_per_epoch // cfg.train.batch_size)
         deadline = started + cfg.train.max_minutes * 60 - WRAP_UP_S if cfg.train.max_minutes else None
         module = segmentation_module(cfg, net, steps, deadline - time.monotonic() if deadline else None)
@@ -279,10 +281,8 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
         trainer.fit(module, train_loader, val_loader)
         reference = ChipDataset(sources, val_blocks or train_blocks, **chips, windows=val_windows
                                 or validation_windows(train_blocks, cfg.data.chip_px, cfg.data.val_chips))
-        decode = decoding(cfg, chips["erode_px"] * resolution)  # the erosion as trained, whole pixels
-        profile, cut = reference_profile(net, reference, arch.in_channels, cfg.train.batch_size,
-                                         chip_decoding(cfg, chips, resolution), choose_cut=bool(val_windows),
-                                         inherited=inherited_cut(parent, cfg, chips, resolution))
+        profile, cut = reference_profile(net, reference, arch.in_channels, cfg.train.batch_size, chip_decode,
+                                         choose_cut=bool(val_windows), inherited=inherited)
     seconds = time.monotonic() - start
     if energy:
         mlflow_logger.experiment.log_metric(mlflow_logger.run_id, "energy_kwh", energy["energy_kwh"])
@@ -318,18 +318,26 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
     return path
 
 
-def chip_decoding(cfg: DictConfig, chips: dict, resolution_m: float) -> ChipDecoding:
-    """How detection decodes this run's chips (``chips``: :func:`chip_settings`), before any confidence cut."""
-    decode = decoding(cfg, chips["erode_px"] * resolution_m)  # the erosion as trained, whole pixels
-    return ChipDecoding(resolution_m, decode["threshold"], decode.get("seed_threshold"), decode["label_erosion_m"],
-                        cfg.detect.min_area_m2, cfg.detect.simplify_m)
+def parent_on_chips(net: torch.nn.Module, parent: Bundle, cfg: DictConfig, sources: list[LabelledScene],
+                    blocks: list, windows: list, resolution_m: float, inherited: float) -> CutChoice:
+    """The parent (its weights in ``net``, before any step) scored on this run's validation chips (``windows`` of
+    ``blocks``) as detection would run it: its own band normalization and decoding, a confidence cut chosen on the
+    chips the way the run's own is (``inherited``: the cut where they hold too few buildings). Leaves ``net`` in
+    the mode it found and the random number generators as they were (the run draws what it would have)."""
+    chips = ChipDataset(sources, blocks, windows=windows, **chip_settings(cfg, parent.mean, parent.std, resolution_m))
+    was_training = net.training
+    with torch.random.fork_rng():
+        _, cut = reference_profile(net, chips, parent.architecture.in_channels, cfg.train.batch_size,
+                                   bundle_decoding(parent, cfg, resolution_m), inherited=inherited)
+    net.train(was_training)
+    return cut
 
 
-def inherited_cut(parent: Bundle | None, cfg: DictConfig, chips: dict, resolution_m: float) -> float:
-    """The parent's confidence cut, kept where the validation chips hold too few buildings to choose one: only
-    when it decodes at the same threshold (else 0: no cut)."""
-    same = parent is not None and parent.threshold == chip_decoding(cfg, chips, resolution_m).threshold
-    return parent.min_confidence if parent is not None and same else 0.0
+def bundle_decoding(bundle: Bundle, cfg: DictConfig, resolution_m: float, with_cut: bool = False) -> ChipDecoding:
+    """How detection decodes a trained bundle's output on chips at ``resolution_m`` (its threshold, seeds and
+    growth; ``cfg.detect``'s minimum area and simplification), with its confidence cut or none."""
+    return ChipDecoding(resolution_m, bundle.threshold, bundle.seed_threshold, bundle.label_erosion_m,
+                        cfg.detect.min_area_m2, cfg.detect.simplify_m, bundle.min_confidence if with_cut else 0.0)
 
 
 @dataclass(frozen=True)
@@ -442,9 +450,7 @@ def bundle_validation_chips(bundle: Bundle) -> tuple[ChipDataset, ChipDecoding, 
         raise InputError(f"{pairs[0][0]}: the bundle was trained without a validation split")
     chips = ChipDataset(sources, val_blocks, windows=windows, **chip_settings(cfg, bundle.mean, bundle.std,
                                                                               bundle.resolution_m))
-    decode = ChipDecoding(bundle.resolution_m, bundle.threshold, bundle.seed_threshold, bundle.label_erosion_m,
-                          cfg.detect.min_area_m2, cfg.detect.simplify_m, bundle.min_confidence)
-    return chips, decode, int(cfg.train.batch_size)
+    return chips, bundle_decoding(bundle, cfg, bundle.resolution_m, with_cut=True), int(cfg.train.batch_size)
 
 
 def validation_cut(outputs: list[tuple[np.ndarray, np.ndarray]], chips: ChipDataset,
