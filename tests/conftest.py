@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import uuid
@@ -53,6 +54,26 @@ def bench_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+HEAVY = ("torch", "lightning", "timm", "segmentation_models_pytorch", "sklearn")  # what detection on ONNX never needs
+
+
+def detect_in_child(scene: Path, model: Path, out: Path, *overrides: str) -> tuple[str, list[str]]:
+    """``openfootprints detect`` in a fresh Python process (it must succeed): what it printed, and which of
+    :data:`HEAVY` it imported."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from openfootprints.cli import main; "
+            f"code = main(['detect', {str(scene)!r}, '--model', {str(model)!r}, '--out', {str(out)!r}, '--quiet', "
+            f"'tracking.energy=false', *{list(overrides)!r}]); "
+            f"print('HEAVY', json.dumps([m for m in {HEAVY!r} if m in sys.modules])); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    heavy = [line for line in done.stdout.splitlines() if line.startswith("HEAVY ")]
+    assert heavy, done.stdout
+    return done.stdout, json.loads(heavy[-1][len("HEAVY "):])
 
 
 def tiny_architecture(in_channels: int = 3) -> Architecture:

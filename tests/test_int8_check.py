@@ -132,19 +132,12 @@ def test_detection_runs_the_int8_file_only_when_its_check_passed_for_this_bundle
 @pytest.mark.slow
 def test_a_bundle_whose_int8_file_runs_is_read_from_that_file_without_pytorch(int8_beside_bundle, tmp_path,
                                                                               tiny_scene):
-    import subprocess
-    import sys
-
+    from conftest import detect_in_child
     from openfootprints.model.quantize import int8_beside, record_check
 
     record_check(int8_beside(int8_beside_bundle), {"within_tolerance": True})
-    code = ("import sys; from openfootprints.cli import main; "
-            f"code = main(['detect', {str(tiny_scene[0])!r}, '--model', {str(int8_beside_bundle)!r}, '--out', "
-            f"{str(tmp_path / 'b.parquet')!r}, '--quiet', 'tracking.energy=false', 'detect.device=cpu']); "
-            "print('TORCH', 'torch' in sys.modules); sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "TORCH False" in done.stdout and '"engine": "onnx (model.int8.onnx)"' in done.stdout, done.stdout
+    said, heavy = detect_in_child(tiny_scene[0], int8_beside_bundle, tmp_path / "b.parquet", "detect.device=cpu")
+    assert "torch" not in heavy and '"engine": "onnx (model.int8.onnx)"' in said, said
     from openfootprints.pipeline import load_predictor
 
     bundle, described = load_bundle(int8_beside_bundle), load_predictor(

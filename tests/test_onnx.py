@@ -4,6 +4,7 @@ import pytest
 import shapely
 import torch
 
+from conftest import detect_in_child
 from openfootprints.cli import main
 from openfootprints.errors import InputError
 from openfootprints.model.bundle import load_bundle
@@ -162,17 +163,8 @@ def test_int8_export_without_imagery_is_refused(tmp_path, tiny_bundle, capsys):
 
 
 def test_detection_with_an_onnx_model_never_imports_torch(tmp_path, tiny_scene, exported):
-    import subprocess
-    import sys
-
-    code = ("import sys; from openfootprints.cli import main; "
-            f"code = main(['detect', {str(tiny_scene[0])!r}, '--model', {str(exported)!r}, '--out', "
-            f"{str(tmp_path / 'b.parquet')!r}, '--quiet', 'tracking.energy=false']); "
-            "heavy = sorted(m for m in ('torch', 'lightning', 'timm', 'segmentation_models_pytorch', 'sklearn') "
-            "if m in sys.modules); print('HEAVY', heavy); sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "HEAVY []" in done.stdout, done.stdout
+    _, heavy = detect_in_child(tiny_scene[0], exported, tmp_path / "b.parquet")
+    assert heavy == []
 
 
 def test_detect_on_the_cpu_refuses_a_missing_or_broken_bundle_in_one_line(tmp_path, tiny_scene, capsys, monkeypatch):
@@ -190,22 +182,14 @@ def test_detect_on_the_cpu_refuses_a_missing_or_broken_bundle_in_one_line(tmp_pa
 
 @pytest.mark.slow
 def test_a_bundle_on_the_cpu_runs_its_cached_export_without_pytorch(tmp_path, tiny_scene, tiny_bundle, monkeypatch):
-    import subprocess
-    import sys
-
     from openfootprints.configuration import load_config
     from openfootprints.model import onnx
     from openfootprints.pipeline import load_predictor
 
     monkeypatch.setenv("OPENFOOTPRINTS_CACHE", str(tmp_path / "cache"))  # the child process inherits it
     exported = onnx.cached_onnx(tiny_bundle, tmp_path)
-    code = ("import sys; from openfootprints.cli import main; "
-            f"code = main(['detect', {str(tiny_scene[0])!r}, '--model', {str(tiny_bundle)!r}, '--out', "
-            f"{str(tmp_path / 'b.parquet')!r}, '--quiet', 'tracking.energy=false', 'detect.device=cpu']); "
-            "print('TORCH', 'torch' in sys.modules); sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "TORCH False" in done.stdout and f'"engine": "onnx ({exported.name})"' in done.stdout, done.stdout
+    said, heavy = detect_in_child(tiny_scene[0], tiny_bundle, tmp_path / "b.parquet", "detect.device=cpu")
+    assert "torch" not in heavy and f'"engine": "onnx ({exported.name})"' in said, said
     predictor = load_predictor(load_config(["detect.device=cpu"]), str(tiny_bundle), tmp_path)
     assert predictor.onnx_file == exported
     assert {k: v for k, v in predictor.bundle.metadata().items() if k != "training"} == \
