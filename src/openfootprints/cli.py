@@ -91,7 +91,6 @@ def cmd_train(args, cfg: DictConfig) -> None:
 
 def cmd_finetune(args, cfg: DictConfig) -> None:
     from openfootprints.api import finetune
-
     from openfootprints.model.bundle import load_bundle
     from openfootprints.training.finetune import against_parent
 

@@ -8,7 +8,7 @@ stay in fp32. Both choices are measured in bench/RESULTS.md: with plain min/max 
 3–4 points of F1 on places the model never saw, with these at most 1 point. Then each quantized convolution's bias
 is corrected, in graph order, so that its output's mean per channel on the calibration chips is fp32's
 (:func:`correct_biases`): quantization noise that does not average out shifts the probabilities (session 17's
-champion: 0.025 lower on average, its validation chips; 0.003 after the correction, with 0.018 mean difference
+champion: 0.025 lower on average, its validation chips; 0.003 after the correction, with 0.019 mean difference
 from fp32 instead of 0.032). The result is an ordinary ONNX model with the bundle's metadata, so ``detect --model
 MODEL.int8.onnx`` runs it; its training record says how it was quantized. Whether INT8 keeps a model's quality is
 measured, not assumed: on held-out places by ``bench/cpu_int8.py``, and for each export on the bundle's validation
