@@ -105,6 +105,7 @@ class Train:
     mixup_prob: float = key(_share, "in [0, 1]")
     mixup_alpha: float = key(POSITIVE, "positive")
     rdrop_alpha: float = key(NON_NEGATIVE, "0 or more")
+    qat: bool = key()
     precision: str = key()
     accelerator: str = key()
     out: str = key()

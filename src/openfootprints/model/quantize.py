@@ -74,10 +74,12 @@ def training_scenes(bundle: Bundle) -> list[str]:
 
 
 def quantize_int8(bundle: Bundle, out: str | os.PathLike, scenes: list[str] | None = None, n_chips: int = 32,
-                  seed: int = 0, source: str | os.PathLike | None = None) -> Path:
+                  seed: int = 0, source: str | os.PathLike | None = None, weights_from: dict | None = None) -> Path:
     """Export ``bundle`` to ONNX and write its INT8 (QDQ, per-channel) quantization to ``out``, calibrated on
     ``n_chips`` chips of ``scenes`` (default: the bundle's training scenes). ``source``: the bundle's file, whose
-    SHA-256 the record keeps (so an INT8 file is used by default only beside the bundle it was made from)."""
+    SHA-256 the record keeps (so an INT8 file is used by default only beside the bundle it was made from).
+    ``weights_from``: where ``bundle``'s weights come from when they are not ``source``'s own (a quantization-aware
+    fine-tune of it, ``train.qat``), kept in the record as it is given."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -114,7 +116,8 @@ def quantize_int8(bundle: Bundle, out: str | os.PathLike, scenes: list[str] | No
                                                    "fp32_nodes": kept, "bias_corrected": len(corrected),
                                                    "calibration_chips": len(chips), "chip_px": CHIP_PX,
                                                    "calibration_scenes": scenes or training_scenes(bundle),
-                                                   **({"source_sha256": file_sha256(source)} if source else {})}}
+                                                   **({"source_sha256": file_sha256(source)} if source else {}),
+                                                   **({"weights_from": weights_from} if weights_from else {})}}
             set_record(model, record)
             onnx.save(model, str(tmp_out))
     return Path(out)

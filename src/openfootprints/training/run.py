@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -31,6 +32,7 @@ from openfootprints.io.provenance import config_path_beside, write_resolved_conf
 from openfootprints.io.raster import Scene, display_rgb, open_scene
 from openfootprints.io.vector import read_polygons
 from openfootprints.model.bundle import Bundle, fingerprint_files, load_bundle, save_bundle
+from openfootprints.model.fake_quant import simulated_int8
 from openfootprints.model.lineage import lineage
 from openfootprints.model.network import Architecture, build_network, load_weights
 from openfootprints.monitor.drift import Profile, decoding_settings, window_profile
@@ -273,12 +275,13 @@ def train(cfg: DictConfig, pairs: list[tuple[str, str]], out: str | os.PathLike,
                 before = parent_on_chips(net, parent, cfg, sources, val_blocks, val_windows, resolution, inherited)
         steps = cfg.train.max_epochs * (cfg.data.samples_per_epoch // cfg.train.batch_size)
         deadline = started + cfg.train.max_minutes * 60 - WRAP_UP_S if cfg.train.max_minutes else None
-        module = segmentation_module(cfg, net, steps, deadline - time.monotonic() if deadline else None)
         trainer = L.Trainer(max_epochs=cfg.train.max_epochs, callbacks=[Deadline(deadline)] if deadline else None,
                             accelerator=cfg.train.accelerator, devices=1, precision=cfg.train.precision,
                             logger=mlflow_logger, enable_checkpointing=False, log_every_n_steps=5,
                             num_sanity_val_steps=0, enable_model_summary=False)
-        trainer.fit(module, train_loader, val_loader)
+        with simulated_int8(net) if cfg.train.qat else contextlib.nullcontext():  # plain convolutions after it
+            module = segmentation_module(cfg, net, steps, deadline - time.monotonic() if deadline else None)
+            trainer.fit(module, train_loader, val_loader)
         reference = ChipDataset(sources, val_blocks or train_blocks, **chips, windows=val_windows
                                 or validation_windows(train_blocks, cfg.data.chip_px, cfg.data.val_chips))
         profile, cut = reference_profile(net, reference, arch.in_channels, cfg.train.batch_size, chip_decode,
@@ -526,6 +529,8 @@ def segmentation_module(cfg: DictConfig, net: torch.nn.Module, steps: int, budge
     """The configured recipe's module; ``ema`` False: no moving average (the data diet's short scoring runs,
     whose few steps an average would leave near their first)."""
     t = cfg.train
+    if t.qat and t.precision not in ("32-true", "32"):
+        raise InputError(f"train.qat with train.precision={t.precision}: INT8 is simulated on float32 (32-true)")
     if ema and t.ema_decay > 0 and t.precision not in ("32-true", "32", "bf16-mixed", "16-mixed"):
         raise InputError(f"train.ema_decay={t.ema_decay:g} with train.precision={t.precision}: the average needs "
                          "float32 weights (32-true, or a mixed precision)")
