@@ -386,6 +386,13 @@ def challenge(result: dict, runs: Path, doc: Path) -> None:
     if not trained:  # a detect option becomes a default only if every held-out place gains (issue 28)
         gains = [oam_f1(result)[p] > oam_f1(champion)[p] for p in oam_f1(champion)]
         reason += "; every place gains" if all(gains) else "; not every place gains"
+    import paired  # beside this file; it imports this module
+
+    chance = paired.paired(runs / run_name(result) / f"vs-{champion_tag()}", runs / run_name(result), runs)
+    print(paired.describe(chance), flush=True)
+    if "mean" in chance:  # how far apart the two could be by the choice of place alone: said, not judged
+        mean = chance["mean"]
+        reason += f" (by chance of place: 95 % interval of the mean {mean['low']:+.3f} … {mean['high']:+.3f})"
     print(reason, flush=True)
     write_challenge(doc, champion, result, reason, shipped=verdict.wins and trained)
     write_doc_rows(doc, [champion, result])

@@ -143,3 +143,24 @@ def test_the_soup_takes_every_trained_continuation_of_the_champion_at_its_resolu
     assert [p.name for p in real.continuations_of_champion(tmp_path)] == [
         f"gap-s2-60min-after-{tag}", f"self_train-s2-50min-lr0.0003-after-{tag}"]
 
+
+
+def test_paired_scores_two_runs_on_the_same_squares_and_averages_the_places_the_rule_does(real, tiny_scene,
+                                                                                          tmp_path, monkeypatch):
+    import geopandas as gpd
+
+    paired = bench_module("paired")
+    monkeypatch.setattr(paired.real, "HELD_OUT", {"here": (str(tiny_scene[0]), str(tiny_scene[1]))})
+    truth = gpd.read_file(tiny_scene[1]).assign(confidence=0.9)
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, found in ((first, truth), (second, truth.iloc[: len(truth) // 2])):
+        folder.mkdir()
+        found.to_parquet(folder / "here.parquet")
+    rows = paired.paired(first, second, tmp_path)
+    assert set(rows) == {"here", "mean"}
+    assert rows["here"]["first"] == 1.0 and rows["here"]["second"] < 1.0
+    assert rows["here"]["difference"] == pytest.approx(rows["here"]["second"] - 1.0)
+    assert rows["here"]["low"] <= rows["here"]["difference"] <= rows["here"]["high"] <= 0
+    assert rows["mean"]["difference"] == rows["here"]["difference"]
+    assert "mean of here" in paired.describe(rows)
+    assert paired.paired(first, tmp_path, tmp_path) == {}  # nothing detected in both

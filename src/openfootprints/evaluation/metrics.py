@@ -114,7 +114,8 @@ def _rates(tp_pred: int, n_pred: int, tp_true: int, n_true: int) -> dict:
     precision = tp_pred / n_pred if n_pred else float("nan")
     recall = tp_true / n_true if n_true else float("nan")
     f1 = _f1(precision, recall) if n_pred and n_true else float("nan")
-    return {"n_predicted": n_pred, "n_true": n_true, "precision": precision, "recall": recall, "f1": f1}
+    return {"n_predicted": n_pred, "n_true": n_true, "matched_predicted": tp_pred, "matched_true": tp_true,
+            "precision": precision, "recall": recall, "f1": f1}
 
 
 def breakdown_by_size(pred_area: np.ndarray, true_area: np.ndarray, is_tp: np.ndarray, truth_matched: np.ndarray,
