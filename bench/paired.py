@@ -25,9 +25,10 @@ from openfootprints.evaluation.compare import (CELL_M, interval, mean_difference
 from openfootprints.evaluation.run import evaluate_files  # noqa: E402
 
 
-def place_files(runs: Path) -> dict[str, tuple[str, str]]:
-    """Each held-out OAM place of bench/real.py → (the imagery it was detected from, its true buildings)."""
-    files = {place: (str(real.DATA / "oam" / image), str(real.DATA / "oam" / labels))
+def place_files(runs: Path, data: Path) -> dict[str, tuple[str, str]]:
+    """Each held-out OAM place of bench/real.py → (the imagery it was detected from, its true buildings), in the
+    shared data folder ``data``."""
+    files = {place: (str(data / "oam" / image), str(data / "oam" / labels))
              for place, (image, labels) in real.HELD_OUT.items()}
     if "nairobi_ke" in files:  # also detected from its imagery resampled (bench/real.py's score_places)
         files[f"nairobi_ke@{real.RESAMPLED_M}m"] = (str(runs / f"nairobi_ke_{real.RESAMPLED_M}m.tif"),
@@ -42,16 +43,17 @@ def squares(folder: Path, place: str, imagery: str, truth: str) -> tuple[float, 
     return result.scores.f1, result.by_region
 
 
-def paired(first: Path, second: Path, runs: Path) -> dict[str, dict]:
+def paired(first: Path, second: Path, runs: Path, data: Path) -> dict[str, dict]:
     """Per held-out place present in both folders: each F1 and the difference's interval
-    (:func:`~openfootprints.evaluation.compare.resampled_differences`); and, under ``"mean"``, the interval of the
-    mean difference over the places the champion rule averages (bench/real.py's ``HELD_OUT``) when both have them."""
+    (:func:`~openfootprints.evaluation.compare.resampled_differences`, each place resampled with its own seed); and,
+    under ``"mean"``, the interval of the mean difference over the places the champion rule averages (bench/real.py's
+    ``HELD_OUT``) when both have them."""
     rows, spreads = {}, {}
-    for place, (imagery, truth) in place_files(runs).items():
+    for seed, (place, (imagery, truth)) in enumerate(place_files(runs, data).items()):
         if not ((first / f"{place}.parquet").exists() and (second / f"{place}.parquet").exists()):
             continue
         (f1_a, a), (f1_b, b) = squares(first, place, imagery, truth), squares(second, place, imagery, truth)
-        spreads[place] = resampled_differences(a, b)
+        spreads[place] = resampled_differences(a, b, seed=seed)
         rows[place] = {"first": f1_a, "second": f1_b, **interval(*spreads[place]),
                        "squares": len({r["region"] for r in a} | {r["region"] for r in b})}
     if all(place in spreads for place in real.HELD_OUT):
@@ -76,8 +78,9 @@ def main() -> None:
     parser.add_argument("first", type=Path)
     parser.add_argument("second", type=Path)
     parser.add_argument("--runs", type=Path, default=real.ROOT / "runs" / "real")
+    parser.add_argument("--data", type=Path, default=real.DATA, help="the shared data folder (default: %(default)s)")
     args = parser.parse_args()
-    rows = paired(args.first, args.second, args.runs)
+    rows = paired(args.first, args.second, args.runs, args.data)
     if not rows:
         raise SystemExit(f"{args.first} and {args.second}: no held-out place detected in both")
     print(describe(rows))

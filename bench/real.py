@@ -386,9 +386,9 @@ def challenge(result: dict, runs: Path, doc: Path) -> None:
     if not trained:  # a detect option becomes a default only if every held-out place gains (issue 28)
         gains = [oam_f1(result)[p] > oam_f1(champion)[p] for p in oam_f1(champion)]
         reason += "; every place gains" if all(gains) else "; not every place gains"
-    import paired  # beside this file; it imports this module
+    import paired  # beside this file (it imports this file as a module of its own: hence DATA passed on)
 
-    chance = paired.paired(runs / run_name(result) / f"vs-{champion_tag()}", runs / run_name(result), runs)
+    chance = paired.paired(runs / run_name(result) / f"vs-{champion_tag()}", runs / run_name(result), runs, DATA)
     print(paired.describe(chance), flush=True)
     if "mean" in chance:  # how far apart the two could be by the choice of place alone: said, not judged
         mean = chance["mean"]

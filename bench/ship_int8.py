@@ -22,7 +22,9 @@ Quantization-aware: first fine-tunes the base model's weights on its training pl
 INT8 simulated in every forward pass (``train.qat=true``, :mod:`openfootprints.model.fake_quant`; from the base
 model's weights, at a low learning rate), then quantizes the base model with those weights (its normalization,
 decoding and record otherwise), and checks that file against the base model's own fp32 network exactly as above: the
-INT8 file stands for the base model, so it is judged against it.
+INT8 file stands for the base model, so it is judged against it. Shipped, it would run on the CPU in the base model's
+place with weights of its own (its record's ``quantization.weights_from``), as any INT8 file runs rounded ones: what
+makes it stand in is the held-out check, not equal weights.
 """
 
 from __future__ import annotations

@@ -156,11 +156,11 @@ def test_paired_scores_two_runs_on_the_same_squares_and_averages_the_places_the_
     for folder, found in ((first, truth), (second, truth.iloc[: len(truth) // 2])):
         folder.mkdir()
         found.to_parquet(folder / "here.parquet")
-    rows = paired.paired(first, second, tmp_path)
+    rows = paired.paired(first, second, tmp_path, tmp_path / "unused")  # HELD_OUT's paths are absolute
     assert set(rows) == {"here", "mean"}
     assert rows["here"]["first"] == 1.0 and rows["here"]["second"] < 1.0
     assert rows["here"]["difference"] == pytest.approx(rows["here"]["second"] - 1.0)
     assert rows["here"]["low"] <= rows["here"]["difference"] <= rows["here"]["high"] <= 0
     assert rows["mean"]["difference"] == rows["here"]["difference"]
     assert "mean of here" in paired.describe(rows)
-    assert paired.paired(first, tmp_path, tmp_path) == {}  # nothing detected in both
+    assert paired.paired(first, tmp_path, tmp_path, tmp_path) == {}  # nothing detected in both

@@ -47,14 +47,36 @@ def test_inputs_are_rounded_to_uint8_steps_over_a_range_that_holds_zero():
     assert torch.allclose(rounded / step, (rounded / step).round(), atol=1e-3)
 
 
-def test_the_input_range_follows_training_batches_and_stands_still_in_eval():
+def test_the_input_range_follows_training_batches_and_stands_still_without_gradients():
     hook, conv = InputSteps(), torch.nn.Conv2d(1, 1, 1).train()
     hook(conv, (torch.full((1, 1, 8, 8), 2.0),))
     hook(conv, (torch.full((1, 1, 8, 8), 4.0),))
     assert hook.high == pytest.approx(0.9 * 2.0 + 0.1 * 4.0)
-    conv.eval()
-    hook(conv, (torch.full((1, 1, 8, 8), 100.0),))
+    with torch.no_grad():  # validation, scoring
+        hook(conv, (torch.full((1, 1, 8, 8), 100.0),))
     assert hook.high == pytest.approx(2.2)
+    hook(conv.eval(), (torch.full((1, 1, 8, 8), 4.0),))  # a frozen encoder is in eval mode, and still trained through
+    assert hook.high == pytest.approx(0.9 * 2.2 + 0.1 * 4.0)
+
+
+def test_the_range_is_estimated_from_values_all_over_the_tensor():
+    hook, conv = InputSteps(), torch.nn.Conv2d(1, 1, 1)
+    x = torch.zeros(1, 1, 512, 512)
+    x[..., 1::2] = 5.0  # every other column: a stride over the flattened tensor could see only one kind
+    hook(conv, (x,))
+    assert hook.low == 0.0 and hook.high == pytest.approx(5.0)
+
+
+def test_a_copy_of_the_network_shares_the_ranges_training_moves():
+    import copy
+
+    net = small_net()
+    with simulated_int8(net) as ranges:
+        average = copy.deepcopy(net)  # as the moving average of train.ema_decay is made
+        net.train()
+        net(torch.rand(2, 3, 16, 16))
+        shared = [hook for hook in average[5]._forward_pre_hooks.values() if isinstance(hook, InputSteps)]
+        assert shared == [ranges["5"]] and ranges["5"].high is not None
 
 
 def test_leaving_the_context_gives_back_plain_convolutions_with_the_trained_weights():
@@ -86,13 +108,29 @@ def test_simulated_int8_output_is_near_but_not_fp32():
     assert (int8 - fp32).abs().max() < 0.05 * fp32.abs().max()
 
 
-def test_train_with_qat_writes_a_bundle_of_plain_weights(tiny_scene, tmp_path):
+def test_train_with_qat_trains_through_the_rounding_and_writes_a_bundle_of_plain_weights(tiny_scene, tmp_path,
+                                                                                         monkeypatch):
+    import contextlib
+
+    from openfootprints.training import run
+
+    seen: list[dict] = []
+
+    @contextlib.contextmanager
+    def recorded(net):
+        with simulated_int8(net) as ranges:
+            seen.append(ranges)
+            yield ranges
+
+    monkeypatch.setattr(run, "simulated_int8", recorded)
     out = tmp_path / "qat.ofp"
     assert main(["train", "--image", str(tiny_scene[0]), "--labels", str(tiny_scene[1]), "--out", str(out),
                  "model.decoder_channels=[16,16,8,8,8]", "model.pretrained=false", "train.qat=true",
                  "train.ema_decay=0.5", "train.batch_size=2", "data.chip_px=64", "data.samples_per_epoch=4",
                  "train.max_epochs=1", "tracking.energy=false"]) == 0
     bundle = load_bundle(out)
+    assert len(seen) == 1 and len(seen[0]) == 57  # every convolution of the U-Net but the first and the last
+    assert all(steps.high is not None for steps in seen[0].values())  # each rounded its inputs in training
     assert bundle.training["config"]["train"]["qat"] is True
     assert not any("parametrizations" in k for k in bundle.state_dict)
 

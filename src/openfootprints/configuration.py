@@ -90,4 +90,7 @@ def check_config(cfg: DictConfig) -> DictConfig:
                                     and -90 <= box[3] <= 90):
             raise InputError(f"config: {key}={list(box)} must be in degrees (longitude, latitude; EPSG:4326): "
                              "[west, south, east, north], not in the imagery's map units")
+    if cfg.train.qat and str(cfg.train.precision) not in ("32-true", "32"):
+        raise InputError(f"config: train.qat=true with train.precision={cfg.train.precision}: INT8 is simulated on "
+                         "float32 weights (32-true)")
     return cfg

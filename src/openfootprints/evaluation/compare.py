@@ -73,7 +73,7 @@ def paired_f1_difference(first: Sequence[dict], second: Sequence[dict], resample
 
 def mean_difference(places: Sequence[tuple[float, np.ndarray]], level: float = 0.95) -> dict:
     """The :func:`interval` of the mean F1 difference over places, each given as :func:`resampled_differences`
-    (resampled independently: the places share no square)."""
+    (of its own seed: the places share no square, and their resamplings are independent)."""
     if not places:
         raise ValueError("no place to average")
     return interval(float(np.mean([d for d, _ in places])), np.mean([s for _, s in places], axis=0), level)

@@ -4,11 +4,13 @@
 convolution's weights to 8-bit steps per output channel (signed, symmetric), each convolution's input to 8-bit steps
 per tensor (unsigned, over the central :data:`~openfootprints.model.quantize.PERCENTILE` % of its values), except the
 first convolution (it reads the image) and the last (the head), which stay in fp32. A network trained in fp32 meets
-that rounding for the first time at export; here it meets it in training: :func:`simulated_int8` rounds the same
-tensors the same way in every forward pass, and the gradient passes the rounding straight through (Jacob et al.
-2018, "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference"). The weights
-stay float: leaving the context restores plain convolutions, and ``export --int8`` quantizes them as it quantizes any
-network, calibrated on real chips.
+that rounding for the first time at export; here it meets it in training: :func:`simulated_int8` rounds the weights
+and inputs of the same convolutions on the same grids in every forward pass, and the gradient passes the rounding
+straight through (Jacob et al. 2018, "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-
+Only Inference"). Not simulated: ONNX Runtime also rounds the tensors around Add, Concat and Resize, and calibrates
+the ranges on its chips, where these follow the training batches. The weights stay float: leaving the context
+restores plain convolutions, and ``export --int8`` quantizes them as it quantizes any network, calibrated on real
+chips.
 
 Folding a batch norm into its convolution scales each output channel by one number, so the per-channel steps of the
 unfolded weights here are the steps ONNX Runtime takes on the folded ones.
@@ -43,20 +45,26 @@ class WeightSteps(torch.nn.Module):
 class InputSteps:
     """A forward pre-hook that rounds a convolution's input to uint8 steps over its running range.
 
-    In training mode the range moves towards each batch's central ``PERCENTILE`` % (estimated on at most
-    :data:`SAMPLE` values spread over the tensor), with zero always inside it, as ONNX Runtime's calibration
-    places it; in eval mode the range stands still. ``low``/``high``: the range, None before the first batch.
+    While gradients are recorded (a training step, the encoder's too when it is frozen) the range moves towards each
+    batch's central ``PERCENTILE`` % (estimated on :data:`SAMPLE` values drawn at random from the tensor), with zero
+    always inside it, as ONNX Runtime's calibration places it; otherwise (validation, scoring) it stands still.
+    ``low``/``high``: the range, None before the first batch. A copy of the network (the moving average of
+    ``train.ema_decay``) shares the hook and so its range.
     """
 
     def __init__(self) -> None:
         self.low: float | None = None
         self.high: float | None = None
 
+    def __deepcopy__(self, memo: dict) -> InputSteps:
+        return self  # copies of the network round their inputs on the range training moves
+
     def observe(self, x: torch.Tensor) -> None:
         values = x.detach().flatten().float()
-        values = values[:: max(1, values.numel() // SAMPLE)]
+        if values.numel() > SAMPLE:  # at random: a stride would line up with the image's columns
+            values = values[torch.randint(0, values.numel(), (SAMPLE,), device=values.device)]
         tail = (100.0 - PERCENTILE) / 200.0
-        low, high = torch.quantile(values, torch.tensor([tail, 1.0 - tail])).tolist()
+        low, high = torch.quantile(values, values.new_tensor([tail, 1.0 - tail])).tolist()
         low, high = min(low, 0.0), max(high, 0.0)
         if self.low is None or self.high is None:
             self.low, self.high = low, high
@@ -66,7 +74,7 @@ class InputSteps:
 
     def __call__(self, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         x = inputs[0]
-        if module.training or self.low is None:
+        if torch.is_grad_enabled() or self.low is None:
             self.observe(x)
         assert self.low is not None and self.high is not None
         scale = max(self.high - self.low, 1e-8) / ACTIVATION_LEVELS

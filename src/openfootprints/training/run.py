@@ -529,8 +529,6 @@ def segmentation_module(cfg: DictConfig, net: torch.nn.Module, steps: int, budge
     """The configured recipe's module; ``ema`` False: no moving average (the data diet's short scoring runs,
     whose few steps an average would leave near their first)."""
     t = cfg.train
-    if t.qat and t.precision not in ("32-true", "32"):
-        raise InputError(f"train.qat with train.precision={t.precision}: INT8 is simulated on float32 (32-true)")
     if ema and t.ema_decay > 0 and t.precision not in ("32-true", "32", "bf16-mixed", "16-mixed"):
         raise InputError(f"train.ema_decay={t.ema_decay:g} with train.precision={t.precision}: the average needs "
                          "float32 weights (32-true, or a mixed precision)")
