@@ -141,6 +141,17 @@ def adapt_run(kind: str, base: Path, image: str, subset: Path, area: Path, out: 
     return (time.monotonic() - start) / 60
 
 
+STANDARD_EPOCHS = 3  # the budget of every run in docs/adapt.md since session 10; runs of another get folders of their own
+
+
+def budget_tag(args) -> str:
+    """How the runs of another budget than the standard one are named apart: ``-8ep``, ``-4min`` (else nothing),
+    so that a run is never reused for another budget."""
+    if args.epochs == STANDARD_EPOCHS:
+        return ""
+    return f"-{args.epochs}ep" if args.epochs else f"-{args.minutes:g}min"
+
+
 def base_folder(args, place: str | None = None) -> Path:
     """Where the runs that depend on the base model go: one folder per place and base (by content)."""
     return args.runs / (place or args.place) / f"base-{file_sha256(args.base)[:12]}"
@@ -166,7 +177,7 @@ def curve(args, order: str) -> list[dict]:
         subset, area = labelled_set(pool, pool_labels, n)
         tag = f"{order}{args.seed if order == 'random' else ''}-{'all' if n is None else n}"
         for kind in (args.kinds if order == "random" else ("finetune",)):
-            name = kind if kind == "scratch" or args.variant == "default" else f"{kind}-{args.variant}"
+            name = (kind if kind == "scratch" or args.variant == "default" else f"{kind}-{args.variant}") + budget_tag(args)
             out = (with_base if kind == "finetune" else folder) / f"{tag}-{name}"  # scratch: the same for any base
             trained = out / "result.json"  # what was trained, and how long it took
             if not trained.exists():
@@ -185,7 +196,8 @@ def curve(args, order: str) -> list[dict]:
     budget = f"--epochs {args.epochs}" if args.epochs else f"--minutes {args.minutes:g}"
     rows = [{**r, "seed": seed, "budget": budget} for r in rows]
     variant = "" if args.variant == "default" else f"-{args.variant}"
-    (with_base / f"rows-{order}{'' if seed is None else seed}{variant}.json").write_text(json.dumps(rows, indent=1))
+    (with_base / f"rows-{order}{'' if seed is None else seed}{variant}{budget_tag(args)}.json").write_text(
+        json.dumps(rows, indent=1))
     return rows
 
 
