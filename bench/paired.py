@@ -21,7 +21,7 @@ import real  # noqa: E402
 
 from openfootprints.configuration import load_config  # noqa: E402
 from openfootprints.evaluation.compare import (CELL_M, interval, mean_difference,  # noqa: E402
-                                               resampled_differences)
+                                               resampled_differences, square_names)
 from openfootprints.evaluation.run import evaluate_files  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def paired(first: Path, second: Path, runs: Path, data: Path) -> dict[str, dict]
         (f1_a, a), (f1_b, b) = squares(first, place, imagery, truth), squares(second, place, imagery, truth)
         spreads[place] = resampled_differences(a, b, seed=seed)
         rows[place] = {"first": f1_a, "second": f1_b, **interval(*spreads[place]),
-                       "squares": len({r["region"] for r in a} | {r["region"] for r in b})}
+                       "squares": len(square_names(a, b))}
     if all(place in spreads for place in real.HELD_OUT):
         rows["mean"] = {"first": sum(rows[p]["first"] for p in real.HELD_OUT) / len(real.HELD_OUT),
                         "second": sum(rows[p]["second"] for p in real.HELD_OUT) / len(real.HELD_OUT),

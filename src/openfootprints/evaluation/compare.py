@@ -29,6 +29,11 @@ def square_counts(by_region: Sequence[dict], names: Sequence[str]) -> np.ndarray
     return np.array([[int(rows[name][k]) if name in rows else 0 for k in COUNTS] for name in names], np.int64)
 
 
+def square_names(first: Sequence[dict], second: Sequence[dict]) -> list[str]:
+    """The squares either evaluation's ``by_region`` rows name, sorted: those the resampling draws from."""
+    return sorted({row["region"] for row in first} | {row["region"] for row in second})
+
+
 def f1_of_counts(counts: np.ndarray) -> np.ndarray:
     """F1 from summed counts (..., 4) (columns :data:`COUNTS`): the harmonic mean of precision (matched /
     predicted) and recall (found / true); 0 where either is undefined or both are 0."""
@@ -46,7 +51,7 @@ def resampled_differences(first: Sequence[dict], second: Sequence[dict], resampl
     float64 (the same squares for both)."""
     if resamples < 1:
         raise ValueError(f"resamples must be ≥ 1, got {resamples}")
-    names = sorted({row["region"] for row in first} | {row["region"] for row in second})
+    names = square_names(first, second)
     a, b = square_counts(first, names), square_counts(second, names)
     difference = float(f1_of_counts(b.sum(axis=0)) - f1_of_counts(a.sum(axis=0)))
     if not names:
@@ -67,8 +72,8 @@ def interval(difference: float, spread: np.ndarray, level: float = 0.95) -> dict
 def paired_f1_difference(first: Sequence[dict], second: Sequence[dict], resamples: int = RESAMPLES,
                          level: float = 0.95, seed: int = 0) -> dict:
     """:func:`resampled_differences` as an :func:`interval`, with the number of squares (``"squares"``)."""
-    names = {row["region"] for row in first} | {row["region"] for row in second}
-    return {**interval(*resampled_differences(first, second, resamples, seed), level), "squares": len(names)}
+    return {**interval(*resampled_differences(first, second, resamples, seed), level),
+            "squares": len(square_names(first, second))}
 
 
 def mean_difference(places: Sequence[tuple[float, np.ndarray]], level: float = 0.95) -> dict:
